@@ -1,0 +1,12 @@
+//! Types shared by every part of detour: the wire format, and the layouts of
+//! the maps through which the XDP programs and userspace meet.
+//!
+//! `no_std` and allocation-free so that the eBPF crate links it; the `user`
+//! feature adds what only userspace needs.
+#![cfg_attr(not(feature = "std"), no_std)]
+
+#[cfg(all(test, not(feature = "std")))]
+extern crate std;
+
+pub mod maps;
+pub mod wire;

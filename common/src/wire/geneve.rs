@@ -1,0 +1,429 @@
+//! GENEVE (RFC 8926) and detour's option.
+//!
+//! ```text
+//! base header
+//!  0   2           8 9 10         16                              31
+//! +---+-----------+-+-+-----------+-------------------------------+
+//! |Ver|  Opt Len  |O|C|   Rsvd    |         Protocol Type         |
+//! +---+-----------+-+-+-----------+---------------+---------------+
+//! |       Virtual Network Identifier (VNI)        |   Reserved    |
+//! +-----------------------------------------------+---------------+
+//! |                   options (Opt Len × 4 bytes)                 |
+//!
+//! detour option (class 0xFFD7, type 0x81, length 2: 12 bytes in all)
+//! +-------------------------------+---------------+-----+---------+
+//! |      Option Class = FFD7      | Type = 0x81   | R R R|Len = 2 |
+//! +-------------------------------+---------------+-----+---------+
+//! |        source node id         |     destination node id       |
+//! +---------------+---------------+-------------------------------+
+//! |   hop limit   |     flags     |        reserved (zero)        |
+//! +---------------+---------------+-------------------------------+
+//! ```
+
+use super::field::{set_u16, set_u32, u16_at, u32_at};
+use super::{Error, Result};
+
+/// Length of the GENEVE base header.
+pub const HEADER_LEN: usize = 8;
+/// The IANA-assigned GENEVE port.
+pub const DEFAULT_PORT: u16 = 6081;
+
+/// detour's option class, from the range RFC 8926 (section 7.2) leaves for
+/// experimental use (0xFF00 to 0xFFFF); "D7" for "detour".
+pub const DETOUR_OPTION_CLASS: u16 = 0xffd7;
+/// detour's option type: the high bit marks the option critical (an endpoint
+/// that does not understand it must drop the packet, RFC 8926 section 3.5.1);
+/// the low bits number the layout, so that a new layout gets a new type.
+pub const DETOUR_OPTION_TYPE: u8 = 0x81;
+/// Length of the option's data in 4-byte words, as the Length field says.
+pub const DETOUR_OPTION_DATA_WORDS: u8 = 2;
+/// Length of the whole option, its 4-byte header included.
+pub const DETOUR_OPTION_LEN: usize = 4 + 4 * DETOUR_OPTION_DATA_WORDS as usize;
+/// The GENEVE header a detour packet carries: base header and the one option.
+pub const DETOUR_GENEVE_LEN: usize = HEADER_LEN + DETOUR_OPTION_LEN;
+
+/// A node of the overlay. 0 and 0xFFFF are reserved and never name a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub u16);
+
+impl NodeId {
+    /// True for ids that may name a node (1 to 65534).
+    pub const fn is_valid(&self) -> bool {
+        self.0 != 0 && self.0 != u16::MAX
+    }
+}
+
+impl core::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Bits of the detour option's flags byte.
+pub mod flags {
+    /// Set by a relay when it forwards the packet toward its destination.
+    pub const RELAYED: u8 = 0x01;
+}
+
+/// A checked view of a GENEVE header and what follows it.
+///
+/// `new_checked` guarantees that the whole option area is in the buffer.
+#[derive(Debug, Clone)]
+pub struct GeneveHeader<T> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> GeneveHeader<T> {
+    pub fn new_checked(buffer: T) -> Result<Self> {
+        let b = buffer.as_ref();
+        if b.len() < HEADER_LEN {
+            return Err(Error::Truncated);
+        }
+        if b[0] >> 6 != 0 {
+            return Err(Error::Version);
+        }
+        if b.len() < HEADER_LEN + usize::from(b[0] & 0x3f) * 4 {
+            return Err(Error::Truncated);
+        }
+        Ok(GeneveHeader { buffer })
+    }
+
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    fn b(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
+
+    /// Length of the option area in bytes.
+    pub fn options_len(&self) -> usize {
+        usize::from(self.b()[0] & 0x3f) * 4
+    }
+
+    /// Length of the base header and the options.
+    pub fn header_len(&self) -> usize {
+        HEADER_LEN + self.options_len()
+    }
+
+    /// The O bit: a control (OAM) packet.
+    pub fn oam(&self) -> bool {
+        self.b()[1] & 0x80 != 0
+    }
+
+    /// The C bit: at least one option is critical.
+    pub fn critical(&self) -> bool {
+        self.b()[1] & 0x40 != 0
+    }
+
+    /// The EtherType of the payload.
+    pub fn protocol_type(&self) -> u16 {
+        u16_at(self.b(), 2)
+    }
+
+    /// The 24-bit virtual network identifier.
+    pub fn vni(&self) -> u32 {
+        u32_at(self.b(), 4) >> 8
+    }
+
+    /// The option area, uninterpreted.
+    pub fn options(&self) -> &[u8] {
+        &self.b()[HEADER_LEN..self.header_len()]
+    }
+
+    /// The options, one by one; an option whose length runs past the option
+    /// area yields [`Error::OptionLength`] and ends the iteration.
+    pub fn option_iter(&self) -> GeneveOptions<'_> {
+        GeneveOptions {
+            rest: self.options(),
+        }
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        &self.b()[self.header_len()..]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> GeneveHeader<T> {
+    pub fn set_protocol_type(&mut self, ethertype: u16) {
+        set_u16(self.buffer.as_mut(), 2, ethertype);
+    }
+
+    pub fn options_mut(&mut self) -> &mut [u8] {
+        let end = self.header_len();
+        &mut self.buffer.as_mut()[HEADER_LEN..end]
+    }
+
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let at = self.header_len();
+        &mut self.buffer.as_mut()[at..]
+    }
+}
+
+/// One GENEVE option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GeneveOption<'a> {
+    pub class: u16,
+    /// The type byte; its high bit marks the option critical.
+    pub kind: u8,
+    pub data: &'a [u8],
+}
+
+impl GeneveOption<'_> {
+    pub fn is_critical(&self) -> bool {
+        self.kind & 0x80 != 0
+    }
+}
+
+/// Iterator over the options of a [`GeneveHeader`].
+#[derive(Debug, Clone)]
+pub struct GeneveOptions<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for GeneveOptions<'a> {
+    type Item = Result<GeneveOption<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let parsed = (|| {
+            let head = self.rest.get(..4).ok_or(Error::OptionLength)?;
+            let len = 4 + usize::from(head[3] & 0x1f) * 4;
+            let whole = self.rest.get(..len).ok_or(Error::OptionLength)?;
+            Ok((
+                GeneveOption {
+                    class: u16_at(head, 0),
+                    kind: head[2],
+                    data: &whole[4..],
+                },
+                len,
+            ))
+        })();
+        match parsed {
+            Ok((option, len)) => {
+                self.rest = &self.rest[len..];
+                Some(Ok(option))
+            }
+            Err(e) => {
+                self.rest = &[];
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// The fields of a GENEVE base header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GeneveRepr {
+    pub oam: bool,
+    pub critical: bool,
+    pub protocol_type: u16,
+    /// 24 bits; higher bits are ignored on emit.
+    pub vni: u32,
+    /// Length of the options that follow, in bytes: a multiple of 4, at most 252.
+    pub options_len: u8,
+}
+
+impl GeneveRepr {
+    pub fn parse<T: AsRef<[u8]>>(g: &GeneveHeader<T>) -> Self {
+        GeneveRepr {
+            oam: g.oam(),
+            critical: g.critical(),
+            protocol_type: g.protocol_type(),
+            vni: g.vni(),
+            options_len: g.options_len() as u8,
+        }
+    }
+
+    /// Writes the 8-byte base header; the caller writes the options after it.
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
+        if self.options_len % 4 != 0 || self.options_len > 252 {
+            return Err(Error::Length);
+        }
+        let b = buf.get_mut(..HEADER_LEN).ok_or(Error::NoRoom)?;
+        b[0] = self.options_len / 4;
+        b[1] = (u8::from(self.oam) << 7) | (u8::from(self.critical) << 6);
+        set_u16(b, 2, self.protocol_type);
+        set_u32(b, 4, (self.vni & 0x00ff_ffff) << 8);
+        Ok(HEADER_LEN)
+    }
+}
+
+/// A checked view of the detour option, from its option header on.
+#[derive(Debug, Clone)]
+pub struct DetourOption<T> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> DetourOption<T> {
+    /// Checks class, type and length; the option must start at `buffer[0]`.
+    pub fn new_checked(buffer: T) -> Result<Self> {
+        let b = buffer.as_ref();
+        if b.len() < DETOUR_OPTION_LEN {
+            return Err(Error::Truncated);
+        }
+        if u16_at(b, 0) != DETOUR_OPTION_CLASS || b[2] != DETOUR_OPTION_TYPE {
+            return Err(Error::Protocol);
+        }
+        if b[3] & 0x1f != DETOUR_OPTION_DATA_WORDS {
+            return Err(Error::OptionLength);
+        }
+        Ok(DetourOption { buffer })
+    }
+
+    fn b(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
+
+    pub fn src_node(&self) -> NodeId {
+        NodeId(u16_at(self.b(), 4))
+    }
+
+    pub fn dst_node(&self) -> NodeId {
+        NodeId(u16_at(self.b(), 6))
+    }
+
+    pub fn hop_limit(&self) -> u8 {
+        self.b()[8]
+    }
+
+    pub fn flags(&self) -> u8 {
+        self.b()[9]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> DetourOption<T> {
+    pub fn set_hop_limit(&mut self, hop_limit: u8) {
+        self.buffer.as_mut()[8] = hop_limit;
+    }
+
+    pub fn set_flags(&mut self, flags: u8) {
+        self.buffer.as_mut()[9] = flags;
+    }
+}
+
+/// The fields of the detour option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DetourOptionRepr {
+    pub src: NodeId,
+    pub dst: NodeId,
+    pub hop_limit: u8,
+    pub flags: u8,
+}
+
+impl DetourOptionRepr {
+    pub fn parse<T: AsRef<[u8]>>(o: &DetourOption<T>) -> Self {
+        DetourOptionRepr {
+            src: o.src_node(),
+            dst: o.dst_node(),
+            hop_limit: o.hop_limit(),
+            flags: o.flags(),
+        }
+    }
+
+    /// Writes the whole option, header included; returns its length (12).
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
+        let b = buf.get_mut(..DETOUR_OPTION_LEN).ok_or(Error::NoRoom)?;
+        set_u16(b, 0, DETOUR_OPTION_CLASS);
+        b[2] = DETOUR_OPTION_TYPE;
+        b[3] = DETOUR_OPTION_DATA_WORDS;
+        set_u16(b, 4, self.src.0);
+        set_u16(b, 6, self.dst.0);
+        b[8] = self.hop_limit;
+        b[9] = self.flags;
+        set_u16(b, 10, 0);
+        Ok(DETOUR_OPTION_LEN)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn detour_geneve() -> [u8; DETOUR_GENEVE_LEN] {
+        let mut b = [0u8; DETOUR_GENEVE_LEN];
+        GeneveRepr {
+            oam: false,
+            critical: true,
+            protocol_type: 0x0800,
+            vni: 0x00abcd,
+            options_len: DETOUR_OPTION_LEN as u8,
+        }
+        .emit(&mut b)
+        .unwrap();
+        DetourOptionRepr {
+            src: NodeId(7),
+            dst: NodeId(300),
+            hop_limit: 4,
+            flags: flags::RELAYED,
+        }
+        .emit(&mut b[HEADER_LEN..])
+        .unwrap();
+        b
+    }
+
+    #[test]
+    fn detour_header_is_twenty_bytes_with_one_critical_option() {
+        let b = detour_geneve();
+        let g = GeneveHeader::new_checked(&b[..]).unwrap();
+        assert_eq!(g.header_len(), 20);
+        assert!(g.critical() && !g.oam());
+        assert_eq!(g.vni(), 0xabcd);
+        let mut options = g.option_iter();
+        let o = options.next().unwrap().unwrap();
+        assert_eq!((o.class, o.kind, o.data.len()), (0xffd7, 0x81, 8));
+        assert!(o.is_critical());
+        assert!(options.next().is_none());
+        let d = DetourOption::new_checked(g.options()).unwrap();
+        assert_eq!((d.src_node(), d.dst_node()), (NodeId(7), NodeId(300)));
+        assert_eq!((d.hop_limit(), d.flags()), (4, flags::RELAYED));
+    }
+
+    #[test]
+    fn option_whose_length_lies_ends_the_iteration_with_an_error() {
+        let mut b = detour_geneve();
+        b[HEADER_LEN + 3] = 5; // claims 20 bytes of data, 8 are there
+        let g = GeneveHeader::new_checked(&b[..]).unwrap();
+        let mut options = g.option_iter();
+        assert_eq!(options.next(), Some(Err(Error::OptionLength)));
+        assert_eq!(options.next(), None);
+        assert_eq!(
+            DetourOption::new_checked(g.options()).unwrap_err(),
+            Error::OptionLength
+        );
+    }
+
+    #[test]
+    fn wrong_version_class_or_type_is_refused() {
+        let mut b = detour_geneve();
+        b[0] |= 0x40;
+        assert_eq!(
+            GeneveHeader::new_checked(&b[..]).unwrap_err(),
+            Error::Version
+        );
+        let mut b = detour_geneve();
+        b[HEADER_LEN + 2] = 0x01;
+        assert_eq!(
+            DetourOption::new_checked(&b[HEADER_LEN..]).unwrap_err(),
+            Error::Protocol
+        );
+    }
+
+    #[test]
+    fn option_area_longer_than_the_buffer_is_truncated() {
+        let b = detour_geneve();
+        assert_eq!(
+            GeneveHeader::new_checked(&b[..19]).unwrap_err(),
+            Error::Truncated
+        );
+    }
+
+    #[test]
+    fn reserved_node_ids_are_not_valid() {
+        assert!(!NodeId(0).is_valid());
+        assert!(!NodeId(u16::MAX).is_valid());
+        assert!(NodeId(1).is_valid());
+    }
+}

@@ -1,0 +1,282 @@
+//! Network namespaces, veth pairs, bpffs directories and processes for
+//! detour's tests, each with a unique name and each removed on drop (so also
+//! when a test panics).
+//!
+//! Names carry the creating process's pid (`dt-<pid>-<n>-<tag>`), so that a
+//! test process that was killed before its destructors ran can be cleaned up
+//! by the next one: [`Netns::new`] first removes namespaces whose creator is
+//! gone. Tests that need this kit call [`require_root`] first; without root it
+//! fails, it never skips (filter the tests out by name instead: every test
+//! that uses the kit has `netns` in its name).
+//!
+//! ```no_run
+//! use detour_testkit::{Netns, require_root};
+//! require_root();
+//! let a = Netns::new("a").unwrap();
+//! let b = Netns::new("b").unwrap();
+//! a.veth("eth0", &b, "eth0").unwrap();
+//! a.ip(&["addr", "add", "10.0.0.1/24", "dev", "eth0"]).unwrap();
+//! ```
+
+pub mod wire;
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Once;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+const PREFIX: &str = "dt-";
+const NETNS_DIR: &str = "/run/netns";
+const BPFFS: &str = "/sys/fs/bpf";
+
+static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+static SWEEP: Once = Once::new();
+
+/// Panics with an explanation unless the process runs as root.
+///
+/// The namespace tests are never skipped silently: CI runs as root, and a
+/// developer without root filters them out by name (`-- --skip netns`).
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "this test builds network namespaces and needs root (euid is {euid}); \
+         run scripts/test as root, as CI does, or skip these tests with `-- --skip netns`"
+    );
+}
+
+/// A unique name for something a test creates: `dt-<pid>-<n>-<tag>`.
+pub fn unique_name(tag: &str) -> String {
+    let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    format!("{PREFIX}{}-{n}-{tag}", std::process::id())
+}
+
+/// Runs a command to completion; a non-zero exit becomes an error that
+/// carries the command line and what it printed.
+pub fn run(cmd: &mut Command) -> io::Result<Output> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot run {}: {e}", describe(cmd))))?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "{} failed ({}): {}{}",
+            describe(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim(),
+        )));
+    }
+    Ok(out)
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// A network namespace, deleted on drop.
+///
+/// Interfaces inside it (veth ends included, with any XDP program attached to
+/// them) go with it.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates `dt-<pid>-<n>-<tag>` with its loopback up.
+    pub fn new(tag: &str) -> io::Result<Netns> {
+        SWEEP.call_once(sweep_orphans);
+        let ns = Netns {
+            name: unique_name(tag),
+        };
+        run(Command::new("ip").args(["netns", "add", &ns.name]))?;
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `ip -n <ns> <args>`.
+    pub fn ip(&self, args: &[&str]) -> io::Result<Output> {
+        run(Command::new("ip").arg("-n").arg(&self.name).args(args))
+    }
+
+    /// A command that runs inside the namespace (`ip netns exec`).
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).arg(program);
+        cmd
+    }
+
+    /// Runs a command inside the namespace to completion.
+    pub fn exec(&self, program: &str, args: &[&str]) -> io::Result<Output> {
+        run(self.command(program).args(args))
+    }
+
+    /// Starts a command inside the namespace; it is killed when the returned
+    /// guard drops.
+    pub fn spawn(&self, mut cmd: Command) -> io::Result<Process> {
+        let child = cmd.spawn()?;
+        Ok(Process { child })
+    }
+
+    /// Sets a sysctl inside the namespace (`net.ipv6.conf.all.disable_ipv6`).
+    pub fn sysctl(&self, key: &str, value: &str) -> io::Result<()> {
+        self.exec("sysctl", &["-q", "-w", &format!("{key}={value}")])
+            .map(drop)
+    }
+
+    /// Creates a veth pair: `name` here, `peer_name` in `peer`, both up.
+    pub fn veth(&self, name: &str, peer: &Netns, peer_name: &str) -> io::Result<()> {
+        self.ip(&[
+            "link", "add", name, "type", "veth", "peer", "name", peer_name, "netns", &peer.name,
+        ])?;
+        self.ip(&["link", "set", name, "up"])?;
+        peer.ip(&["link", "set", peer_name, "up"])?;
+        Ok(())
+    }
+
+    /// Runs `f` on a thread that has entered this namespace: sockets it
+    /// opens, interfaces it names and programs it attaches are the
+    /// namespace's. The calling thread's namespace is untouched.
+    pub fn run<F, R>(&self, f: F) -> io::Result<R>
+    where
+        F: FnOnce() -> R + Send,
+        R: Send,
+    {
+        let file = File::open(Path::new(NETNS_DIR).join(&self.name))?;
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                // SAFETY: setns on a valid namespace fd; it changes only the
+                // namespace of this thread, which ends with the scope.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Err(e) = run(Command::new("ip").args(["netns", "del", &self.name])) {
+            eprintln!("detour-testkit: cleanup: {e}");
+        }
+    }
+}
+
+/// Removes namespaces left by test processes that no longer exist.
+fn sweep_orphans() {
+    let Ok(entries) = std::fs::read_dir(NETNS_DIR) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = creator_pid(&name)
+            && !Path::new("/proc").join(pid.to_string()).exists()
+        {
+            let _ = run(Command::new("ip").args(["netns", "del", &name]));
+        }
+    }
+}
+
+/// The pid embedded in a kit-made name, if `name` is one.
+fn creator_pid(name: &str) -> Option<u32> {
+    name.strip_prefix(PREFIX)?.split('-').next()?.parse().ok()
+}
+
+/// A process started inside a namespace; killed and reaped on drop.
+#[derive(Debug)]
+pub struct Process {
+    child: Child,
+}
+
+impl Process {
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The child itself, to wait for it, read its pipes or signal it.
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A directory on the BPF filesystem for a test's pins, removed with
+/// everything in it on drop.
+#[derive(Debug)]
+pub struct BpffsDir {
+    path: PathBuf,
+}
+
+impl BpffsDir {
+    pub fn new(tag: &str) -> io::Result<BpffsDir> {
+        let path = Path::new(BPFFS).join(unique_name(tag));
+        std::fs::create_dir(&path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot create {} ({e}); is bpffs mounted? scripts/setup mounts it",
+                    path.display()
+                ),
+            )
+        })?;
+        Ok(BpffsDir { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for BpffsDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.path) {
+            eprintln!("detour-testkit: cleanup of {}: {e}", self.path.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_pid_and_never_repeat() {
+        let a = unique_name("x");
+        let b = unique_name("x");
+        assert_ne!(a, b);
+        assert_eq!(creator_pid(&a), Some(std::process::id()));
+    }
+
+    #[test]
+    fn foreign_names_are_not_ours_to_sweep() {
+        assert_eq!(creator_pid("blue"), None);
+        assert_eq!(creator_pid("dt-notapid-1-x"), None);
+    }
+}
