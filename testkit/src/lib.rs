@@ -181,8 +181,9 @@ impl Drop for Netns {
     }
 }
 
-/// Removes namespaces left by test processes that no longer exist.
-fn sweep_orphans() {
+/// Removes namespaces left by test processes that no longer exist. Runs once
+/// per process before the first [`Netns::new`]; public for its own test.
+pub fn sweep_orphans() {
     let Ok(entries) = std::fs::read_dir(NETNS_DIR) else {
         return;
     };

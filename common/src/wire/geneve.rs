@@ -10,9 +10,9 @@
 //! +-----------------------------------------------+---------------+
 //! |                   options (Opt Len × 4 bytes)                 |
 //!
-//! detour option (class 0xFFD7, type 0x81, length 2: 12 bytes in all)
+//! detour option (class 0xFFFD, type 0x81, length 2: 12 bytes in all)
 //! +-------------------------------+---------------+-----+---------+
-//! |      Option Class = FFD7      | Type = 0x81   | R R R|Len = 2 |
+//! |      Option Class = FFFD      | Type = 0x81   | R R R|Len = 2 |
 //! +-------------------------------+---------------+-----+---------+
 //! |        source node id         |     destination node id       |
 //! +---------------+---------------+-------------------------------+
@@ -29,8 +29,9 @@ pub const HEADER_LEN: usize = 8;
 pub const DEFAULT_PORT: u16 = 6081;
 
 /// detour's option class, from the range RFC 8926 (section 7.2) leaves for
-/// experimental use (0xFF00 to 0xFFFF); "D7" for "detour".
-pub const DETOUR_OPTION_CLASS: u16 = 0xffd7;
+/// experimental use (0xFFF0 to 0xFFFF); "D" for "detour". tcpdump prints it
+/// as "class Experimental (0xfffd)".
+pub const DETOUR_OPTION_CLASS: u16 = 0xfffd;
 /// detour's option type: the high bit marks the option critical (an endpoint
 /// that does not understand it must drop the packet, RFC 8926 section 3.5.1);
 /// the low bits number the layout, so that a new layout gets a new type.
@@ -58,6 +59,10 @@ impl core::fmt::Display for NodeId {
         write!(f, "{}", self.0)
     }
 }
+
+/// The hop limit an encapsulating node writes unless configured otherwise:
+/// a direct path needs 1, a path through one relay 2; the rest is slack.
+pub const DEFAULT_HOP_LIMIT: u8 = 4;
 
 /// Bits of the detour option's flags byte.
 pub mod flags {
@@ -373,7 +378,7 @@ mod tests {
         assert_eq!(g.vni(), 0xabcd);
         let mut options = g.option_iter();
         let o = options.next().unwrap().unwrap();
-        assert_eq!((o.class, o.kind, o.data.len()), (0xffd7, 0x81, 8));
+        assert_eq!((o.class, o.kind, o.data.len()), (0xfffd, 0x81, 8));
         assert!(o.is_critical());
         assert!(options.next().is_none());
         let d = DetourOption::new_checked(g.options()).unwrap();
