@@ -10,10 +10,13 @@ use detour_common::maps::{PASS_COUNT_MAP, PASS_PROGRAM, PacketCount};
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/detour-xdp"));
 
 /// What can go wrong between the object and an attached program.
+///
+/// aya's errors are large (they carry verifier logs); they are boxed so that
+/// a `Result` of this type stays small.
 #[derive(Debug, thiserror::Error)]
 pub enum XdpError {
     #[error("loading the XDP object failed (needs root or CAP_BPF and CAP_NET_ADMIN): {0}")]
-    Load(#[from] EbpfError),
+    Load(#[source] Box<EbpfError>),
     #[error("the XDP object has no program {0:?}; was it built from this source tree?")]
     MissingProgram(&'static str),
     #[error("the XDP object has no map {0:?}; was it built from this source tree?")]
@@ -22,7 +25,7 @@ pub enum XdpError {
     Program {
         program: &'static str,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     #[error(
         "attaching XDP program {program:?} to interface {iface:?} ({mode:?} mode) failed: {source}"
@@ -32,7 +35,7 @@ pub enum XdpError {
         iface: String,
         mode: XdpMode,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     #[error("reading map {map:?}: {source}")]
     Map {
@@ -54,13 +57,10 @@ pub struct PassProgram {
 impl PassProgram {
     /// Loads the object and the program into the kernel (verifier included).
     pub fn load() -> Result<Self, XdpError> {
-        let mut ebpf = Ebpf::load(OBJECT)?;
+        let mut ebpf = Ebpf::load(OBJECT).map_err(|e| XdpError::Load(Box::new(e)))?;
         program_mut(&mut ebpf)?
             .load()
-            .map_err(|source| XdpError::Program {
-                program: PASS_PROGRAM,
-                source,
-            })?;
+            .map_err(|e| program_error(PASS_PROGRAM, e))?;
         Ok(PassProgram { ebpf })
     }
 
@@ -73,7 +73,7 @@ impl PassProgram {
                 program: PASS_PROGRAM,
                 iface: iface.to_owned(),
                 mode,
-                source,
+                source: Box::new(source),
             })?;
         Ok(())
     }
@@ -84,10 +84,7 @@ impl PassProgram {
             .program(PASS_PROGRAM)
             .ok_or(XdpError::MissingProgram(PASS_PROGRAM))?
             .try_into()
-            .map_err(|source| XdpError::Program {
-                program: PASS_PROGRAM,
-                source,
-            })
+            .map_err(|e| program_error(PASS_PROGRAM, e))
     }
 
     /// Frames and bytes seen, summed over every CPU.
@@ -112,8 +109,12 @@ fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
     ebpf.program_mut(PASS_PROGRAM)
         .ok_or(XdpError::MissingProgram(PASS_PROGRAM))?
         .try_into()
-        .map_err(|source| XdpError::Program {
-            program: PASS_PROGRAM,
-            source,
-        })
+        .map_err(|e| program_error(PASS_PROGRAM, e))
+}
+
+fn program_error(program: &'static str, source: ProgramError) -> XdpError {
+    XdpError::Program {
+        program,
+        source: Box::new(source),
+    }
 }

@@ -244,7 +244,7 @@ impl GeneveRepr {
 
     /// Writes the 8-byte base header; the caller writes the options after it.
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
-        if self.options_len % 4 != 0 || self.options_len > 252 {
+        if !self.options_len.is_multiple_of(4) || self.options_len > 252 {
             return Err(Error::Length);
         }
         let b = buf.get_mut(..HEADER_LEN).ok_or(Error::NoRoom)?;

@@ -304,7 +304,7 @@ mod tests {
         b[..28].copy_from_slice(&udp_packet());
         b[0] = 0x46; // IHL 6: four bytes of options
         b[2..4].copy_from_slice(&32u16.to_be_bytes());
-        b[6..8].copy_from_slice(&(FLAG_MF | 0).to_be_bytes());
+        b[6..8].copy_from_slice(&FLAG_MF.to_be_bytes()); // first fragment
         let p = Ipv4Packet::new_checked(&b[..]).unwrap();
         assert!(p.has_options() && p.is_fragment() && p.more_frags());
         assert_eq!(p.options().len(), 4);
@@ -317,7 +317,8 @@ mod tests {
     #[test]
     fn lying_lengths_are_refused() {
         let good = udp_packet();
-        let cases: [(fn(&mut [u8; 28]), Error); 5] = [
+        type Edit = fn(&mut [u8; 28]);
+        let cases: [(Edit, Error); 5] = [
             (|b| b[0] = 0x65, Error::Version),
             (|b| b[0] = 0x44, Error::Length),
             (|b| b[0] = 0x4f, Error::Truncated),
