@@ -6,6 +6,11 @@ use anyhow::Context as _;
 use aya_build::{Package, Toolchain};
 
 fn main() -> anyhow::Result<()> {
+    // aya-build relays the nested cargo's stderr as `cargo:warning` lines;
+    // without this every rebuild prints its "Compiling ..." progress as
+    // warnings. Compiler diagnostics still come through (they travel as JSON).
+    // SAFETY: the build script is single-threaded at this point.
+    unsafe { std::env::set_var("CARGO_TERM_QUIET", "true") };
     let ebpf = Package {
         name: "detour-ebpf",
         root_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../ebpf"),
