@@ -102,14 +102,14 @@ fn pass_program_counts_real_frames(mode: XdpMode) {
 
     let mut program = PassProgram::load().unwrap();
     link.rx
-        .run(|| program.attach("eth0", mode))
+        .enter(|| program.attach("eth0", mode))
         .unwrap()
         .unwrap();
     assert!(xdp_attached(&link.rx, "eth0"));
 
     let receiver = link
         .rx
-        .run(|| UdpSocket::bind("10.9.0.1:9000"))
+        .enter(|| UdpSocket::bind("10.9.0.1:9000"))
         .unwrap()
         .unwrap();
     receiver
@@ -117,7 +117,7 @@ fn pass_program_counts_real_frames(mode: XdpMode) {
         .unwrap();
     let sender = link
         .tx
-        .run(|| UdpSocket::bind("10.9.0.2:0"))
+        .enter(|| UdpSocket::bind("10.9.0.2:0"))
         .unwrap()
         .unwrap();
     // One datagram at a time: in native mode veth hands the socket page-sized

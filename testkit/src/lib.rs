@@ -7,7 +7,7 @@
 //! by the next one: [`Netns::new`] first removes namespaces whose creator is
 //! gone. Tests that need this kit call [`require_root`] first; without root it
 //! fails, it never skips (filter the tests out by name instead: every test
-//! that uses the kit has `netns` in its name).
+//! that uses the kit has a name that starts with `netns_`).
 //!
 //! ```no_run
 //! use detour_testkit::{Netns, require_root};
@@ -38,15 +38,17 @@ static SWEEP: Once = Once::new();
 
 /// Panics with an explanation unless the process runs as root.
 ///
-/// The namespace tests are never skipped silently: CI runs as root, and a
-/// developer without root filters them out by name (`-- --skip netns`).
+/// Privileged tests are never skipped silently: CI runs as root, and a
+/// developer without root filters them out by name; their names start with
+/// `netns_` (namespaces) or `bpf_` (loading programs).
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
     assert!(
         euid == 0,
         "this test builds network namespaces and needs root (euid is {euid}); \
-         run scripts/test as root, as CI does, or skip these tests with `-- --skip netns`"
+         run scripts/test as root, as CI does, or leave these tests out with \
+         `cargo test -- --skip netns_ --skip bpf_`"
     );
 }
 
@@ -126,13 +128,6 @@ impl Netns {
         run(self.command(program).args(args))
     }
 
-    /// Starts a command inside the namespace; it is killed when the returned
-    /// guard drops.
-    pub fn spawn(&self, mut cmd: Command) -> io::Result<Process> {
-        let child = cmd.spawn()?;
-        Ok(Process { child })
-    }
-
     /// Sets a sysctl inside the namespace (`net.ipv6.conf.all.disable_ipv6`).
     pub fn sysctl(&self, key: &str, value: &str) -> io::Result<()> {
         self.exec("sysctl", &["-q", "-w", &format!("{key}={value}")])
@@ -152,7 +147,7 @@ impl Netns {
     /// Runs `f` on a thread that has entered this namespace: sockets it
     /// opens, interfaces it names and programs it attaches are the
     /// namespace's. The calling thread's namespace is untouched.
-    pub fn run<F, R>(&self, f: F) -> io::Result<R>
+    pub fn enter<F, R>(&self, f: F) -> io::Result<R>
     where
         F: FnOnce() -> R + Send,
         R: Send,
@@ -209,6 +204,15 @@ pub struct Process {
 }
 
 impl Process {
+    /// Starts `cmd` (usually from [`Netns::command`]); it is killed when the
+    /// returned guard drops.
+    pub fn spawn(cmd: &mut Command) -> io::Result<Process> {
+        let child = cmd.spawn().map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot start {}: {e}", describe(cmd)))
+        })?;
+        Ok(Process { child })
+    }
+
     pub fn id(&self) -> u32 {
         self.child.id()
     }

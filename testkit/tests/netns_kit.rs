@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 
-use detour_testkit::{BpffsDir, Netns, require_root, run, sweep_orphans};
+use detour_testkit::{BpffsDir, Netns, Process, require_root, run, sweep_orphans};
 
 fn namespaces() -> String {
     let out = run(Command::new("ip").args(["netns", "list"])).unwrap();
@@ -25,8 +25,8 @@ fn netns_veth_lives_inside_its_namespaces_and_goes_with_them() {
     let a = Netns::new("a").unwrap();
     let b = Netns::new("b").unwrap();
     a.veth("kit0", &b, "kit1").unwrap();
-    assert!(a.run(|| has_interface("kit0")).unwrap());
-    assert!(b.run(|| has_interface("kit1")).unwrap());
+    assert!(a.enter(|| has_interface("kit0")).unwrap());
+    assert!(b.enter(|| has_interface("kit1")).unwrap());
     assert!(
         !has_interface("kit0"),
         "nothing is created in the caller's namespace"
@@ -71,9 +71,7 @@ fn netns_left_by_a_dead_process_is_swept() {
 fn netns_process_is_killed_when_its_guard_drops() {
     require_root();
     let ns = Netns::new("proc").unwrap();
-    let mut sleep = ns.command("sleep");
-    sleep.arg("30");
-    let process = ns.spawn(sleep).unwrap();
+    let process = Process::spawn(ns.command("sleep").arg("30")).unwrap();
     let proc_dir = Path::new("/proc").join(process.id().to_string());
     assert!(proc_dir.exists());
     drop(process);
