@@ -21,9 +21,8 @@ use super::geneve::{
 };
 use super::ipv4::{self, Ipv4Repr};
 use super::ipv6::{self, Ipv6Repr};
-use super::overlay::IPPROTO_UDP;
 use super::udp::{self, UdpRepr};
-use super::{Error, Result};
+use super::{Error, Result, ip_protocol};
 
 /// Outer headers on an IPv4 underlay: Ethernet, IPv4, UDP, GENEVE, option.
 pub const ENCAP_LEN_V4: usize =
@@ -99,7 +98,7 @@ impl EncapTemplate {
             Underlay::V4 { src, dst } => Ipv4Repr {
                 src,
                 dst,
-                protocol: IPPROTO_UDP,
+                protocol: ip_protocol::UDP,
                 ttl: repr.ttl,
                 tos: 0,
                 ident: 0,
@@ -110,7 +109,7 @@ impl EncapTemplate {
             Underlay::V6 { src, dst } => Ipv6Repr {
                 src,
                 dst,
-                next_header: IPPROTO_UDP,
+                next_header: ip_protocol::UDP,
                 hop_limit: repr.ttl,
                 traffic_class: 0,
                 flow_label: 0,
@@ -152,7 +151,7 @@ impl EncapTemplate {
                 checksum::sum(header, 0)
             }
             Underlay::V6 { src, dst } => {
-                checksum::pseudo_header_v6(&src.octets(), &dst.octets(), IPPROTO_UDP, 0)
+                checksum::pseudo_header_v6(&src.octets(), &dst.octets(), ip_protocol::UDP, 0)
             }
         };
         EncapTemplate {

@@ -27,6 +27,14 @@ pub use ipv6::{Ipv6Packet, Ipv6Repr};
 pub use overlay::OverlayFrame;
 pub use udp::{UdpPacket, UdpRepr};
 
+/// IP protocol numbers (IANA) that detour looks at.
+pub mod ip_protocol {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+}
+
 /// Why a buffer is not a valid header of the kind asked for.
 ///
 /// The variants are deliberately coarse: they name what an operator or a drop
