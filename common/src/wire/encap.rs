@@ -85,60 +85,9 @@ impl EncapTemplate {
             Underlay::V4 { .. } => (false, EtherType::IPV4, UDP_V4),
             Underlay::V6 { .. } => (true, EtherType::IPV6, UDP_V6),
         };
-        // Every emit below writes a fixed-size header into a buffer sized for
-        // the largest of them: none can fail.
-        let emitted = EthernetRepr {
-            dst: repr.dst_mac,
-            src: repr.src_mac,
-            vlan: None,
-            ethertype,
-        }
-        .emit(&mut bytes)
-        .and_then(|_| match repr.underlay {
-            Underlay::V4 { src, dst } => Ipv4Repr {
-                src,
-                dst,
-                protocol: ip_protocol::UDP,
-                ttl: repr.ttl,
-                tos: 0,
-                ident: 0,
-                dont_frag: true,
-                payload_len: 0,
-            }
-            .emit(&mut bytes[IP..]),
-            Underlay::V6 { src, dst } => Ipv6Repr {
-                src,
-                dst,
-                next_header: ip_protocol::UDP,
-                hop_limit: repr.ttl,
-                traffic_class: 0,
-                flow_label: 0,
-                payload_len: 0,
-            }
-            .emit(&mut bytes[IP..]),
-        })
-        .and_then(|_| {
-            UdpRepr {
-                src_port: 0,
-                dst_port: repr.dst_port,
-                payload_len: 0,
-            }
-            .emit(&mut bytes[udp_at..])
-        })
-        .and_then(|_| {
-            GeneveRepr {
-                oam: false,
-                critical: true,
-                protocol_type: 0,
-                vni: repr.vni,
-                options_len: DETOUR_OPTION_LEN as u8,
-            }
-            .emit(&mut bytes[udp_at + udp::HEADER_LEN..])
-        })
-        .and_then(|_| {
-            repr.option
-                .emit(&mut bytes[udp_at + udp::HEADER_LEN + GENEVE_LEN..])
-        });
+        // Fixed-size headers into a buffer sized for the largest set: the
+        // emits cannot fail.
+        let emitted = emit_headers(repr, ethertype, udp_at, &mut bytes);
         debug_assert!(emitted.is_ok());
 
         let partial_sum = match repr.underlay {
@@ -227,6 +176,62 @@ impl EncapTemplate {
         }
         Ok(start)
     }
+}
+
+/// Writes the outer headers with every per-packet field zero.
+fn emit_headers(
+    repr: &EncapRepr,
+    ethertype: EtherType,
+    udp_at: usize,
+    bytes: &mut [u8; MAX_ENCAP_LEN],
+) -> Result<()> {
+    EthernetRepr {
+        dst: repr.dst_mac,
+        src: repr.src_mac,
+        vlan: None,
+        ethertype,
+    }
+    .emit(bytes)?;
+    match repr.underlay {
+        Underlay::V4 { src, dst } => Ipv4Repr {
+            src,
+            dst,
+            protocol: ip_protocol::UDP,
+            ttl: repr.ttl,
+            tos: 0,
+            ident: 0,
+            dont_frag: true,
+            payload_len: 0,
+        }
+        .emit(&mut bytes[IP..])?,
+        Underlay::V6 { src, dst } => Ipv6Repr {
+            src,
+            dst,
+            next_header: ip_protocol::UDP,
+            hop_limit: repr.ttl,
+            traffic_class: 0,
+            flow_label: 0,
+            payload_len: 0,
+        }
+        .emit(&mut bytes[IP..])?,
+    };
+    UdpRepr {
+        src_port: 0,
+        dst_port: repr.dst_port,
+        payload_len: 0,
+    }
+    .emit(&mut bytes[udp_at..])?;
+    let geneve_at = udp_at + udp::HEADER_LEN;
+    GeneveRepr {
+        oam: false,
+        critical: true,
+        protocol_type: 0,
+        vni: repr.vni,
+        options_len: DETOUR_OPTION_LEN as u8,
+    }
+    .emit(&mut bytes[geneve_at..])?;
+    repr.option.emit(&mut bytes[geneve_at + GENEVE_LEN..])?;
+    Ok(())
 }
 
 #[cfg(test)]
