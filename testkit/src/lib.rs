@@ -46,7 +46,8 @@ pub fn require_root() {
     let euid = unsafe { libc::geteuid() };
     assert!(
         euid == 0,
-        "this test builds network namespaces and needs root (euid is {euid}); \
+        "this test builds network namespaces or loads BPF programs and needs root \
+         (euid is {euid}); \
          run scripts/test as root, as CI does, or leave these tests out with \
          `cargo test -- --skip netns_ --skip bpf_`"
     );
