@@ -1,5 +1,6 @@
-//! Types shared by every part of detour: the wire format, and the layouts of
-//! the maps through which the XDP programs and userspace meet.
+//! Types shared by every part of detour: the wire format, the XDP
+//! classifier's decisions, and the layouts of the maps through which the XDP
+//! programs and userspace meet.
 //!
 //! `no_std` and allocation-free so that the eBPF crate links it; the `user`
 //! feature adds what only userspace needs.
@@ -8,5 +9,6 @@
 #[cfg(all(test, not(feature = "std")))]
 extern crate std;
 
+pub mod classify;
 pub mod maps;
 pub mod wire;

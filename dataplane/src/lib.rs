@@ -1,7 +1,7 @@
 //! detour's packet engine.
 //!
-//! Today: the embedded XDP object and its loader ([`xdp`]). The AF_XDP
-//! sockets, the workers, the route table and the rewrite paths arrive with
-//! their issues (see docs and DESIGN.md).
+//! Today: the embedded XDP programs, their loader and maps ([`xdp`]). The
+//! AF_XDP sockets, the workers, the route table and the rewrite paths arrive
+//! with the dataplane issue (DESIGN.md).
 
 pub mod xdp;

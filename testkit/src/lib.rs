@@ -18,6 +18,8 @@
 //! a.ip(&["addr", "add", "10.0.0.1/24", "dev", "eth0"]).unwrap();
 //! ```
 
+pub mod classifier_cases;
+pub mod frames;
 pub mod wire;
 
 use std::ffi::OsStr;
