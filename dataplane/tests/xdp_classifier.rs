@@ -7,9 +7,8 @@
 //!
 //! All of these need root (CAP_BPF, CAP_NET_ADMIN); they fail without it.
 
+use std::io::Read;
 use std::net::{IpAddr, UdpSocket};
-use std::num::NonZeroU32;
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -20,9 +19,8 @@ use detour_common::wire::NodeId;
 use detour_dataplane::xdp::{AttachMode, Classifier, Counters, PassProgram, Role};
 use detour_testkit::classifier_cases::{PEERS, REMOTE_PREFIXES, is_peer, lan_cases, wan_cases};
 use detour_testkit::frames::{self, OVERLAY_PORT, Rng, mutated, overlay_seeds};
+use detour_testkit::xsk::XskReceiver;
 use detour_testkit::{Netns, Process, require_root};
-use xsk_rs::config::{BindFlags, LibxdpFlags, SocketConfig, UmemConfig};
-use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -33,63 +31,6 @@ const ETH_HLEN: usize = 14;
 /// `SOCKET_QUEUES` of them, the rest have none.
 const QUEUES: u32 = 4;
 const SOCKET_QUEUES: u32 = 2;
-
-/// An AF_XDP socket on one queue, every frame of its UMEM offered to the
-/// kernel for receiving.
-struct Xsk {
-    umem: Umem,
-    descs: Vec<FrameDesc>,
-    rx: RxQueue,
-    _tx: TxQueue,
-    _rings: (FillQueue, CompQueue),
-}
-
-impl Xsk {
-    /// Binds a copy-mode socket to `queue` of `iface`, in the calling
-    /// thread's namespace, without libxdp's own XDP program.
-    fn bind(iface: &str, queue: u32) -> Xsk {
-        let (umem, descs) =
-            Umem::new(UmemConfig::default(), NonZeroU32::new(64).unwrap(), false).expect("UMEM");
-        let config = SocketConfig::builder()
-            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-            .bind_flags(BindFlags::XDP_COPY)
-            .build();
-        // SAFETY: one socket per (UMEM, interface, queue); nothing shared.
-        let (tx, rx, rings) = unsafe { Socket::new(config, &umem, &iface.parse().unwrap(), queue) }
-            .unwrap_or_else(|e| panic!("AF_XDP socket on {iface} queue {queue}: {e}"));
-        let (mut fill, comp) = rings.expect("the first socket of a UMEM gets its rings");
-        // SAFETY: the descriptors are this UMEM's and not in any other ring.
-        let offered = unsafe { fill.produce(&descs) };
-        assert_eq!(offered, descs.len());
-        Xsk {
-            umem,
-            descs,
-            rx,
-            _tx: tx,
-            _rings: (fill, comp),
-        }
-    }
-
-    /// The frames received within `timeout` (at most the UMEM's 64; this
-    /// test socket does not recycle them).
-    fn receive(&mut self, timeout: Duration) -> Vec<Vec<u8>> {
-        let deadline = Instant::now() + timeout;
-        let mut frames = Vec::new();
-        let mut descs = self.descs.clone();
-        while Instant::now() < deadline {
-            // SAFETY: descriptors filled by the RX ring are read only.
-            let n = unsafe { self.rx.poll_and_consume(&mut descs, 10) }.expect("poll");
-            for d in &descs[..n] {
-                // SAFETY: the kernel wrote this frame and is done with it.
-                frames.push(unsafe { self.umem.data(d) }.contents().to_vec());
-            }
-            if n == 0 && !frames.is_empty() {
-                break;
-            }
-        }
-        frames
-    }
-}
 
 /// A namespace with a veth of [`QUEUES`] receive queues ("wan", peer
 /// "wanp"), the classifier loaded with the table's peers and prefixes, and
@@ -145,13 +86,13 @@ impl Bench {
                     .map(|(p, n)| (p.parse().unwrap(), NodeId(*n)))
                     .collect();
                 classifier.set_remote_prefixes(&prefixes).unwrap();
-                let sockets: Vec<Xsk> = (0..SOCKET_QUEUES).map(|q| Xsk::bind("wan", q)).collect();
+                let sockets: Vec<XskReceiver> = (0..SOCKET_QUEUES)
+                    .map(|q| XskReceiver::bind("wan", q))
+                    .collect();
                 for (q, s) in sockets.iter().enumerate() {
                     // Both programs see this interface in the test runs.
                     for role in [Role::Wan, Role::Lan] {
-                        classifier
-                            .register_socket(role, q as u32, s.rx.fd().as_raw_fd())
-                            .unwrap();
+                        classifier.register_socket(role, q as u32, s.fd()).unwrap();
                     }
                 }
                 f(&mut classifier)
@@ -336,7 +277,7 @@ fn bpf_kernel_programs_agree_with_the_pure_functions_on_random_frames() {
         for n in 0..FRAMES {
             let seed = &seeds[rng.below(seeds.len())];
             let edits: Vec<(usize, u8)> = (0..rng.below(4))
-                .map(|_| (rng.below(usize::MAX), rng.next() as u8))
+                .map(|_| (rng.below(usize::MAX), rng.next_u64() as u8))
                 .collect();
             let cut = if rng.below(2) == 0 {
                 seed.len()
@@ -367,4 +308,348 @@ fn bpf_kernel_programs_agree_with_the_pure_functions_on_random_frames() {
         overlay > FRAMES / 20 && overlay < FRAMES / 2,
         "{overlay} of {FRAMES} frames were overlay data"
     );
+}
+
+/// A gateway namespace between a peer (underlay, "wan") and a site host
+/// ("lan"), IPv6 off and neighbours static so that the only frames on the
+/// wires are the test's.
+///
+/// ```text
+///   peer 192.0.2.1, .99 ── wan 192.0.2.2 [gw] lan 10.1.0.1 ── host 10.1.0.5
+/// ```
+struct Gateway {
+    gw: Netns,
+    peer: Netns,
+    host: Netns,
+}
+
+impl Gateway {
+    fn new() -> Gateway {
+        require_root();
+        let gw = Netns::new("gw").unwrap();
+        let peer = Netns::new("peer").unwrap();
+        let host = Netns::new("host").unwrap();
+        for ns in [&gw, &peer, &host] {
+            ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1").unwrap();
+            ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")
+                .unwrap();
+        }
+        gw.veth("wan", &peer, "eth0").unwrap();
+        gw.veth("lan", &host, "eth0").unwrap();
+        gw.ip(&["addr", "add", "192.0.2.2/24", "dev", "wan"])
+            .unwrap();
+        gw.ip(&["addr", "add", "10.1.0.1/24", "dev", "lan"])
+            .unwrap();
+        peer.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"])
+            .unwrap();
+        peer.ip(&["addr", "add", "192.0.2.99/24", "dev", "eth0"])
+            .unwrap();
+        host.ip(&["addr", "add", "10.1.0.5/24", "dev", "eth0"])
+            .unwrap();
+        host.ip(&["route", "add", "default", "via", "10.1.0.1"])
+            .unwrap();
+        static_neighbour(&peer, "192.0.2.2", &mac_of(&gw, "wan"));
+        static_neighbour(&host, "10.1.0.1", &mac_of(&gw, "lan"));
+        Gateway { gw, peer, host }
+    }
+}
+
+fn static_neighbour(ns: &Netns, addr: &str, mac: &str) {
+    ns.ip(&[
+        "neigh",
+        "replace",
+        addr,
+        "lladdr",
+        mac,
+        "dev",
+        "eth0",
+        "nud",
+        "permanent",
+    ])
+    .unwrap();
+}
+
+fn mac_of(ns: &Netns, iface: &str) -> String {
+    let out = ns
+        .exec("cat", &[&format!("/sys/class/net/{iface}/address")])
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// `ip -d link show` of `iface`: names the XDP program and its mode.
+fn link_details(ns: &Netns, iface: &str) -> String {
+    let out = ns.ip(&["-d", "link", "show", "dev", iface]).unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn xdp_attached(ns: &Netns, iface: &str) -> bool {
+    link_details(ns, iface).contains("prog/xdp")
+}
+
+/// Polls `condition` every 20 ms for up to `timeout`.
+fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn bind_udp(ns: &Netns, addr: &str) -> UdpSocket {
+    let socket = ns.enter(|| UdpSocket::bind(addr)).unwrap().unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    socket
+}
+
+/// Sends `count` datagrams of `payload` from `from` to `to`; with `echo`,
+/// waits for each to reach it first (in native mode veth hands sockets
+/// page-sized buffers, and a burst would overflow the receive buffer).
+fn send(from: &UdpSocket, to: &str, payload: &[u8], count: usize, echo: Option<&UdpSocket>) {
+    let mut buf = [0u8; 2048];
+    for i in 0..count {
+        from.send_to(payload, to).unwrap();
+        if let Some(receiver) = echo {
+            let (n, _) = receiver
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("datagram {i} to {to} never reached its socket: {e}"));
+            assert_eq!(&buf[..n], payload);
+        }
+    }
+}
+
+/// Real packets through an attached classifier: overlay data from the peer
+/// and LAN traffic for a remote prefix reach the AF_XDP sockets; control
+/// traffic and local LAN traffic reach the kernel's sockets; strangers and
+/// malformed overlay frames are dropped; the counters say exactly that.
+fn real_packets_go_where_classified(mode: AttachMode) {
+    const OVERLAY: usize = 20;
+    const OTHER: usize = 10;
+    let net = Gateway::new();
+    let mut classifier = Classifier::load(XdpConfig::new(OVERLAY_PORT, NoSocket::Pass)).unwrap();
+    let (mut wan_xsk, mut lan_xsk) = net
+        .gw
+        .enter(|| {
+            for (role, iface) in [(Role::Wan, "wan"), (Role::Lan, "lan")] {
+                let a = classifier.attach(role, iface, mode, false).unwrap();
+                assert_eq!(a.mode, mode, "{iface} runs in the mode asked for");
+            }
+            classifier
+                .set_peers(&[("192.0.2.1".parse().unwrap(), NodeId(1))])
+                .unwrap();
+            classifier
+                .set_remote_prefixes(&[("10.2.0.0/16".parse().unwrap(), NodeId(2))])
+                .unwrap();
+            let wan = XskReceiver::bind("wan", 0);
+            let lan = XskReceiver::bind("lan", 0);
+            classifier.register_socket(Role::Wan, 0, wan.fd()).unwrap();
+            classifier.register_socket(Role::Lan, 0, lan.fd()).unwrap();
+            (wan, lan)
+        })
+        .unwrap();
+    let expected_mode = match mode {
+        AttachMode::Native => "prog/xdp",
+        AttachMode::Skb => "xdpgeneric",
+    };
+    assert!(link_details(&net.gw, "wan").contains(expected_mode));
+
+    // The UDP payload of an overlay frame: GENEVE, the option, the inner packet.
+    let geneve = frames::overlay_v4()[42..].to_vec();
+    let mut bad_version = geneve.clone();
+    bad_version[0] |= 0x40;
+    let control = bind_udp(&net.gw, "192.0.2.2:6082");
+    let local = bind_udp(&net.gw, "10.1.0.1:7000");
+    let peer = bind_udp(&net.peer, "192.0.2.1:6081");
+    let stranger = bind_udp(&net.peer, "192.0.2.99:6081");
+    let host = bind_udp(&net.host, "10.1.0.5:40000");
+
+    send(&peer, "192.0.2.2:6081", &geneve, OVERLAY, None);
+    send(&peer, "192.0.2.2:6082", b"probe", OTHER, Some(&control));
+    send(&stranger, "192.0.2.2:6081", &geneve, 3, None);
+    send(&peer, "192.0.2.2:6081", &bad_version, 1, None);
+    send(&host, "10.2.0.9:5000", b"to a remote site", OVERLAY, None);
+    send(
+        &host,
+        "10.1.0.1:7000",
+        b"to the gateway",
+        OTHER,
+        Some(&local),
+    );
+
+    let wan_frames = wan_xsk.receive(Duration::from_secs(2));
+    assert_eq!(
+        wan_frames.len(),
+        OVERLAY,
+        "overlay frames on the WAN socket"
+    );
+    for f in &wan_frames {
+        assert_eq!(&f[42..], &geneve[..], "the whole overlay frame, untouched");
+        assert_eq!(&f[26..30], &[192, 0, 2, 1], "from the peer");
+    }
+    let lan_frames = lan_xsk.receive(Duration::from_secs(2));
+    assert_eq!(
+        lan_frames.len(),
+        OVERLAY,
+        "remote-site frames on the LAN socket"
+    );
+    for f in &lan_frames {
+        assert_eq!(&f[30..34], &[10, 2, 0, 9]);
+        assert_eq!(&f[42..], b"to a remote site");
+    }
+
+    let counters = classifier.counters().unwrap();
+    let packets = |c| counters.get(c).packets;
+    assert_eq!(
+        [
+            Counter::WanToWorker,
+            Counter::WanPass,
+            Counter::DropUnknownPeer,
+            Counter::DropGeneveVersion,
+            Counter::LanToWorker,
+            Counter::LanPass,
+        ]
+        .map(packets),
+        [OVERLAY, OTHER, 3, 1, OVERLAY, OTHER].map(|n| n as u64),
+        "{:?}",
+        counters.nonzero()
+    );
+    assert_eq!(counters.nonzero().len(), 6, "{:?}", counters.nonzero());
+
+    drop(classifier);
+    assert!(!xdp_attached(&net.gw, "wan") && !xdp_attached(&net.gw, "lan"));
+}
+
+#[test]
+fn netns_real_packets_go_where_classified_in_native_mode() {
+    real_packets_go_where_classified(AttachMode::Native);
+}
+
+#[test]
+fn netns_real_packets_go_where_classified_in_skb_mode() {
+    real_packets_go_where_classified(AttachMode::Skb);
+}
+
+/// A gateway namespace with "wan" and "lan" veths (peers in a second
+/// namespace), for the binary's tests.
+fn two_links() -> (Netns, Netns) {
+    require_root();
+    let gw = Netns::new("bin").unwrap();
+    let far = Netns::new("far").unwrap();
+    gw.veth("wan", &far, "wanp").unwrap();
+    gw.veth("lan", &far, "lanp").unwrap();
+    (gw, far)
+}
+
+fn dataplane(ns: &Netns, args: &[&str]) -> Command {
+    let mut cmd = ns.command(env!("CARGO_BIN_EXE_detour-dataplane"));
+    cmd.args(args).env("DETOUR_LOG", "info");
+    cmd
+}
+
+fn signal(process: &Process, signal: i32) {
+    // SAFETY: kill(2) on a child we started and have not reaped.
+    assert_eq!(unsafe { libc::kill(process.id() as i32, signal) }, 0);
+}
+
+#[test]
+fn netns_binary_detaches_on_sigterm_and_sigint_and_the_kernel_on_sigkill() {
+    let (gw, _far) = two_links();
+    let attached = || xdp_attached(&gw, "wan") && xdp_attached(&gw, "lan");
+    let detached = || !xdp_attached(&gw, "wan") && !xdp_attached(&gw, "lan");
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGKILL] {
+        let mut process =
+            Process::spawn(&mut dataplane(&gw, &["--wan", "wan", "--lan", "lan"])).unwrap();
+        assert!(
+            eventually(Duration::from_secs(10), attached),
+            "the dataplane attached nothing"
+        );
+        assert!(link_details(&gw, "wan").contains("name detour_wan"));
+        assert!(link_details(&gw, "lan").contains("name detour_lan"));
+        signal(&process, sig);
+        let status = process.child().wait().unwrap();
+        if sig == libc::SIGKILL {
+            assert!(!status.success());
+        } else {
+            assert!(status.success(), "exit after signal {sig}: {status}");
+        }
+        assert!(
+            eventually(Duration::from_secs(2), detached),
+            "XDP still attached after signal {sig}:\n{}",
+            link_details(&gw, "wan")
+        );
+    }
+}
+
+#[test]
+fn netns_binary_refuses_a_foreign_program_unless_told_to_replace_it() {
+    let (gw, _far) = two_links();
+    let mut foreign = PassProgram::load().unwrap();
+    gw.enter(|| foreign.attach("wan", XdpMode::Skb))
+        .unwrap()
+        .unwrap();
+
+    let out = dataplane(&gw, &["--wan", "wan"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("interface \"wan\" already carries XDP program \"detour_pass\"")
+            && stderr.contains("skb mode")
+            && stderr.contains("--xdp-replace"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "one line, no backtrace: {stderr}"
+    );
+    assert!(link_details(&gw, "wan").contains("name detour_pass"));
+
+    let process = Process::spawn(&mut dataplane(&gw, &["--wan", "wan", "--xdp-replace"])).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || link_details(&gw, "wan")
+            .contains("name detour_wan")),
+        "{}",
+        link_details(&gw, "wan")
+    );
+    assert!(!link_details(&gw, "wan").contains("detour_pass"));
+    drop(process);
+    drop(foreign);
+    assert!(eventually(Duration::from_secs(2), || !xdp_attached(
+        &gw, "wan"
+    )));
+}
+
+#[test]
+fn netns_binary_falls_back_to_skb_mode_when_native_is_refused() {
+    let (gw, far) = two_links();
+    // veth refuses native XDP when its peer's MTU exceeds a page.
+    far.ip(&["link", "set", "wanp", "mtu", "9000"]).unwrap();
+    let mut cmd = dataplane(&gw, &["--wan", "wan"]);
+    cmd.stderr(std::process::Stdio::piped());
+    let mut process = Process::spawn(&mut cmd).unwrap();
+    assert!(eventually(Duration::from_secs(10), || xdp_attached(
+        &gw, "wan"
+    )));
+    assert!(link_details(&gw, "wan").contains("xdpgeneric"));
+    signal(&process, libc::SIGTERM);
+    assert!(process.child().wait().unwrap().success());
+    let mut stderr = String::new();
+    process
+        .child()
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains("WARN") && stderr.contains("the driver refused native XDP"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("mode=skb"), "{stderr}");
 }

@@ -21,6 +21,7 @@
 pub mod classifier_cases;
 pub mod frames;
 pub mod wire;
+pub mod xsk;
 
 use std::ffi::OsStr;
 use std::fs::File;
