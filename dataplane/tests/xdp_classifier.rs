@@ -9,8 +9,8 @@
 
 use std::io::Read;
 use std::net::{IpAddr, UdpSocket};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use aya::programs::{TestRun, TestRunOptions, XdpMode};
 use detour_common::classify::{Destination, WanVerdict, classify_wan, lan_destination};
@@ -20,7 +20,7 @@ use detour_dataplane::xdp::{AttachMode, Classifier, Counters, PassProgram, Role}
 use detour_testkit::classifier_cases::{PEERS, REMOTE_PREFIXES, is_peer, lan_cases, wan_cases};
 use detour_testkit::frames::{self, OVERLAY_PORT, Rng, mutated, overlay_seeds};
 use detour_testkit::xsk::XskReceiver;
-use detour_testkit::{Netns, Process, require_root};
+use detour_testkit::{Netns, Process, eventually, require_root};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -348,55 +348,11 @@ impl Gateway {
             .unwrap();
         host.ip(&["route", "add", "default", "via", "10.1.0.1"])
             .unwrap();
-        static_neighbour(&peer, "192.0.2.2", &mac_of(&gw, "wan"));
-        static_neighbour(&host, "10.1.0.1", &mac_of(&gw, "lan"));
+        peer.static_neighbour("eth0", "192.0.2.2", &gw.mac("wan").unwrap())
+            .unwrap();
+        host.static_neighbour("eth0", "10.1.0.1", &gw.mac("lan").unwrap())
+            .unwrap();
         Gateway { gw, peer, host }
-    }
-}
-
-fn static_neighbour(ns: &Netns, addr: &str, mac: &str) {
-    ns.ip(&[
-        "neigh",
-        "replace",
-        addr,
-        "lladdr",
-        mac,
-        "dev",
-        "eth0",
-        "nud",
-        "permanent",
-    ])
-    .unwrap();
-}
-
-fn mac_of(ns: &Netns, iface: &str) -> String {
-    let out = ns
-        .exec("cat", &[&format!("/sys/class/net/{iface}/address")])
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-/// `ip -d link show` of `iface`: names the XDP program and its mode.
-fn link_details(ns: &Netns, iface: &str) -> String {
-    let out = ns.ip(&["-d", "link", "show", "dev", iface]).unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn xdp_attached(ns: &Netns, iface: &str) -> bool {
-    link_details(ns, iface).contains("prog/xdp")
-}
-
-/// Polls `condition` every 20 ms for up to `timeout`.
-fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -457,7 +413,7 @@ fn real_packets_go_where_classified(mode: AttachMode) {
         AttachMode::Native => "prog/xdp",
         AttachMode::Skb => "xdpgeneric",
     };
-    assert!(link_details(&net.gw, "wan").contains(expected_mode));
+    assert!(net.gw.link_details("wan").unwrap().contains(expected_mode));
 
     // The UDP payload of an overlay frame: GENEVE, the option, the inner packet.
     let geneve = frames::overlay_v4()[42..].to_vec();
@@ -522,7 +478,7 @@ fn real_packets_go_where_classified(mode: AttachMode) {
     assert_eq!(counters.nonzero().len(), 6, "{:?}", counters.nonzero());
 
     drop(classifier);
-    assert!(!xdp_attached(&net.gw, "wan") && !xdp_attached(&net.gw, "lan"));
+    assert!(!net.gw.xdp_attached("wan") && !net.gw.xdp_attached("lan"));
 }
 
 #[test]
@@ -546,9 +502,13 @@ fn two_links() -> (Netns, Netns) {
     (gw, far)
 }
 
+/// The `detour-dataplane` binary in `ns`; its log discarded unless the test
+/// pipes it.
 fn dataplane(ns: &Netns, args: &[&str]) -> Command {
     let mut cmd = ns.command(env!("CARGO_BIN_EXE_detour-dataplane"));
-    cmd.args(args).env("DETOUR_LOG", "info");
+    cmd.args(args)
+        .env("DETOUR_LOG", "info")
+        .stderr(Stdio::null());
     cmd
 }
 
@@ -560,8 +520,8 @@ fn signal(process: &Process, signal: i32) {
 #[test]
 fn netns_binary_detaches_on_sigterm_and_sigint_and_the_kernel_on_sigkill() {
     let (gw, _far) = two_links();
-    let attached = || xdp_attached(&gw, "wan") && xdp_attached(&gw, "lan");
-    let detached = || !xdp_attached(&gw, "wan") && !xdp_attached(&gw, "lan");
+    let attached = || gw.xdp_attached("wan") && gw.xdp_attached("lan");
+    let detached = || !gw.xdp_attached("wan") && !gw.xdp_attached("lan");
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGKILL] {
         let mut process =
             Process::spawn(&mut dataplane(&gw, &["--wan", "wan", "--lan", "lan"])).unwrap();
@@ -569,8 +529,8 @@ fn netns_binary_detaches_on_sigterm_and_sigint_and_the_kernel_on_sigkill() {
             eventually(Duration::from_secs(10), attached),
             "the dataplane attached nothing"
         );
-        assert!(link_details(&gw, "wan").contains("name detour_wan"));
-        assert!(link_details(&gw, "lan").contains("name detour_lan"));
+        assert!(gw.link_details("wan").unwrap().contains("name detour_wan"));
+        assert!(gw.link_details("lan").unwrap().contains("name detour_lan"));
         signal(&process, sig);
         let status = process.child().wait().unwrap();
         if sig == libc::SIGKILL {
@@ -581,7 +541,7 @@ fn netns_binary_detaches_on_sigterm_and_sigint_and_the_kernel_on_sigkill() {
         assert!(
             eventually(Duration::from_secs(2), detached),
             "XDP still attached after signal {sig}:\n{}",
-            link_details(&gw, "wan")
+            gw.link_details("wan").unwrap()
         );
     }
 }
@@ -594,7 +554,10 @@ fn netns_binary_refuses_a_foreign_program_unless_told_to_replace_it() {
         .unwrap()
         .unwrap();
 
-    let out = dataplane(&gw, &["--wan", "wan"]).output().unwrap();
+    let out = dataplane(&gw, &["--wan", "wan"])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -608,21 +571,21 @@ fn netns_binary_refuses_a_foreign_program_unless_told_to_replace_it() {
         1,
         "one line, no backtrace: {stderr}"
     );
-    assert!(link_details(&gw, "wan").contains("name detour_pass"));
+    assert!(gw.link_details("wan").unwrap().contains("name detour_pass"));
 
     let process = Process::spawn(&mut dataplane(&gw, &["--wan", "wan", "--xdp-replace"])).unwrap();
     assert!(
-        eventually(Duration::from_secs(10), || link_details(&gw, "wan")
+        eventually(Duration::from_secs(10), || gw
+            .link_details("wan")
+            .unwrap()
             .contains("name detour_wan")),
         "{}",
-        link_details(&gw, "wan")
+        gw.link_details("wan").unwrap()
     );
-    assert!(!link_details(&gw, "wan").contains("detour_pass"));
+    assert!(!gw.link_details("wan").unwrap().contains("detour_pass"));
     drop(process);
     drop(foreign);
-    assert!(eventually(Duration::from_secs(2), || !xdp_attached(
-        &gw, "wan"
-    )));
+    assert!(eventually(Duration::from_secs(2), || !gw.xdp_attached("wan")));
 }
 
 #[test]
@@ -631,12 +594,10 @@ fn netns_binary_falls_back_to_skb_mode_when_native_is_refused() {
     // veth refuses native XDP when its peer's MTU exceeds a page.
     far.ip(&["link", "set", "wanp", "mtu", "9000"]).unwrap();
     let mut cmd = dataplane(&gw, &["--wan", "wan"]);
-    cmd.stderr(std::process::Stdio::piped());
+    cmd.stderr(Stdio::piped());
     let mut process = Process::spawn(&mut cmd).unwrap();
-    assert!(eventually(Duration::from_secs(10), || xdp_attached(
-        &gw, "wan"
-    )));
-    assert!(link_details(&gw, "wan").contains("xdpgeneric"));
+    assert!(eventually(Duration::from_secs(10), || gw.xdp_attached("wan")));
+    assert!(gw.link_details("wan").unwrap().contains("xdpgeneric"));
     signal(&process, libc::SIGTERM);
     assert!(process.child().wait().unwrap().success());
     let mut stderr = String::new();
@@ -652,4 +613,115 @@ fn netns_binary_falls_back_to_skb_mode_when_native_is_refused() {
         "{stderr}"
     );
     assert!(stderr.contains("mode=skb"), "{stderr}");
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET stays within it;
+    // sched_setaffinity(0, ..) changes only the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
+            0,
+            "pinning to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Real frames that arrive on receive queue q reach the socket in slot q
+/// and no other: the sender's CPU picks its transmit queue (XPS), which veth
+/// maps to the same receive queue on the other side.
+#[test]
+fn netns_frames_reach_the_socket_of_their_receive_queue() {
+    require_root();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        cpus >= 2,
+        "this test needs 2 CPUs to steer frames to 2 queues; the machine has {cpus}"
+    );
+    let gw = Netns::new("mq").unwrap();
+    let peer = Netns::new("mqpeer").unwrap();
+    for ns in [&gw, &peer] {
+        ns.quiet().unwrap();
+    }
+    gw.ip(&[
+        "link",
+        "add",
+        "wan",
+        "numtxqueues",
+        "2",
+        "numrxqueues",
+        "2",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "numtxqueues",
+        "2",
+        "numrxqueues",
+        "2",
+        "netns",
+        peer.name(),
+    ])
+    .unwrap();
+    gw.ip(&["link", "set", "wan", "up"]).unwrap();
+    peer.ip(&["link", "set", "eth0", "up"]).unwrap();
+    gw.ip(&["addr", "add", "192.0.2.2/24", "dev", "wan"])
+        .unwrap();
+    peer.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"])
+        .unwrap();
+    peer.static_neighbour("eth0", "192.0.2.2", &gw.mac("wan").unwrap())
+        .unwrap();
+    for q in 0..2 {
+        let xps = format!("/sys/class/net/eth0/queues/tx-{q}/xps_cpus");
+        peer.exec("sh", &["-c", &format!("echo {} > {xps}", 1 << q)])
+            .unwrap();
+    }
+
+    let mut classifier = Classifier::load(XdpConfig::new(OVERLAY_PORT, NoSocket::Drop)).unwrap();
+    let mut sockets = gw
+        .enter(|| {
+            classifier
+                .attach(Role::Wan, "wan", AttachMode::Native, false)
+                .unwrap();
+            classifier
+                .set_peers(&[("192.0.2.1".parse().unwrap(), NodeId(1))])
+                .unwrap();
+            let sockets: Vec<XskReceiver> = (0..2).map(|q| XskReceiver::bind("wan", q)).collect();
+            for (q, s) in sockets.iter().enumerate() {
+                classifier
+                    .register_socket(Role::Wan, q as u32, s.fd())
+                    .unwrap();
+            }
+            sockets
+        })
+        .unwrap();
+
+    let geneve = frames::overlay_v4()[42..].to_vec();
+    for queue in 0..2usize {
+        peer.enter(|| {
+            pin_to(queue);
+            let sender = UdpSocket::bind("192.0.2.1:6081").unwrap();
+            for _ in 0..5 {
+                sender.send_to(&geneve, "192.0.2.2:6081").unwrap();
+            }
+        })
+        .unwrap();
+        let received: Vec<usize> = sockets
+            .iter_mut()
+            .map(|s| s.receive(Duration::from_millis(500)).len())
+            .collect();
+        let mut expected = vec![0, 0];
+        expected[queue] = 5;
+        assert_eq!(
+            received, expected,
+            "frames sent on queue {queue}, per socket"
+        );
+    }
+    let counters = classifier.counters().unwrap();
+    assert_eq!(counters.nonzero(), vec![(Counter::WanToWorker.name(), 10)]);
 }

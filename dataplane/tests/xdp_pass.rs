@@ -55,43 +55,17 @@ impl QuietLink {
     fn new() -> QuietLink {
         let rx = Netns::new("rx").unwrap();
         let tx = Netns::new("tx").unwrap();
-        for ns in [&rx, &tx] {
-            ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1").unwrap();
-            ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")
-                .unwrap();
-        }
+        rx.quiet().unwrap();
+        tx.quiet().unwrap();
         rx.veth("eth0", &tx, "eth0").unwrap();
         rx.ip(&["addr", "add", "10.9.0.1/24", "dev", "eth0"])
             .unwrap();
         tx.ip(&["addr", "add", "10.9.0.2/24", "dev", "eth0"])
             .unwrap();
-        let rx_mac = mac_of(&rx, "eth0");
-        tx.ip(&[
-            "neigh",
-            "replace",
-            "10.9.0.1",
-            "lladdr",
-            &rx_mac,
-            "dev",
-            "eth0",
-            "nud",
-            "permanent",
-        ])
-        .unwrap();
+        tx.static_neighbour("eth0", "10.9.0.1", &rx.mac("eth0").unwrap())
+            .unwrap();
         QuietLink { rx, tx }
     }
-}
-
-fn mac_of(ns: &Netns, iface: &str) -> String {
-    let out = ns
-        .exec("cat", &[&format!("/sys/class/net/{iface}/address")])
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-fn xdp_attached(ns: &Netns, iface: &str) -> bool {
-    let out = ns.ip(&["-d", "link", "show", "dev", iface]).unwrap();
-    String::from_utf8_lossy(&out.stdout).contains("xdp")
 }
 
 fn pass_program_counts_real_frames(mode: XdpMode) {
@@ -105,7 +79,7 @@ fn pass_program_counts_real_frames(mode: XdpMode) {
         .enter(|| program.attach("eth0", mode))
         .unwrap()
         .unwrap();
-    assert!(xdp_attached(&link.rx, "eth0"));
+    assert!(link.rx.xdp_attached("eth0"));
 
     let receiver = link
         .rx
@@ -143,7 +117,7 @@ fn pass_program_counts_real_frames(mode: XdpMode) {
 
     drop(program);
     assert!(
-        !xdp_attached(&link.rx, "eth0"),
+        !link.rx.xdp_attached("eth0"),
         "dropping the program detaches it"
     );
 }

@@ -138,6 +138,49 @@ impl Netns {
             .map(drop)
     }
 
+    /// Turns IPv6 off, so that no router or neighbour solicitation, MLD
+    /// report or DAD probe puts a frame on the namespace's links that the
+    /// test did not send.
+    pub fn quiet(&self) -> io::Result<()> {
+        self.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+        self.sysctl("net.ipv6.conf.default.disable_ipv6", "1")
+    }
+
+    /// The MAC address of `iface`, as `ip` writes it.
+    pub fn mac(&self, iface: &str) -> io::Result<String> {
+        let out = self.exec("cat", &[&format!("/sys/class/net/{iface}/address")])?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// A permanent neighbour entry: `addr` is at `mac` on `dev` (no ARP).
+    pub fn static_neighbour(&self, dev: &str, addr: &str, mac: &str) -> io::Result<()> {
+        self.ip(&[
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            mac,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ])
+        .map(drop)
+    }
+
+    /// `ip -d link show dev <iface>`: names the XDP program attached, if
+    /// any ("prog/xdp id N name P", "xdpgeneric" in skb mode).
+    pub fn link_details(&self, iface: &str) -> io::Result<String> {
+        let out = self.ip(&["-d", "link", "show", "dev", iface])?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Whether an XDP program is attached to `iface`.
+    pub fn xdp_attached(&self, iface: &str) -> bool {
+        self.link_details(iface)
+            .is_ok_and(|d| d.contains("prog/xdp"))
+    }
+
     /// Creates a veth pair: `name` here, `peer_name` in `peer`, both up.
     pub fn veth(&self, name: &str, peer: &Netns, peer_name: &str) -> io::Result<()> {
         self.ip(&[
@@ -177,6 +220,21 @@ impl Drop for Netns {
         if let Err(e) = run(Command::new("ip").args(["netns", "del", &self.name])) {
             eprintln!("detour-testkit: cleanup: {e}");
         }
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds or `timeout` passes;
+/// returns whether it held.
+pub fn eventually(timeout: std::time::Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
