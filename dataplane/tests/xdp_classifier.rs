@@ -725,3 +725,83 @@ fn netns_frames_reach_the_socket_of_their_receive_queue() {
     let counters = classifier.counters().unwrap();
     assert_eq!(counters.nonzero(), vec![(Counter::WanToWorker.name(), 10)]);
 }
+
+/// Installing a new peer list or prefix set replaces the old one: entries
+/// only in the old set stop matching, entries in both or only in the new one
+/// match.
+#[test]
+fn bpf_peer_and_prefix_updates_replace_the_installed_sets() {
+    let bench = Bench::new();
+    let config = XdpConfig::new(OVERLAY_PORT, NoSocket::Pass);
+    bench.run(config, |classifier| {
+        let from = |src: &str| {
+            let src: IpAddr = src.parse().unwrap();
+            let dst: IpAddr = match src {
+                IpAddr::V4(_) => frames::LOCAL_V4.into(),
+                IpAddr::V6(_) => frames::LOCAL_V6.into(),
+            };
+            frames::overlay(src, dst, 64)
+        };
+        let to =
+            |dst: &str| frames::udp("10.1.0.5".parse().unwrap(), dst.parse().unwrap(), 1, 2, 8);
+        let wan = |c: &Classifier, frame: &[u8]| bench.test_run(c, Role::Wan, frame, 0).0;
+        let lan = |c: &Classifier, frame: &[u8]| bench.test_run(c, Role::Lan, frame, 0).0;
+
+        // Installed by `run`: 192.0.2.1 and 2001:db8::1; 10.2.0.0/16 and more.
+        assert_eq!(wan(classifier, &from("192.0.2.1")), XDP_REDIRECT);
+        assert_eq!(lan(classifier, &to("10.2.3.4")), XDP_REDIRECT);
+
+        let peers = [
+            ("2001:db8::1".parse().unwrap(), NodeId(1)),
+            ("192.0.2.50".parse().unwrap(), NodeId(5)),
+        ];
+        classifier.set_peers(&peers).unwrap();
+        classifier
+            .set_remote_prefixes(&[
+                ("10.2.3.0/24".parse().unwrap(), NodeId(2)),
+                ("10.9.0.0/16".parse().unwrap(), NodeId(9)),
+                ("2001:db8:2::/48".parse().unwrap(), NodeId(2)),
+            ])
+            .unwrap();
+        assert_eq!(
+            wan(classifier, &from("192.0.2.1")),
+            XDP_DROP,
+            "removed peer"
+        );
+        assert_eq!(
+            wan(classifier, &from("2001:db8::1")),
+            XDP_REDIRECT,
+            "kept peer"
+        );
+        assert_eq!(
+            wan(classifier, &from("192.0.2.50")),
+            XDP_REDIRECT,
+            "added peer"
+        );
+        assert_eq!(
+            lan(classifier, &to("10.2.3.4")),
+            XDP_REDIRECT,
+            "kept by the new /24"
+        );
+        assert_eq!(
+            lan(classifier, &to("10.2.4.4")),
+            XDP_PASS,
+            "only the removed /16 had it"
+        );
+        assert_eq!(
+            lan(classifier, &to("198.51.100.7")),
+            XDP_PASS,
+            "removed /32"
+        );
+        assert_eq!(
+            lan(classifier, &to("10.9.200.1")),
+            XDP_REDIRECT,
+            "added /16"
+        );
+
+        classifier.set_peers(&[]).unwrap();
+        classifier.set_remote_prefixes(&[]).unwrap();
+        assert_eq!(wan(classifier, &from("2001:db8::1")), XDP_DROP);
+        assert_eq!(lan(classifier, &to("10.9.200.1")), XDP_PASS);
+    });
+}

@@ -21,6 +21,7 @@
 pub mod classifier_cases;
 pub mod frames;
 pub mod wire;
+#[cfg(feature = "xsk")]
 pub mod xsk;
 
 use std::ffi::OsStr;

@@ -1,6 +1,8 @@
-//! Drives every wire view over arbitrary bytes, for the property tests and
-//! the fuzz target: whatever the bytes, nothing here may panic.
+//! Drives every wire view and the XDP classifier's decisions over arbitrary
+//! bytes, for the property tests and the fuzz target: whatever the bytes,
+//! nothing here may panic, and the classifier never contradicts the parser.
 
+use detour_common::classify;
 use detour_common::wire::{
     self, DetourOption, EtherType, EthernetFrame, GeneveHeader, Ipv4Packet, Ipv6Packet,
     OverlayFrame, UdpPacket,
@@ -48,6 +50,19 @@ pub fn exercise_views(bytes: &[u8]) -> Depth {
         }
     }
     depth.overlay = OverlayFrame::parse(bytes, wire::geneve::DEFAULT_PORT).is_ok();
+
+    // The XDP classifier's decisions: never send unparsable data to a
+    // worker, and read the LAN destination exactly when the header is whole.
+    let port = wire::geneve::DEFAULT_PORT;
+    if classify::classify_wan(bytes, port, |_| true) == classify::WanVerdict::Overlay {
+        assert!(
+            depth.overlay,
+            "the classifier accepted what the parser refuses"
+        );
+    }
+    if classify::lan_destination(bytes).is_some() {
+        assert!(depth.ip, "a LAN destination read from a broken IP header");
+    }
 
     // Each parser on its own, and each setter on a copy.
     let mut copy = bytes.to_vec();
