@@ -110,6 +110,17 @@ impl EncapTemplate {
         }
     }
 
+    /// The outer headers, with the per-packet fields (lengths, TOS, source
+    /// port, protocol type, checksums) zero.
+    pub fn headers(&self) -> &[u8] {
+        &self.bytes[..self.header_len()]
+    }
+
+    /// Whether the underlay is IPv6.
+    pub fn is_ipv6(&self) -> bool {
+        self.v6
+    }
+
     /// Length of the outer headers this template writes.
     pub fn header_len(&self) -> usize {
         if self.v6 { ENCAP_LEN_V6 } else { ENCAP_LEN_V4 }

@@ -1,0 +1,715 @@
+//! The three forwarding paths, rewriting a frame in place in its buffer.
+//!
+//! A worker hands each received frame to [`encap`] (from the LAN) or
+//! [`from_wan`] (relay or decap), with the whole UMEM frame as the buffer:
+//! the packet lies at `start..start + len`, and the bytes before `start` are
+//! headroom the encapsulation grows into. The result says where the
+//! rewritten frame now lies and which interface sends it, or why it is
+//! dropped. Nothing here allocates, locks or blocks; every header is read
+//! through the checked views of `detour_common::wire`, so no frame, however
+//! malformed, can make it panic.
+
+use std::net::IpAddr;
+use std::ops::Range;
+
+use detour_common::wire::encap::{IP_OVERHEAD_V4, IP_OVERHEAD_V6};
+use detour_common::wire::geneve::{
+    DETOUR_GENEVE_LEN, DETOUR_OPTION_LEN, HEADER_LEN as GENEVE_LEN, flags,
+};
+use detour_common::wire::{
+    EtherType, EthernetFrame, Ipv4Packet, Ipv6Packet, OverlayFrame, UdpPacket, Underlay, ethernet,
+    ipv4, ipv6, udp,
+};
+
+use crate::table::RouteTable;
+
+/// Where the outer addresses lie in an encapsulation template: behind the
+/// 14-byte Ethernet header, at offset 12 of an IPv4 header, 8 of an IPv6 one.
+const ADDRS_V4: Range<usize> = 14 + 12..14 + 20;
+const ADDRS_V6: Range<usize> = 14 + 8..14 + 40;
+
+/// Which interface a rewritten frame leaves by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Egress {
+    Wan,
+    Lan,
+}
+
+/// A rewritten frame: at `buf[start..start + len]`, to send on `egress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    pub egress: Egress,
+    pub start: usize,
+    pub len: usize,
+}
+
+/// Why a worker dropped a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Drop {
+    /// Not a whole IPv4 or IPv6 packet (LAN), or not a valid overlay frame
+    /// for our port and VNI (WAN).
+    Malformed,
+    /// LAN: no remote prefix covers the destination.
+    NoRoute,
+    /// The destination node has no route (no live path).
+    Unreachable,
+    /// The next hop's MAC address (underlay) or the LAN host's is not
+    /// resolved yet.
+    Unresolved,
+    /// The overlay hop limit would reach zero at this relay.
+    HopLimit,
+    /// The inner packet's TTL or hop limit is spent.
+    TtlExpired,
+    /// After encapsulation the packet would exceed the WAN MTU; `mtu` is the
+    /// largest inner packet that fits (for the ICMP answer).
+    TooBig { mtu: u16 },
+    /// Not enough headroom before the packet for the outer headers.
+    NoHeadroom,
+    /// A frame for this node's LAN, but the dataplane has no LAN interface.
+    NoLan,
+}
+
+/// Encapsulates a frame received on the LAN toward the node serving its
+/// destination.
+pub fn encap(
+    table: &RouteTable,
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+) -> Result<Forward, Drop> {
+    let frame = buf.get(start..start + len).ok_or(Drop::Malformed)?;
+    let eth = EthernetFrame::new_checked(frame).map_err(|_| Drop::Malformed)?;
+    let ip_start = start + eth.header_len();
+    let (dst, inner_len) = inner_destination(eth.ethertype(), eth.payload())?;
+    let node = table.node_for(dst).ok_or(Drop::NoRoute)?;
+    let route = table.route(node).ok_or(Drop::Unreachable)?;
+    let template = route.encap.as_ref().ok_or(Drop::Unresolved)?;
+
+    let overhead = if template.is_ipv6() {
+        IP_OVERHEAD_V6
+    } else {
+        IP_OVERHEAD_V4
+    };
+    let mtu = usize::from(table.links().wan_mtu);
+    if inner_len + overhead > mtu {
+        return Err(Drop::TooBig {
+            mtu: mtu.saturating_sub(overhead) as u16,
+        });
+    }
+    let inner = &mut buf[ip_start..ip_start + inner_len];
+    let src_port = flow_port(inner);
+    decrement_ttl(inner)?;
+    let new_start = template
+        .write(buf, ip_start, inner_len, src_port)
+        .map_err(|_| Drop::NoHeadroom)?;
+    Ok(Forward {
+        egress: Egress::Wan,
+        start: new_start,
+        len: ip_start + inner_len - new_start,
+    })
+}
+
+/// Forwards an overlay frame received on the WAN: decapsulated onto the LAN
+/// when this node is its destination, relayed toward it otherwise.
+pub fn from_wan(
+    table: &RouteTable,
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+) -> Result<Forward, Drop> {
+    let links = table.links();
+    let frame = buf.get(start..start + len).ok_or(Drop::Malformed)?;
+    let o = OverlayFrame::parse(frame, links.overlay_port).map_err(|_| Drop::Malformed)?;
+    if o.vni != links.vni || o.option.hop_limit == 0 {
+        return Err(Drop::Malformed);
+    }
+    if o.option.dst == table.local {
+        decap(table, buf, start, &o)
+    } else {
+        relay(table, buf, start, &o)
+    }
+}
+
+fn decap(
+    table: &RouteTable,
+    buf: &mut [u8],
+    start: usize,
+    o: &OverlayFrame,
+) -> Result<Forward, Drop> {
+    let lan_mac = table.links().lan_mac.ok_or(Drop::NoLan)?;
+    let inner_start = start + o.inner_offset;
+    let inner = &mut buf[inner_start..inner_start + o.inner_len];
+    let (dst, inner_len) = inner_destination(EtherType(o.protocol_type), inner)?;
+    let host_mac = table.lan_mac_for(dst).ok_or(Drop::Unresolved)?;
+    decrement_ttl(&mut inner[..inner_len])?;
+    // The inner Ethernet header goes where the end of the GENEVE option was.
+    let eth_start = inner_start - ethernet::HEADER_LEN;
+    let eth = &mut buf[eth_start..inner_start];
+    eth[..6].copy_from_slice(&host_mac.0);
+    eth[6..12].copy_from_slice(&lan_mac.0);
+    eth[12..14].copy_from_slice(&o.protocol_type.to_be_bytes());
+    Ok(Forward {
+        egress: Egress::Lan,
+        start: eth_start,
+        len: ethernet::HEADER_LEN + inner_len,
+    })
+}
+
+fn relay(
+    table: &RouteTable,
+    buf: &mut [u8],
+    start: usize,
+    o: &OverlayFrame,
+) -> Result<Forward, Drop> {
+    if o.option.hop_limit <= 1 {
+        return Err(Drop::HopLimit);
+    }
+    let route = table.route(o.option.dst).ok_or(Drop::Unreachable)?;
+    let (Some(eth), Some(template)) = (route.ethernet.as_ref(), route.encap.as_ref()) else {
+        return Err(Drop::Unresolved);
+    };
+    let outer_ttl = table.links().outer_ttl;
+    let same_layout = o.ip_offset == ethernet::HEADER_LEN
+        && o.udp_offset - o.ip_offset
+            == if template.is_ipv6() {
+                ipv6::HEADER_LEN
+            } else {
+                ipv4::HEADER_LEN
+            };
+    let end = start + o.inner_offset + o.inner_len;
+    if !same_layout {
+        // A VLAN tag, IPv4 options or the other underlay family: write the
+        // outer headers afresh, then carry the option's fields over.
+        let inner_start = start + o.inner_offset;
+        let new_start = template
+            .write(buf, inner_start, o.inner_len, o.src_port)
+            .map_err(|_| Drop::NoHeadroom)?;
+        let udp = new_start + template.header_len() - DETOUR_GENEVE_LEN - udp::HEADER_LEN;
+        let mut udp = UdpPacket::new_checked(&mut buf[udp..end]).map_err(|_| Drop::Malformed)?;
+        forward_option(&mut udp, o);
+        return Ok(Forward {
+            egress: Egress::Wan,
+            start: new_start,
+            len: end - new_start,
+        });
+    }
+
+    buf[start..start + ethernet::HEADER_LEN].copy_from_slice(eth);
+    let ip = start + o.ip_offset;
+    let template = template.headers();
+    // The old addresses, for the UDP checksum's pseudo-header.
+    let mut old = [0u8; 32];
+    let (old, new) = match route.underlay {
+        Underlay::V4 { src, dst } => {
+            let mut p = Ipv4Packet::new_checked(&mut buf[ip..end]).map_err(|_| Drop::Malformed)?;
+            old[..4].copy_from_slice(&p.src_addr().octets());
+            old[4..8].copy_from_slice(&p.dst_addr().octets());
+            p.set_src_addr(src);
+            p.set_dst_addr(dst);
+            p.set_ttl(outer_ttl);
+            (&old[..8], &template[ADDRS_V4])
+        }
+        Underlay::V6 { .. } => {
+            // The fixed header only (checked above): addresses at 8..40.
+            let h = &mut buf[ip..ip + ipv6::HEADER_LEN];
+            old.copy_from_slice(&h[8..40]);
+            h[8..40].copy_from_slice(&template[ADDRS_V6]);
+            h[7] = outer_ttl;
+            (&old[..], &template[ADDRS_V6])
+        }
+    };
+    let udp = start + o.udp_offset;
+    let mut udp = UdpPacket::new_checked(&mut buf[udp..end]).map_err(|_| Drop::Malformed)?;
+    // Over IPv4 the checksum is normally zero, and then stays so.
+    udp.update_checksum_bytes(old, new);
+    forward_option(&mut udp, o);
+    Ok(Forward {
+        egress: Egress::Wan,
+        start,
+        len: end - start,
+    })
+}
+
+/// Writes the relayed option's fields into the option behind `udp`: the
+/// origin node kept, the hop limit one less, the relayed flag set; the UDP
+/// checksum (if any) follows.
+fn forward_option(udp: &mut UdpPacket<&mut [u8]>, o: &OverlayFrame) {
+    let opt = &udp.payload_mut()[GENEVE_LEN..GENEVE_LEN + DETOUR_OPTION_LEN];
+    let old: [u8; 6] = [opt[4], opt[5], opt[6], opt[7], opt[8], opt[9]];
+    let [s0, s1] = o.option.src.0.to_be_bytes();
+    let [d0, d1] = o.option.dst.0.to_be_bytes();
+    let new = [
+        s0,
+        s1,
+        d0,
+        d1,
+        o.option.hop_limit - 1,
+        o.option.flags | flags::RELAYED,
+    ];
+    let opt = &mut udp.payload_mut()[GENEVE_LEN..GENEVE_LEN + DETOUR_OPTION_LEN];
+    opt[4..10].copy_from_slice(&new);
+    udp.update_checksum_bytes(&old, &new);
+}
+
+/// The destination and the length (without Ethernet padding) of the IP
+/// packet `ip`, which an EtherType says is IPv4 or IPv6.
+fn inner_destination(ethertype: EtherType, ip: &[u8]) -> Result<(IpAddr, usize), Drop> {
+    match ethertype {
+        EtherType::IPV4 => {
+            let p = Ipv4Packet::new_checked(ip).map_err(|_| Drop::Malformed)?;
+            Ok((IpAddr::V4(p.dst_addr()), usize::from(p.total_len())))
+        }
+        EtherType::IPV6 => {
+            let p = Ipv6Packet::new_checked(ip).map_err(|_| Drop::Malformed)?;
+            Ok((IpAddr::V6(p.dst_addr()), 40 + usize::from(p.payload_len())))
+        }
+        _ => Err(Drop::Malformed),
+    }
+}
+
+/// Decrements the TTL or hop limit of the IP packet `ip`, as a router
+/// forwarding it; refuses one that is spent.
+fn decrement_ttl(ip: &mut [u8]) -> Result<(), Drop> {
+    match ip.first().map(|b| b >> 4) {
+        Some(4) => {
+            let mut p = Ipv4Packet::new_checked(ip).map_err(|_| Drop::Malformed)?;
+            let ttl = p.ttl();
+            if ttl <= 1 {
+                return Err(Drop::TtlExpired);
+            }
+            p.set_ttl(ttl - 1);
+        }
+        Some(6) => {
+            let mut p = Ipv6Packet::new_checked(ip).map_err(|_| Drop::Malformed)?;
+            let hops = p.hop_limit();
+            if hops <= 1 {
+                return Err(Drop::TtlExpired);
+            }
+            p.set_hop_limit(hops - 1);
+        }
+        _ => return Err(Drop::Malformed),
+    }
+    Ok(())
+}
+
+/// The outer UDP source port for an inner packet: a hash of its addresses,
+/// protocol and (first 4 bytes of the transport header, the ports of TCP and
+/// UDP), in the dynamic range, so that the underlay's ECMP keeps a flow on
+/// one path and spreads flows (RFC 8926, section 3.3).
+fn flow_port(ip: &[u8]) -> u16 {
+    let (fields, ports_at): (&[u8], usize) = match ip.first().map(|b| b >> 4) {
+        Some(4) if ip.len() >= 20 => (&ip[12..20], usize::from(ip[0] & 0x0f) * 4),
+        Some(6) if ip.len() >= 40 => (&ip[8..40], 40),
+        _ => (&[], 0),
+    };
+    let ports = ip.get(ports_at..ports_at + 4).unwrap_or(&[]);
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in fields.iter().chain(ports) {
+        // FNV-1a: a few cycles a byte, well spread in the low bits.
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    0xc000 | (h ^ (h >> 16)) as u16 & 0x3fff
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use detour_common::wire::checksum;
+    use detour_common::wire::{
+        DetourOptionRepr, EncapRepr, EncapTemplate, Ipv4Repr, MacAddr, NodeId, ip_protocol,
+    };
+
+    use super::*;
+    use crate::table::tests::{links, node, resolved, route, snapshot};
+    use crate::table::{LanNeighbours, Links, RouteSnapshot};
+
+    const HEADROOM: usize = 256;
+    const HOST_MAC: MacAddr = MacAddr([2, 1, 1, 1, 1, 5]);
+
+    fn table_with(snapshot: &RouteSnapshot, links: &Links) -> RouteTable {
+        let mut lan = LanNeighbours::default();
+        lan.insert("10.1.0.0/16".parse().unwrap(), HOST_MAC);
+        lan.insert("2001:db8:1::/48".parse().unwrap(), HOST_MAC);
+        RouteTable::compile(snapshot, links, lan, resolved).unwrap()
+    }
+
+    fn table() -> RouteTable {
+        let mut l = links();
+        l.vni = 7;
+        table_with(&snapshot(), &l)
+    }
+
+    /// The same overlay as `table::tests::snapshot`, on an IPv6 underlay.
+    fn table_v6() -> RouteTable {
+        let mut s = snapshot();
+        for n in &mut s.nodes {
+            n.underlay = format!("2001:db8::{}", n.id.0).parse().unwrap();
+        }
+        let mut l = links();
+        l.vni = 7;
+        table_with(&s, &l)
+    }
+
+    /// An IPv4 packet of `len` bytes (UDP, TTL 64) from `src` to `dst`.
+    fn inner_v4(src: &str, dst: &str, len: usize) -> Vec<u8> {
+        let mut p = vec![0u8; len];
+        Ipv4Repr {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            protocol: ip_protocol::UDP,
+            ttl: 64,
+            tos: 0x28,
+            ident: 9,
+            dont_frag: true,
+            payload_len: (len - 20) as u16,
+        }
+        .emit(&mut p)
+        .unwrap();
+        for (i, b) in p[20..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        p
+    }
+
+    /// A buffer with headroom and `frame` after it.
+    fn buffer(frame: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; HEADROOM];
+        b.extend_from_slice(frame);
+        b.resize(HEADROOM + frame.len() + 64, 0);
+        b
+    }
+
+    fn lan_frame(inner: &[u8]) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 1, 1, 2, 1, 1, 1, 1, 5, 0x08, 0x00];
+        f.extend_from_slice(inner);
+        f
+    }
+
+    /// An overlay frame as node `src` sends it toward `via` for `dst`.
+    fn overlay_frame(
+        underlay: Underlay,
+        src: u16,
+        dst: u16,
+        hop_limit: u8,
+        inner: &[u8],
+    ) -> Vec<u8> {
+        let t = EncapTemplate::new(&EncapRepr {
+            src_mac: MacAddr([2, 0, 0, 0, 0, 9]),
+            dst_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            underlay,
+            ttl: 60,
+            dst_port: 6081,
+            vni: 7,
+            option: DetourOptionRepr {
+                src: NodeId(src),
+                dst: NodeId(dst),
+                hop_limit,
+                flags: 0,
+            },
+        });
+        let hl = t.header_len();
+        let mut f = vec![0u8; hl + inner.len()];
+        f[hl..].copy_from_slice(inner);
+        assert_eq!(t.write(&mut f, hl, inner.len(), 50000), Ok(0));
+        f
+    }
+
+    fn v4(a: &str, b: &str) -> Underlay {
+        Underlay::V4 {
+            src: a.parse::<Ipv4Addr>().unwrap(),
+            dst: b.parse::<Ipv4Addr>().unwrap(),
+        }
+    }
+
+    fn v6(a: &str, b: &str) -> Underlay {
+        Underlay::V6 {
+            src: a.parse::<Ipv6Addr>().unwrap(),
+            dst: b.parse::<Ipv6Addr>().unwrap(),
+        }
+    }
+
+    /// The inner packet after one router hop: TTL one less, checksum fixed.
+    fn forwarded(inner: &[u8]) -> Vec<u8> {
+        let mut p = inner.to_vec();
+        let mut ip = Ipv4Packet::new_checked(&mut p[..]).unwrap();
+        ip.set_ttl(ip.ttl() - 1);
+        assert!(ip.verify_checksum());
+        p
+    }
+
+    fn out<'a>(buf: &'a [u8], f: &Forward) -> &'a [u8] {
+        &buf[f.start..f.start + f.len]
+    }
+
+    /// Checks the outer checksums of an overlay frame as a receiver would.
+    fn assert_checksums(frame: &[u8]) {
+        let o = OverlayFrame::parse(frame, 6081).unwrap();
+        let udp =
+            UdpPacket::new_checked(&frame[o.udp_offset..o.inner_offset + o.inner_len]).unwrap();
+        match (o.outer_src, o.outer_dst) {
+            (IpAddr::V4(_), IpAddr::V4(_)) => {
+                assert!(
+                    Ipv4Packet::new_checked(&frame[o.ip_offset..])
+                        .unwrap()
+                        .verify_checksum()
+                );
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                assert_ne!(udp.checksum(), 0, "mandatory over IPv6");
+                let ph = checksum::pseudo_header_v6(
+                    &s.octets(),
+                    &d.octets(),
+                    ip_protocol::UDP,
+                    u32::from(udp.len()),
+                );
+                assert!(udp.verify_checksum(ph), "UDP checksum over IPv6");
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn encap_direct_and_through_a_relay() {
+        let t = table();
+        for (dst, via) in [("10.2.0.9", 2), ("10.3.1.1", 2)] {
+            let inner = inner_v4("10.1.0.5", dst, 100);
+            let mut buf = buffer(&lan_frame(&inner));
+            let f = encap(&t, &mut buf, HEADROOM, 114).unwrap();
+            assert_eq!((f.egress, f.len), (Egress::Wan, 62 + 100));
+            assert_eq!(f.start, HEADROOM + 14 - 62);
+            let frame = out(&buf, &f);
+            let o = OverlayFrame::parse(frame, 6081).unwrap();
+            assert_eq!(o.outer_src, "192.0.2.1".parse::<IpAddr>().unwrap());
+            assert_eq!(
+                o.outer_dst,
+                format!("192.0.2.{via}").parse::<IpAddr>().unwrap()
+            );
+            assert_eq!(
+                frame[..6],
+                [2, 0, 0, 0, 0, via as u8],
+                "toward the next hop's MAC"
+            );
+            assert_eq!((o.option.src, o.option.hop_limit), (NodeId(1), 4));
+            assert_eq!(o.option.dst, t.node_for(dst.parse().unwrap()).unwrap());
+            assert_eq!(
+                &frame[62..],
+                &forwarded(&inner)[..],
+                "inner packet, one hop on"
+            );
+            assert!(o.src_port >= 0xc000);
+            assert_checksums(frame);
+        }
+    }
+
+    #[test]
+    fn encap_takes_tagged_frames_and_trims_padding() {
+        let inner = inner_v4("10.1.0.5", "10.2.0.9", 28);
+        let mut frame = lan_frame(&inner);
+        frame.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
+        frame.resize(frame.len() + 14, 0xee);
+        let mut buf = buffer(&frame);
+        let f = encap(&table(), &mut buf, HEADROOM, frame.len()).unwrap();
+        assert_eq!(f.len, 62 + 28);
+        assert_eq!(&out(&buf, &f)[62..], &forwarded(&inner)[..]);
+    }
+
+    #[test]
+    fn encap_drops_and_says_why() {
+        let t = table();
+        let mut cases = vec![
+            (inner_v4("10.1.0.5", "8.8.8.8", 40), HEADROOM, Drop::NoRoute),
+            (
+                inner_v4("10.1.0.5", "10.1.0.9", 40),
+                HEADROOM,
+                Drop::NoRoute,
+            ),
+            (
+                inner_v4("10.1.0.5", "10.4.0.1", 40),
+                HEADROOM,
+                Drop::Unreachable,
+            ),
+            (
+                inner_v4("10.1.0.5", "10.2.0.9", 1453),
+                HEADROOM,
+                Drop::TooBig { mtu: 1452 },
+            ),
+            (inner_v4("10.1.0.5", "10.2.0.9", 40), 10, Drop::NoHeadroom),
+        ];
+        let mut expired = inner_v4("10.1.0.5", "10.2.0.9", 40);
+        Ipv4Packet::new_checked(&mut expired[..])
+            .unwrap()
+            .set_ttl(1);
+        cases.push((expired, HEADROOM, Drop::TtlExpired));
+        let mut lying = inner_v4("10.1.0.5", "10.2.0.9", 40);
+        lying[3] = 200;
+        cases.push((lying, HEADROOM, Drop::Malformed));
+        for (inner, start, expected) in cases {
+            let frame = lan_frame(&inner);
+            let mut buf = vec![0u8; start];
+            buf.extend_from_slice(&frame);
+            assert_eq!(encap(&t, &mut buf, start, frame.len()), Err(expected));
+        }
+        let inner = inner_v4("10.1.0.5", "10.2.0.9", 1452);
+        let mut buf = buffer(&lan_frame(&inner));
+        assert!(
+            encap(&t, &mut buf, HEADROOM, 14 + 1452).is_ok(),
+            "exactly the MTU"
+        );
+        let unresolved =
+            RouteTable::compile(&snapshot(), &links(), LanNeighbours::default(), |_| None).unwrap();
+        let mut buf = buffer(&lan_frame(&inner_v4("10.1.0.5", "10.2.0.9", 40)));
+        assert_eq!(
+            encap(&unresolved, &mut buf, HEADROOM, 54),
+            Err(Drop::Unresolved)
+        );
+    }
+
+    #[test]
+    fn decap_onto_the_lan() {
+        let inner = inner_v4("10.2.0.9", "10.1.0.5", 60);
+        let frame = overlay_frame(v4("192.0.2.2", "192.0.2.1"), 2, 1, 4, &inner);
+        let mut buf = buffer(&frame);
+        let f = from_wan(&table(), &mut buf, HEADROOM, frame.len()).unwrap();
+        assert_eq!(
+            (f.egress, f.start, f.len),
+            (Egress::Lan, HEADROOM + 48, 14 + 60)
+        );
+        let lan = out(&buf, &f);
+        assert_eq!(lan[..6], HOST_MAC.0);
+        assert_eq!(lan[6..12], [2, 0, 0, 0, 1, 1], "from the LAN interface");
+        assert_eq!(lan[12..14], [0x08, 0x00]);
+        assert_eq!(&lan[14..], &forwarded(&inner)[..]);
+    }
+
+    #[test]
+    fn relay_in_place_over_both_underlays() {
+        let inner = inner_v4("10.4.0.9", "10.2.0.5", 80);
+        for (t, underlay, src, dst) in [
+            (
+                table(),
+                v4("192.0.2.4", "192.0.2.1"),
+                "192.0.2.1",
+                "192.0.2.2",
+            ),
+            (
+                table_v6(),
+                v6("2001:db8::4", "2001:db8::1"),
+                "2001:db8::1",
+                "2001:db8::2",
+            ),
+        ] {
+            let frame = overlay_frame(underlay, 4, 2, 3, &inner);
+            let mut buf = buffer(&frame);
+            let f = from_wan(&t, &mut buf, HEADROOM, frame.len()).unwrap();
+            assert_eq!(
+                (f.egress, f.start, f.len),
+                (Egress::Wan, HEADROOM, frame.len())
+            );
+            let relayed = out(&buf, &f);
+            let o = OverlayFrame::parse(relayed, 6081).unwrap();
+            assert_eq!(relayed[..6], [2, 0, 0, 0, 0, 2]);
+            assert_eq!(relayed[6..12], [2, 0, 0, 0, 0, 1]);
+            assert_eq!(o.outer_src, src.parse::<IpAddr>().unwrap());
+            assert_eq!(o.outer_dst, dst.parse::<IpAddr>().unwrap());
+            assert_eq!((o.option.src, o.option.dst), (NodeId(4), NodeId(2)));
+            assert_eq!((o.option.hop_limit, o.option.flags), (2, flags::RELAYED));
+            assert_eq!(o.src_port, 50000, "the flow's entropy is kept");
+            assert_eq!(&relayed[o.inner_offset..], &inner[..], "inner untouched");
+            assert_checksums(relayed);
+        }
+    }
+
+    #[test]
+    fn relay_rewrites_tagged_frames_whole() {
+        let inner = inner_v4("10.4.0.9", "10.2.0.5", 80);
+        let t = table_v6();
+        let mut frame = overlay_frame(v6("2001:db8::4", "2001:db8::1"), 4, 2, 3, &inner);
+        frame.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
+        let mut buf = buffer(&frame);
+        let f = from_wan(&t, &mut buf, HEADROOM, frame.len()).unwrap();
+        let relayed = out(&buf, &f);
+        assert_eq!(f.len, 82 + 80, "untagged now");
+        let o = OverlayFrame::parse(relayed, 6081).unwrap();
+        assert_eq!(
+            (o.option.src, o.option.hop_limit, o.option.flags),
+            (NodeId(4), 2, 1)
+        );
+        assert_eq!(&relayed[82..], &inner[..]);
+        assert_checksums(relayed);
+    }
+
+    #[test]
+    fn from_wan_drops_and_says_why() {
+        let inner = inner_v4("10.4.0.9", "10.2.0.5", 40);
+        let t = table();
+        let cases = [
+            (
+                overlay_frame(v4("192.0.2.4", "192.0.2.1"), 4, 2, 1, &inner),
+                Drop::HopLimit,
+            ),
+            (
+                overlay_frame(v4("192.0.2.4", "192.0.2.1"), 4, 2, 0, &inner),
+                Drop::Malformed,
+            ),
+            (
+                overlay_frame(v4("192.0.2.4", "192.0.2.1"), 2, 4, 3, &inner),
+                Drop::Unreachable,
+            ),
+            (
+                overlay_frame(
+                    v4("192.0.2.2", "192.0.2.1"),
+                    2,
+                    1,
+                    3,
+                    &inner_v4("10.2.0.5", "10.9.0.1", 40),
+                ),
+                Drop::Unresolved,
+            ),
+            (
+                overlay_frame(v4("192.0.2.4", "192.0.2.1"), 4, 2, 3, &inner)[..70].to_vec(),
+                Drop::Malformed,
+            ),
+        ];
+        for (frame, expected) in cases {
+            let mut buf = buffer(&frame);
+            assert_eq!(from_wan(&t, &mut buf, HEADROOM, frame.len()), Err(expected));
+        }
+        let mut other_vni = links();
+        other_vni.vni = 8;
+        let t8 = table_with(&snapshot(), &other_vni);
+        let frame = overlay_frame(v4("192.0.2.4", "192.0.2.1"), 4, 2, 3, &inner);
+        let mut buf = buffer(&frame);
+        assert_eq!(
+            from_wan(&t8, &mut buf, HEADROOM, frame.len()),
+            Err(Drop::Malformed)
+        );
+        let mut no_lan = links();
+        no_lan.vni = 7;
+        no_lan.lan_mac = None;
+        let t = table_with(&snapshot(), &no_lan);
+        let frame = overlay_frame(
+            v4("192.0.2.2", "192.0.2.1"),
+            2,
+            1,
+            3,
+            &inner_v4("10.2.0.5", "10.1.0.1", 40),
+        );
+        let mut buf = buffer(&frame);
+        assert_eq!(
+            from_wan(&t, &mut buf, HEADROOM, frame.len()),
+            Err(Drop::NoLan)
+        );
+    }
+
+    #[test]
+    fn flow_ports_stay_in_the_dynamic_range_and_follow_the_flow() {
+        let a = inner_v4("10.1.0.5", "10.2.0.9", 40);
+        let mut b = a.clone();
+        b[21] ^= 1; // another source port
+        assert_eq!(flow_port(&a), flow_port(&a.clone()));
+        assert_ne!(flow_port(&a), flow_port(&b));
+        assert!(flow_port(&a) >= 0xc000 && flow_port(&[]) >= 0xc000);
+        let _ = (node, route);
+    }
+}
