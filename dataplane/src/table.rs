@@ -5,7 +5,7 @@
 //! node, and the site prefixes each node serves. The dataplane compiles it,
 //! together with what it knows of its own links ([`Links`]) and of the
 //! neighbours' MAC addresses, into a [`RouteTable`]: longest-prefix-match
-//! tries for the prefixes, and per destination node an encapsulation
+//! tables for the prefixes, and per destination node an encapsulation
 //! template already holding every outer header byte. Workers never see a
 //! snapshot being built: a new table replaces the old one whole (DESIGN.md:
 //! arc-swap, loaded once per batch).
@@ -16,8 +16,9 @@ use std::net::IpAddr;
 use detour_common::wire::encap::DEFAULT_OUTER_TTL;
 use detour_common::wire::geneve::{DEFAULT_HOP_LIMIT, DEFAULT_PORT};
 use detour_common::wire::{DetourOptionRepr, EncapRepr, EncapTemplate, MacAddr, NodeId, Underlay};
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use prefix_trie::PrefixMap;
+use ipnet::IpNet;
+
+use crate::lpm::IpLpm;
 
 /// A node of the overlay and the underlay address it is reached at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,8 +149,7 @@ pub struct RouteTable {
     /// This node's underlay address.
     pub local_underlay: IpAddr,
     links: Links,
-    remote_v4: PrefixMap<Ipv4Net, NodeId>,
-    remote_v6: PrefixMap<Ipv6Net, NodeId>,
+    remote: IpLpm<NodeId>,
     /// Indexed by destination node id.
     routes: Vec<Option<Route>>,
     lan: LanNeighbours,
@@ -158,26 +158,18 @@ pub struct RouteTable {
 /// MAC addresses on the LAN for decapsulated packets: hosts (full-length
 /// prefixes) and the routers behind which further prefixes lie.
 #[derive(Debug, Clone, Default)]
-pub struct LanNeighbours {
-    v4: PrefixMap<Ipv4Net, MacAddr>,
-    v6: PrefixMap<Ipv6Net, MacAddr>,
-}
+pub struct LanNeighbours(IpLpm<MacAddr>);
 
 impl LanNeighbours {
     /// Packets to `prefix` go to `mac` on the LAN.
     pub fn insert(&mut self, prefix: IpNet, mac: MacAddr) {
-        match prefix.trunc() {
-            IpNet::V4(p) => self.v4.insert(p, mac),
-            IpNet::V6(p) => self.v6.insert(p, mac),
-        };
+        self.0.insert(prefix, mac);
     }
 
     /// The LAN MAC address packets to `addr` go to.
+    #[inline]
     pub fn lookup(&self, addr: IpAddr) -> Option<MacAddr> {
-        match addr {
-            IpAddr::V4(a) => self.v4.get_lpm(&Ipv4Net::from(a)).map(|(_, m)| *m),
-            IpAddr::V6(a) => self.v6.get_lpm(&Ipv6Net::from(a)).map(|(_, m)| *m),
-        }
+        self.0.lookup(addr).copied()
     }
 }
 
@@ -236,25 +228,20 @@ impl RouteTable {
             });
         }
 
-        let mut remote_v4 = PrefixMap::new();
-        let mut remote_v6 = PrefixMap::new();
-        for p in snapshot
+        let mut remote = IpLpm::default();
+        let remote_prefixes = snapshot
             .prefixes
             .iter()
-            .filter(|p| p.node != snapshot.local)
-        {
-            match p.prefix.trunc() {
-                IpNet::V4(n) => remote_v4.insert(n, p.node),
-                IpNet::V6(n) => remote_v6.insert(n, p.node),
-            };
+            .filter(|p| p.node != snapshot.local);
+        for p in remote_prefixes {
+            remote.insert(p.prefix, p.node);
         }
         Ok(RouteTable {
             version: snapshot.version,
             local: snapshot.local,
             local_underlay,
             links: *links,
-            remote_v4,
-            remote_v6,
+            remote,
             routes,
             lan,
         })
@@ -264,10 +251,7 @@ impl RouteTable {
     /// and unknown destinations.
     #[inline]
     pub fn node_for(&self, addr: IpAddr) -> Option<NodeId> {
-        match addr {
-            IpAddr::V4(a) => self.remote_v4.get_lpm(&Ipv4Net::from(a)).map(|(_, n)| *n),
-            IpAddr::V6(a) => self.remote_v6.get_lpm(&Ipv6Net::from(a)).map(|(_, n)| *n),
-        }
+        self.remote.lookup(addr).copied()
     }
 
     /// How to reach destination node `dst`; `None` when it is unreachable.
@@ -288,9 +272,7 @@ impl RouteTable {
 
     /// The remote prefixes, for the XDP LAN program's tries.
     pub fn remote_prefixes(&self) -> Vec<(IpNet, NodeId)> {
-        let v4 = self.remote_v4.iter().map(|(p, n)| (IpNet::V4(p), *n));
-        let v6 = self.remote_v6.iter().map(|(p, n)| (IpNet::V6(p), *n));
-        v4.chain(v6).collect()
+        self.remote.iter().map(|(p, n)| (p, *n)).collect()
     }
 }
 
@@ -452,7 +434,8 @@ pub(crate) mod tests {
 
     #[test]
     fn every_inconsistency_is_named() {
-        let cases: Vec<(fn(&mut RouteSnapshot), SnapshotError)> = vec![
+        type Breakage = fn(&mut RouteSnapshot);
+        let cases: Vec<(Breakage, SnapshotError)> = vec![
             (
                 |s| s.nodes.push(node(0, "192.0.2.9")),
                 SnapshotError::InvalidNode(0),

@@ -79,6 +79,7 @@ const UDP_V4: usize = IP + ipv4::HEADER_LEN;
 const UDP_V6: usize = IP + ipv6::HEADER_LEN;
 
 impl EncapTemplate {
+    #[inline]
     pub fn new(repr: &EncapRepr) -> Self {
         let mut bytes = [0u8; MAX_ENCAP_LEN];
         let (v6, ethertype, udp_at) = match repr.underlay {
@@ -112,16 +113,19 @@ impl EncapTemplate {
 
     /// The outer headers, with the per-packet fields (lengths, TOS, source
     /// port, protocol type, checksums) zero.
+    #[inline]
     pub fn headers(&self) -> &[u8] {
         &self.bytes[..self.header_len()]
     }
 
     /// Whether the underlay is IPv6.
+    #[inline]
     pub fn is_ipv6(&self) -> bool {
         self.v6
     }
 
     /// Length of the outer headers this template writes.
+    #[inline]
     pub fn header_len(&self) -> usize {
         if self.v6 { ENCAP_LEN_V6 } else { ENCAP_LEN_V4 }
     }
@@ -139,6 +143,7 @@ impl EncapTemplate {
     /// packet runs past the buffer, [`Error::Protocol`] when the inner packet
     /// is not IPv4 or IPv6, [`Error::Length`] when the result would exceed
     /// 64 KiB.
+    #[inline]
     pub fn write(
         &self,
         frame: &mut [u8],

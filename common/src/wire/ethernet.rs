@@ -41,11 +41,13 @@ pub struct MacAddr(pub [u8; 6]);
 impl MacAddr {
     pub const BROADCAST: MacAddr = MacAddr([0xff; 6]);
 
+    #[inline]
     pub const fn octets(&self) -> [u8; 6] {
         self.0
     }
 
     /// True for group (multicast and broadcast) addresses.
+    #[inline]
     pub const fn is_multicast(&self) -> bool {
         self.0[0] & 1 == 1
     }
@@ -92,6 +94,7 @@ pub struct EthernetFrame<T> {
 
 impl<T: AsRef<[u8]>> EthernetFrame<T> {
     /// Checks that `buffer` holds a whole Ethernet header, tag included.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
         let b = buffer.as_ref();
         if b.len() < HEADER_LEN {
@@ -104,19 +107,23 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
         Ok(EthernetFrame { buffer, tagged })
     }
 
+    #[inline]
     pub fn into_inner(self) -> T {
         self.buffer
     }
 
+    #[inline]
     pub fn dst_addr(&self) -> MacAddr {
         MacAddr(array(self.buffer.as_ref(), 0))
     }
 
+    #[inline]
     pub fn src_addr(&self) -> MacAddr {
         MacAddr(array(self.buffer.as_ref(), 6))
     }
 
     /// The 802.1Q tag, if the frame carries one.
+    #[inline]
     pub fn vlan(&self) -> Option<VlanTag> {
         self.tagged
             .then(|| VlanTag::from_tci(u16_at(self.buffer.as_ref(), 14)))
@@ -124,11 +131,13 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
 
     /// The EtherType of the payload (after the tag, if any). A second tag
     /// (QinQ) is not followed: it shows here as [`EtherType::VLAN`].
+    #[inline]
     pub fn ethertype(&self) -> EtherType {
         EtherType(u16_at(self.buffer.as_ref(), self.header_len() - 2))
     }
 
     /// 14, or 18 with a tag.
+    #[inline]
     pub fn header_len(&self) -> usize {
         if self.tagged {
             TAGGED_HEADER_LEN
@@ -137,25 +146,30 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
         }
     }
 
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[self.header_len()..]
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
+    #[inline]
     pub fn set_dst_addr(&mut self, addr: MacAddr) {
         self.buffer.as_mut()[0..6].copy_from_slice(&addr.0);
     }
 
+    #[inline]
     pub fn set_src_addr(&mut self, addr: MacAddr) {
         self.buffer.as_mut()[6..12].copy_from_slice(&addr.0);
     }
 
+    #[inline]
     pub fn set_ethertype(&mut self, ethertype: EtherType) {
         let at = self.header_len() - 2;
         super::field::set_u16(self.buffer.as_mut(), at, ethertype.0);
     }
 
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let at = self.header_len();
         &mut self.buffer.as_mut()[at..]
@@ -172,6 +186,7 @@ pub struct EthernetRepr {
 }
 
 impl EthernetRepr {
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(frame: &EthernetFrame<T>) -> Self {
         EthernetRepr {
             dst: frame.dst_addr(),
@@ -181,6 +196,7 @@ impl EthernetRepr {
         }
     }
 
+    #[inline]
     pub fn header_len(&self) -> usize {
         if self.vlan.is_some() {
             TAGGED_HEADER_LEN
@@ -190,6 +206,7 @@ impl EthernetRepr {
     }
 
     /// Writes the header at the start of `buf`; returns its length.
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
         let len = self.header_len();
         let b = buf.get_mut(..len).ok_or(Error::NoRoom)?;

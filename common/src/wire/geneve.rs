@@ -49,6 +49,7 @@ pub struct NodeId(pub u16);
 
 impl NodeId {
     /// True for ids that may name a node (1 to 65534).
+    #[inline]
     pub const fn is_valid(&self) -> bool {
         self.0 != 0 && self.0 != u16::MAX
     }
@@ -79,6 +80,7 @@ pub struct GeneveHeader<T> {
 }
 
 impl<T: AsRef<[u8]>> GeneveHeader<T> {
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
         let b = buffer.as_ref();
         if b.len() < HEADER_LEN {
@@ -93,6 +95,7 @@ impl<T: AsRef<[u8]>> GeneveHeader<T> {
         Ok(GeneveHeader { buffer })
     }
 
+    #[inline]
     pub fn into_inner(self) -> T {
         self.buffer
     }
@@ -102,63 +105,75 @@ impl<T: AsRef<[u8]>> GeneveHeader<T> {
     }
 
     /// Length of the option area in bytes.
+    #[inline]
     pub fn options_len(&self) -> usize {
         usize::from(self.b()[0] & 0x3f) * 4
     }
 
     /// Length of the base header and the options.
+    #[inline]
     pub fn header_len(&self) -> usize {
         HEADER_LEN + self.options_len()
     }
 
     /// The O bit: a control (OAM) packet.
+    #[inline]
     pub fn oam(&self) -> bool {
         self.b()[1] & 0x80 != 0
     }
 
     /// The C bit: at least one option is critical.
+    #[inline]
     pub fn critical(&self) -> bool {
         self.b()[1] & 0x40 != 0
     }
 
     /// The EtherType of the payload.
+    #[inline]
     pub fn protocol_type(&self) -> u16 {
         u16_at(self.b(), 2)
     }
 
     /// The 24-bit virtual network identifier.
+    #[inline]
     pub fn vni(&self) -> u32 {
         u32_at(self.b(), 4) >> 8
     }
 
     /// The option area, uninterpreted.
+    #[inline]
     pub fn options(&self) -> &[u8] {
         &self.b()[HEADER_LEN..self.header_len()]
     }
 
     /// The options, one by one; an option whose length runs past the option
     /// area yields [`Error::OptionLength`] and ends the iteration.
+    #[inline]
     pub fn option_iter(&self) -> GeneveOptions<'_> {
         GeneveOptions {
             rest: self.options(),
         }
     }
 
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.b()[self.header_len()..]
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> GeneveHeader<T> {
+    #[inline]
     pub fn set_protocol_type(&mut self, ethertype: u16) {
         set_u16(self.buffer.as_mut(), 2, ethertype);
     }
 
+    #[inline]
     pub fn options_mut(&mut self) -> &mut [u8] {
         let end = self.header_len();
         &mut self.buffer.as_mut()[HEADER_LEN..end]
     }
 
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let at = self.header_len();
         &mut self.buffer.as_mut()[at..]
@@ -175,6 +190,7 @@ pub struct GeneveOption<'a> {
 }
 
 impl GeneveOption<'_> {
+    #[inline]
     pub fn is_critical(&self) -> bool {
         self.kind & 0x80 != 0
     }
@@ -232,6 +248,7 @@ pub struct GeneveRepr {
 }
 
 impl GeneveRepr {
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(g: &GeneveHeader<T>) -> Self {
         GeneveRepr {
             oam: g.oam(),
@@ -243,6 +260,7 @@ impl GeneveRepr {
     }
 
     /// Writes the 8-byte base header; the caller writes the options after it.
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
         if !self.options_len.is_multiple_of(4) || self.options_len > 252 {
             return Err(Error::Length);
@@ -264,6 +282,7 @@ pub struct DetourOption<T> {
 
 impl<T: AsRef<[u8]>> DetourOption<T> {
     /// Checks class, type and length; the option must start at `buffer[0]`.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
         let b = buffer.as_ref();
         if b.len() < DETOUR_OPTION_LEN {
@@ -282,28 +301,34 @@ impl<T: AsRef<[u8]>> DetourOption<T> {
         self.buffer.as_ref()
     }
 
+    #[inline]
     pub fn src_node(&self) -> NodeId {
         NodeId(u16_at(self.b(), 4))
     }
 
+    #[inline]
     pub fn dst_node(&self) -> NodeId {
         NodeId(u16_at(self.b(), 6))
     }
 
+    #[inline]
     pub fn hop_limit(&self) -> u8 {
         self.b()[8]
     }
 
+    #[inline]
     pub fn flags(&self) -> u8 {
         self.b()[9]
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> DetourOption<T> {
+    #[inline]
     pub fn set_hop_limit(&mut self, hop_limit: u8) {
         self.buffer.as_mut()[8] = hop_limit;
     }
 
+    #[inline]
     pub fn set_flags(&mut self, flags: u8) {
         self.buffer.as_mut()[9] = flags;
     }
@@ -319,6 +344,7 @@ pub struct DetourOptionRepr {
 }
 
 impl DetourOptionRepr {
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(o: &DetourOption<T>) -> Self {
         DetourOptionRepr {
             src: o.src_node(),
@@ -329,6 +355,7 @@ impl DetourOptionRepr {
     }
 
     /// Writes the whole option, header included; returns its length (12).
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
         let b = buf.get_mut(..DETOUR_OPTION_LEN).ok_or(Error::NoRoom)?;
         set_u16(b, 0, DETOUR_OPTION_CLASS);

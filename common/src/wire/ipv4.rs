@@ -39,6 +39,7 @@ pub struct Ipv4Packet<T> {
 }
 
 impl<T: AsRef<[u8]>> Ipv4Packet<T> {
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
         let b = buffer.as_ref();
         if b.len() < HEADER_LEN {
@@ -64,6 +65,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         Ok(Ipv4Packet { buffer })
     }
 
+    #[inline]
     pub fn into_inner(self) -> T {
         self.buffer
     }
@@ -73,84 +75,103 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
 
     /// Header length in bytes, options included (20 to 60).
+    #[inline]
     pub fn header_len(&self) -> usize {
         usize::from(self.b()[0] & 0x0f) * 4
     }
 
+    #[inline]
     pub fn has_options(&self) -> bool {
         self.header_len() > HEADER_LEN
     }
 
     /// The option bytes, uninterpreted.
+    #[inline]
     pub fn options(&self) -> &[u8] {
         &self.b()[HEADER_LEN..self.header_len()]
     }
 
     /// The whole type-of-service byte: DSCP and ECN.
+    #[inline]
     pub fn tos(&self) -> u8 {
         self.b()[1]
     }
 
+    #[inline]
     pub fn dscp(&self) -> u8 {
         self.tos() >> 2
     }
 
+    #[inline]
     pub fn ecn(&self) -> u8 {
         self.tos() & 0x3
     }
 
+    #[inline]
     pub fn total_len(&self) -> u16 {
         u16_at(self.b(), 2)
     }
 
+    #[inline]
     pub fn ident(&self) -> u16 {
         u16_at(self.b(), 4)
     }
 
+    #[inline]
     pub fn dont_frag(&self) -> bool {
         u16_at(self.b(), 6) & FLAG_DF != 0
     }
 
+    #[inline]
     pub fn more_frags(&self) -> bool {
         u16_at(self.b(), 6) & FLAG_MF != 0
     }
 
     /// Fragment offset in bytes.
+    #[inline]
     pub fn frag_offset(&self) -> u16 {
         (u16_at(self.b(), 6) & OFFSET_MASK) << 3
     }
 
     /// True for any fragment, first or later.
+    #[inline]
     pub fn is_fragment(&self) -> bool {
         u16_at(self.b(), 6) & (FLAG_MF | OFFSET_MASK) != 0
     }
 
+    #[inline]
     pub fn ttl(&self) -> u8 {
         self.b()[8]
     }
 
+    #[inline]
     pub fn protocol(&self) -> u8 {
         self.b()[9]
     }
 
+    #[inline]
     pub fn checksum(&self) -> u16 {
         u16_at(self.b(), 10)
     }
 
+    #[inline]
     pub fn src_addr(&self) -> Ipv4Addr {
         Ipv4Addr::from(array::<4>(self.b(), 12))
     }
 
+    #[inline]
     pub fn dst_addr(&self) -> Ipv4Addr {
         Ipv4Addr::from(array::<4>(self.b(), 16))
     }
 
     /// True when the header checksum is correct.
+    #[inline]
     pub fn verify_checksum(&self) -> bool {
         checksum::fold(checksum::sum(&self.b()[..self.header_len()], 0)) == 0xffff
     }
 
     /// The bytes after the header, up to `total_len`.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.b()[self.header_len()..usize::from(self.total_len())]
     }
@@ -162,6 +183,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
 
     /// Sets the TTL and updates the checksum incrementally (RFC 1624).
+    #[inline]
     pub fn set_ttl(&mut self, ttl: u8) {
         let old = u16_at(self.b(), 8);
         self.b_mut()[8] = ttl;
@@ -171,20 +193,24 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
 
     /// Sets the source address and updates the checksum incrementally.
+    #[inline]
     pub fn set_src_addr(&mut self, addr: Ipv4Addr) {
         self.replace_words(12, &addr.octets());
     }
 
     /// Sets the destination address and updates the checksum incrementally.
+    #[inline]
     pub fn set_dst_addr(&mut self, addr: Ipv4Addr) {
         self.replace_words(16, &addr.octets());
     }
 
+    #[inline]
     pub fn set_checksum(&mut self, value: u16) {
         set_u16(self.b_mut(), 10, value);
     }
 
     /// Recomputes the header checksum from scratch.
+    #[inline]
     pub fn fill_checksum(&mut self) {
         self.set_checksum(0);
         let hl = self.header_len();
@@ -192,11 +218,13 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         self.set_checksum(c);
     }
 
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let (start, end) = (self.header_len(), usize::from(self.total_len()));
         &mut self.b_mut()[start..end]
     }
 
+    #[inline]
     fn replace_words(&mut self, at: usize, new: &[u8; 4]) {
         let old: [u8; 4] = array(self.b(), at);
         self.b_mut()[at..at + 4].copy_from_slice(new);
@@ -221,6 +249,7 @@ pub struct Ipv4Repr {
 
 impl Ipv4Repr {
     /// Reads the fields of an unfragmented packet; options are skipped.
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(p: &Ipv4Packet<T>) -> Self {
         Ipv4Repr {
             src: p.src_addr(),
@@ -235,6 +264,7 @@ impl Ipv4Repr {
     }
 
     /// Writes a 20-byte header with a correct checksum at the start of `buf`.
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
         let total = self
             .payload_len

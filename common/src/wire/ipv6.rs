@@ -24,6 +24,7 @@ pub const HEADER_LEN: usize = 40;
 pub const EXTENSION_HEADERS: [u8; 11] = [0, 43, 44, 50, 51, 60, 135, 139, 140, 253, 254];
 
 /// True when `next_header` names an extension header.
+#[inline]
 pub fn is_extension_header(next_header: u8) -> bool {
     EXTENSION_HEADERS.contains(&next_header)
 }
@@ -37,6 +38,7 @@ pub struct Ipv6Packet<T> {
 }
 
 impl<T: AsRef<[u8]>> Ipv6Packet<T> {
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
         let b = buffer.as_ref();
         if b.len() < HEADER_LEN {
@@ -51,6 +53,7 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
         Ok(Ipv6Packet { buffer })
     }
 
+    #[inline]
     pub fn into_inner(self) -> T {
         self.buffer
     }
@@ -59,41 +62,50 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
         self.buffer.as_ref()
     }
 
+    #[inline]
     pub fn traffic_class(&self) -> u8 {
         ((u16_at(self.b(), 0) >> 4) & 0xff) as u8
     }
 
+    #[inline]
     pub fn flow_label(&self) -> u32 {
         u32_at(self.b(), 0) & 0x000f_ffff
     }
 
+    #[inline]
     pub fn payload_len(&self) -> u16 {
         u16_at(self.b(), 4)
     }
 
+    #[inline]
     pub fn next_header(&self) -> u8 {
         self.b()[6]
     }
 
+    #[inline]
     pub fn hop_limit(&self) -> u8 {
         self.b()[7]
     }
 
+    #[inline]
     pub fn src_addr(&self) -> Ipv6Addr {
         Ipv6Addr::from(array::<16>(self.b(), 8))
     }
 
+    #[inline]
     pub fn dst_addr(&self) -> Ipv6Addr {
         Ipv6Addr::from(array::<16>(self.b(), 24))
     }
 
     /// True when an extension header follows the fixed header, so that the
     /// upper-layer protocol is not `next_header`.
+    #[inline]
     pub fn has_extension_headers(&self) -> bool {
         is_extension_header(self.next_header())
     }
 
     /// The bytes after the fixed header, up to the payload length.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.b()[HEADER_LEN..HEADER_LEN + usize::from(self.payload_len())]
     }
@@ -104,18 +116,22 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
         self.buffer.as_mut()
     }
 
+    #[inline]
     pub fn set_hop_limit(&mut self, hop_limit: u8) {
         self.b_mut()[7] = hop_limit;
     }
 
+    #[inline]
     pub fn set_src_addr(&mut self, addr: Ipv6Addr) {
         self.b_mut()[8..24].copy_from_slice(&addr.octets());
     }
 
+    #[inline]
     pub fn set_dst_addr(&mut self, addr: Ipv6Addr) {
         self.b_mut()[24..40].copy_from_slice(&addr.octets());
     }
 
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let end = HEADER_LEN + usize::from(self.payload_len());
         &mut self.b_mut()[HEADER_LEN..end]
@@ -136,6 +152,7 @@ pub struct Ipv6Repr {
 }
 
 impl Ipv6Repr {
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(p: &Ipv6Packet<T>) -> Self {
         Ipv6Repr {
             src: p.src_addr(),
@@ -149,6 +166,7 @@ impl Ipv6Repr {
     }
 
     /// Writes the 40-byte header at the start of `buf`.
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
         let b = buf.get_mut(..HEADER_LEN).ok_or(Error::NoRoom)?;
         let word0 =

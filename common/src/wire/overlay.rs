@@ -52,6 +52,7 @@ impl OverlayFrame {
     ///
     /// What depends on configuration (the VNI, the peer) or is policy (a hop
     /// limit of zero) is left to the caller.
+    #[inline]
     pub fn parse(frame: &[u8], port: u16) -> Result<Self> {
         let eth = EthernetFrame::new_checked(frame)?;
         let ip_offset = eth.header_len();

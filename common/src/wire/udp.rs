@@ -24,6 +24,7 @@ pub struct UdpPacket<T> {
 }
 
 impl<T: AsRef<[u8]>> UdpPacket<T> {
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
         let b = buffer.as_ref();
         if b.len() < HEADER_LEN {
@@ -39,6 +40,7 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         Ok(UdpPacket { buffer })
     }
 
+    #[inline]
     pub fn into_inner(self) -> T {
         self.buffer
     }
@@ -47,36 +49,43 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         self.buffer.as_ref()
     }
 
+    #[inline]
     pub fn src_port(&self) -> u16 {
         u16_at(self.b(), 0)
     }
 
+    #[inline]
     pub fn dst_port(&self) -> u16 {
         u16_at(self.b(), 2)
     }
 
     /// Header plus payload, in bytes.
+    #[inline]
     pub fn len(&self) -> u16 {
         u16_at(self.b(), 4)
     }
 
     /// Never true for a checked datagram (the length includes the header);
     /// present because clippy expects `is_empty` beside `len`.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The checksum field; zero means "none" (IPv4 only).
+    #[inline]
     pub fn checksum(&self) -> u16 {
         u16_at(self.b(), 6)
     }
 
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.b()[HEADER_LEN..usize::from(self.len())]
     }
 
     /// True when the checksum is absent (zero) or correct under the given
     /// pseudo-header sum (see [`checksum::pseudo_header_v4`] and `_v6`).
+    #[inline]
     pub fn verify_checksum(&self, pseudo_header: u64) -> bool {
         self.checksum() == 0
             || checksum::fold(checksum::sum(
@@ -91,23 +100,27 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
         self.buffer.as_mut()
     }
 
+    #[inline]
     pub fn set_src_port(&mut self, port: u16) {
         let old = self.src_port();
         set_u16(self.b_mut(), 0, port);
         self.update_checksum(old, port);
     }
 
+    #[inline]
     pub fn set_dst_port(&mut self, port: u16) {
         let old = self.dst_port();
         set_u16(self.b_mut(), 2, port);
         self.update_checksum(old, port);
     }
 
+    #[inline]
     pub fn set_checksum(&mut self, value: u16) {
         set_u16(self.b_mut(), 6, value);
     }
 
     /// Computes the checksum from scratch under the given pseudo-header sum.
+    #[inline]
     pub fn fill_checksum(&mut self, pseudo_header: u64) {
         self.set_checksum(0);
         let len = usize::from(self.len());
@@ -118,6 +131,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     /// Adjusts the checksum for a 16-bit word of the datagram or of its
     /// pseudo-header that changed from `old` to `new` (RFC 1624). A zero
     /// checksum means "none" and stays zero.
+    #[inline]
     pub fn update_checksum(&mut self, old: u16, new: u16) {
         let hc = self.checksum();
         if hc != 0 {
@@ -126,6 +140,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     }
 
     /// [`Self::update_checksum`] for a changed run of words (an address).
+    #[inline]
     pub fn update_checksum_bytes(&mut self, old: &[u8], new: &[u8]) {
         let hc = self.checksum();
         if hc != 0 {
@@ -133,6 +148,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
         }
     }
 
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let len = usize::from(self.len());
         &mut self.b_mut()[HEADER_LEN..len]
@@ -154,6 +170,7 @@ pub struct UdpRepr {
 }
 
 impl UdpRepr {
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(p: &UdpPacket<T>) -> Self {
         UdpRepr {
             src_port: p.src_port(),
@@ -164,6 +181,7 @@ impl UdpRepr {
 
     /// Writes the header at the start of `buf` with a zero checksum; fill
     /// it afterwards with [`UdpPacket::fill_checksum`] once the payload is in.
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
         let len = self
             .payload_len

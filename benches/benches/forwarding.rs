@@ -1,0 +1,180 @@
+//! What a worker spends per packet on each forwarding path: the route lookup
+//! and the header rewrite, in place in a frame buffer
+//! (`detour_dataplane::rewrite`). `cargo bench -p detour-benches --bench
+//! forwarding`.
+//!
+//! Each iteration first restores the frame (the rewrite changes it: TTLs,
+//! hop limits); `restore_only` measures that copy alone, the baseline to
+//! subtract.
+
+use std::hint::black_box;
+use std::net::IpAddr;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use detour_common::wire::{
+    DetourOptionRepr, EncapRepr, EncapTemplate, Ipv4Repr, MacAddr, NodeId, Underlay, ip_protocol,
+};
+use detour_dataplane::rewrite::{encap, from_wan};
+use detour_dataplane::table::{
+    LanNeighbours, Links, NodeSpec, PrefixSpec, RouteSnapshot, RouteSpec, RouteTable,
+};
+
+const HEADROOM: usize = 256;
+const INNER: usize = 64;
+
+/// We are node 1 of 4; 2 direct, 3 through 2; 64 site prefixes per node so
+/// the tries are not trivially small.
+fn table(v6: bool) -> RouteTable {
+    let addr = |n: u16| -> IpAddr {
+        if v6 {
+            format!("2001:db8::{n}").parse().unwrap()
+        } else {
+            format!("192.0.2.{n}").parse().unwrap()
+        }
+    };
+    let mut prefixes = Vec::new();
+    for node in 1..=4u16 {
+        for i in 0..64u16 {
+            prefixes.push(PrefixSpec {
+                prefix: format!("10.{}.{}.0/24", node, i).parse().unwrap(),
+                node: NodeId(node),
+            });
+        }
+    }
+    let snapshot = RouteSnapshot {
+        version: 1,
+        local: NodeId(1),
+        nodes: (1..=4)
+            .map(|n| NodeSpec {
+                id: NodeId(n),
+                underlay: addr(n),
+            })
+            .collect(),
+        routes: vec![
+            RouteSpec {
+                dst: NodeId(2),
+                via: NodeId(2),
+            },
+            RouteSpec {
+                dst: NodeId(3),
+                via: NodeId(2),
+            },
+            RouteSpec {
+                dst: NodeId(4),
+                via: NodeId(4),
+            },
+        ],
+        prefixes,
+    };
+    let mut links = Links::new(
+        MacAddr([2, 0, 0, 0, 0, 1]),
+        Some(MacAddr([2, 0, 0, 0, 1, 1])),
+    );
+    links.vni = 7;
+    let mut lan = LanNeighbours::default();
+    lan.insert("10.1.0.0/16".parse().unwrap(), MacAddr([2, 1, 1, 1, 1, 5]));
+    RouteTable::compile(&snapshot, &links, lan, |a| match a {
+        IpAddr::V4(a) => Some(MacAddr([2, 0, 0, 0, 0, a.octets()[3]])),
+        IpAddr::V6(a) => Some(MacAddr([2, 0, 0, 0, 0, a.octets()[15]])),
+    })
+    .unwrap()
+}
+
+fn inner(src: &str, dst: &str) -> Vec<u8> {
+    let mut p = vec![0u8; INNER];
+    Ipv4Repr {
+        src: src.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+        protocol: ip_protocol::UDP,
+        ttl: 64,
+        tos: 0,
+        ident: 1,
+        dont_frag: true,
+        payload_len: (INNER - 20) as u16,
+    }
+    .emit(&mut p)
+    .unwrap();
+    p
+}
+
+fn lan_frame() -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 1, 1, 2, 1, 1, 1, 1, 5, 0x08, 0x00];
+    f.extend_from_slice(&inner("10.1.0.5", "10.2.7.9"));
+    f
+}
+
+/// An overlay frame from node `src` (via `from`) for node `dst`.
+fn overlay_frame(v6: bool, src: u16, dst: u16, inner: &[u8]) -> Vec<u8> {
+    let underlay = if v6 {
+        Underlay::V6 {
+            src: "2001:db8::4".parse().unwrap(),
+            dst: "2001:db8::1".parse().unwrap(),
+        }
+    } else {
+        Underlay::V4 {
+            src: "192.0.2.4".parse().unwrap(),
+            dst: "192.0.2.1".parse().unwrap(),
+        }
+    };
+    let t = EncapTemplate::new(&EncapRepr {
+        src_mac: MacAddr([2, 0, 0, 0, 0, 4]),
+        dst_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+        underlay,
+        ttl: 64,
+        dst_port: 6081,
+        vni: 7,
+        option: DetourOptionRepr {
+            src: NodeId(src),
+            dst: NodeId(dst),
+            hop_limit: 4,
+            flags: 0,
+        },
+    });
+    let hl = t.header_len();
+    let mut f = vec![0u8; hl + inner.len()];
+    f[hl..].copy_from_slice(inner);
+    t.write(&mut f, hl, inner.len(), 50000).unwrap();
+    f
+}
+
+fn paths(c: &mut Criterion) {
+    let v4 = table(false);
+    let v6 = table(true);
+    let lan = lan_frame();
+    let relay4 = overlay_frame(false, 4, 2, &inner("10.4.0.9", "10.2.0.5"));
+    let relay6 = overlay_frame(true, 4, 2, &inner("10.4.0.9", "10.2.0.5"));
+    let decap4 = overlay_frame(false, 4, 1, &inner("10.4.0.9", "10.1.0.5"));
+    let mut buf = vec![0u8; 2048];
+
+    let mut g = c.benchmark_group("forwarding");
+    g.bench_function("restore_only", |b| {
+        b.iter(|| {
+            buf[HEADROOM..HEADROOM + relay6.len()].copy_from_slice(black_box(&relay6));
+            black_box(&buf);
+        })
+    });
+    for (name, table, frame) in [("encap_v4", &v4, &lan), ("encap_v6", &v6, &lan)] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                buf[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
+                black_box(encap(table, &mut buf, HEADROOM, frame.len()).unwrap())
+            })
+        });
+    }
+    for (name, table, frame) in [
+        ("relay_v4", &v4, &relay4),
+        ("relay_v6", &v6, &relay6),
+        ("decap_v4", &v4, &decap4),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                buf[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
+                black_box(from_wan(table, &mut buf, HEADROOM, frame.len()).unwrap())
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, paths);
+criterion_main!(benches);
