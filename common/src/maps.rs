@@ -116,6 +116,27 @@ pub enum NoSocket {
     Drop,
 }
 
+impl core::str::FromStr for NoSocket {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pass" => Ok(NoSocket::Pass),
+            "drop" => Ok(NoSocket::Drop),
+            _ => Err("expected pass or drop"),
+        }
+    }
+}
+
+impl core::fmt::Display for NoSocket {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            NoSocket::Pass => "pass",
+            NoSocket::Drop => "drop",
+        })
+    }
+}
+
 /// A peer's underlay address as the allow-list keys it: IPv6, or IPv4
 /// mapped into IPv6 (`::ffff:a.b.c.d`), so one map serves both underlays.
 #[repr(C)]

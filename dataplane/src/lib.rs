@@ -4,6 +4,7 @@
 //! AF_XDP sockets, the workers, the route table and the rewrite paths arrive
 //! with the dataplane issue (DESIGN.md).
 
+pub mod config;
 pub mod lpm;
 pub mod rewrite;
 pub mod table;

@@ -2,58 +2,151 @@
 //! interfaces and holds it there until told to stop.
 //!
 //! The AF_XDP workers, the route table and the local API join this process
-//! with the dataplane issue; until then it attaches the classifier, so that
-//! overlay and remote-site traffic meet the no-socket policy, and detaches it
-//! on SIGINT or SIGTERM (the kernel does so by itself if the process is
-//! killed).
+//! with the rest of the dataplane issue; until then it attaches the
+//! classifier, so that overlay and remote-site traffic meet the no-socket
+//! policy, and detaches it on SIGINT or SIGTERM (the kernel does so by
+//! itself if the process is killed).
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use detour_common::maps::{NoSocket, XdpConfig};
-use detour_common::wire::geneve::DEFAULT_PORT;
+use detour_dataplane::config::{Config, ConfigError, ConfigFile, InterfaceSection, ZeroCopy};
 use detour_dataplane::xdp::{AttachMode, Classifier, Role};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 /// detour's packet engine: XDP classifier and AF_XDP workers.
+///
+/// Settings come from the configuration file (--config; every key is in
+/// docs/dataplane-config.md) and from the flags below, which override it.
+/// node_id and the WAN interface have no default.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about)]
 struct Args {
-    /// The interface toward the underlay, where overlay data arrives.
+    /// TOML configuration file.
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Check the configuration, print it, and exit.
+    #[arg(long)]
+    check: bool,
+
+    /// This node's id in the overlay (1 to 65534). [node_id]
+    #[arg(long, value_name = "ID")]
+    node_id: Option<u16>,
+
+    /// The interface toward the underlay. [wan.interface]
     #[arg(long, value_name = "IFACE")]
-    wan: String,
+    wan: Option<String>,
 
     /// The interface toward the local site's hosts (none: a pure relay).
+    /// [lan.interface]
     #[arg(long, value_name = "IFACE")]
     lan: Option<String>,
 
-    /// XDP mode: native (in the driver; falls back to skb, with a warning,
-    /// where the driver refuses it) or skb (generic, slower, works anywhere).
-    #[arg(long, value_name = "MODE", default_value_t = AttachMode::Native)]
-    xdp_mode: AttachMode,
+    /// native (in the driver; falls back to skb, with a warning, where the
+    /// driver refuses it) or skb (generic, slower, works anywhere).
+    /// [xdp.mode, default native]
+    #[arg(long, value_name = "MODE")]
+    xdp_mode: Option<AttachMode>,
 
     /// Detach another XDP program found on an interface instead of refusing
-    /// to start.
+    /// to start. [xdp.replace]
     #[arg(long)]
     xdp_replace: bool,
 
-    /// The UDP port overlay data arrives on.
-    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_PORT)]
-    overlay_port: u16,
+    /// Traffic for a worker whose queue has no socket: pass (to the kernel)
+    /// or drop. [xdp.no_socket, default pass]
+    #[arg(long, value_name = "POLICY")]
+    no_socket: Option<NoSocket>,
 
-    /// What to do with traffic for a worker whose queue has no socket:
-    /// pass it to the kernel, or drop it.
-    #[arg(long, value_name = "POLICY", default_value = "pass", value_parser = parse_no_socket)]
-    no_socket: NoSocket,
+    /// Receive queues to serve, one worker each, comma-separated.
+    /// [afxdp.queues, default 0]
+    #[arg(long, value_name = "Q,..", value_delimiter = ',')]
+    queues: Option<Vec<u32>>,
+
+    /// The core of each queue's worker, comma-separated, in queue order.
+    /// [afxdp.cores, default: chosen at start]
+    #[arg(long, value_name = "CPU,..", value_delimiter = ',')]
+    cores: Option<Vec<usize>>,
+
+    /// auto, on or off. [afxdp.zero_copy, default auto]
+    #[arg(long, value_name = "WHEN")]
+    zero_copy: Option<ZeroCopy>,
+
+    /// Frames per ring operation. [afxdp.batch_size, default 64]
+    #[arg(long, value_name = "N")]
+    batch_size: Option<u32>,
+
+    /// Entries per ring, a power of two. [afxdp.ring_size, default 2048]
+    #[arg(long, value_name = "N")]
+    ring_size: Option<u32>,
+
+    /// Bytes per UMEM frame, 2048 or 4096. [afxdp.frame_size, default 4096]
+    #[arg(long, value_name = "BYTES")]
+    frame_size: Option<u32>,
+
+    /// UMEM frames per queue. [afxdp.frame_count, default 8192]
+    #[arg(long, value_name = "N")]
+    frame_count: Option<u32>,
+
+    /// Spin on the rings when idle instead of sleeping. [afxdp.busy_poll]
+    #[arg(long)]
+    busy_poll: bool,
+
+    /// The UDP port of overlay data. [overlay.port, default 6081]
+    #[arg(long, value_name = "PORT")]
+    overlay_port: Option<u16>,
+
+    /// The overlay's GENEVE VNI. [overlay.vni, default 0]
+    #[arg(long, value_name = "VNI")]
+    vni: Option<u32>,
+
+    /// The local API's Unix socket. [api.socket, default
+    /// /run/detour/dataplane.sock]
+    #[arg(long, value_name = "PATH")]
+    api_socket: Option<PathBuf>,
 }
 
-fn parse_no_socket(s: &str) -> Result<NoSocket, String> {
-    match s {
-        "pass" => Ok(NoSocket::Pass),
-        "drop" => Ok(NoSocket::Drop),
-        other => Err(format!("unknown policy {other:?}: expected pass or drop")),
+impl Args {
+    /// The file's settings with the flags laid over them, checked.
+    fn config(&self) -> Result<Config, ConfigError> {
+        let mut file = match &self.config {
+            Some(path) => ConfigFile::read(path)?,
+            None => ConfigFile::default(),
+        };
+        let interface = |name: &String| InterfaceSection {
+            interface: name.clone(),
+        };
+        set(&mut file.node_id, self.node_id.map(Some));
+        set(&mut file.wan, self.wan.as_ref().map(|w| Some(interface(w))));
+        set(&mut file.lan, self.lan.as_ref().map(|l| Some(interface(l))));
+        set(&mut file.xdp.mode, self.xdp_mode);
+        file.xdp.replace |= self.xdp_replace;
+        set(&mut file.xdp.no_socket, self.no_socket);
+        set(&mut file.afxdp.queues, self.queues.clone());
+        set(&mut file.afxdp.cores, self.cores.clone());
+        set(&mut file.afxdp.zero_copy, self.zero_copy);
+        set(&mut file.afxdp.batch_size, self.batch_size);
+        set(&mut file.afxdp.ring_size, self.ring_size);
+        set(&mut file.afxdp.frame_size, self.frame_size);
+        set(&mut file.afxdp.frame_count, self.frame_count);
+        file.afxdp.busy_poll |= self.busy_poll;
+        set(&mut file.overlay.port, self.overlay_port);
+        set(&mut file.overlay.vni, self.vni);
+        set(&mut file.api.socket, self.api_socket.clone());
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        file.check(cpus)
+    }
+}
+
+/// Overrides `slot` with a flag's value, if the flag was given.
+fn set<T>(slot: &mut T, flag: Option<T>) {
+    if let Some(value) = flag {
+        *slot = value;
     }
 }
 
@@ -67,7 +160,19 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    match run(&args) {
+    let config = match args.config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("detour-dataplane: configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        // A closed pipe (`| head`) is not an error worth a panic.
+        let _ = writeln!(std::io::stdout(), "{config:#?}");
+        return ExitCode::SUCCESS;
+    }
+    match run(&config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line, with every cause, and no backtrace.
@@ -77,16 +182,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &Args) -> anyhow::Result<()> {
+fn run(config: &Config) -> anyhow::Result<()> {
     // Signals are taken before anything is attached, so that a SIGTERM that
     // arrives during start-up still detaches what was attached.
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    let mut classifier = Classifier::load(XdpConfig::new(args.overlay_port, args.no_socket))?;
-    classifier.attach(Role::Wan, &args.wan, args.xdp_mode, args.xdp_replace)?;
-    if let Some(lan) = &args.lan {
-        classifier.attach(Role::Lan, lan, args.xdp_mode, args.xdp_replace)?;
+    let xdp = XdpConfig::new(config.overlay.port, config.xdp.no_socket);
+    let mut classifier = Classifier::load(xdp)?;
+    let (mode, replace) = (config.xdp.mode, config.xdp.replace);
+    classifier.attach(Role::Wan, &config.wan, mode, replace)?;
+    if let Some(lan) = &config.lan {
+        classifier.attach(Role::Lan, lan, mode, replace)?;
     }
-    tracing::info!("ready; SIGINT or SIGTERM detaches and exits");
+    tracing::info!(
+        node = config.node_id.0,
+        "ready; SIGINT or SIGTERM detaches and exits"
+    );
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "stopping");
     }

@@ -506,7 +506,8 @@ fn two_links() -> (Netns, Netns) {
 /// pipes it.
 fn dataplane(ns: &Netns, args: &[&str]) -> Command {
     let mut cmd = ns.command(env!("CARGO_BIN_EXE_detour-dataplane"));
-    cmd.args(args)
+    cmd.args(["--node-id", "1"])
+        .args(args)
         .env("DETOUR_LOG", "info")
         .stderr(Stdio::null());
     cmd

@@ -1,0 +1,629 @@
+//! The dataplane's configuration: a TOML file, flags over it, and the checks
+//! that keep a bad value from starting anything.
+//!
+//! Every key has a default except `node_id` and `wan.interface`. An error
+//! names the key and the reason (and, for a file that does not parse, the
+//! line and column, as the TOML parser reports them); a file with a key the
+//! dataplane does not know is refused, so that a typo never silently becomes
+//! a default. The reference with every key is `docs/dataplane-config.md`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use detour_common::maps::{MAX_QUEUES, NoSocket};
+use detour_common::wire::NodeId;
+use detour_common::wire::geneve::{DEFAULT_HOP_LIMIT, DEFAULT_PORT};
+use serde::{Deserialize, Deserializer};
+
+use crate::xdp::AttachMode;
+
+/// Where the local API listens unless configured otherwise.
+pub const DEFAULT_API_SOCKET: &str = "/run/detour/dataplane.sock";
+
+/// A complete, checked configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub node_id: NodeId,
+    pub wan: String,
+    pub lan: Option<String>,
+    pub xdp: Xdp,
+    pub afxdp: AfXdp,
+    pub overlay: Overlay,
+    pub api: Api,
+}
+
+/// `[xdp]`: how the classifier is attached.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Xdp {
+    #[serde(deserialize_with = "from_str")]
+    pub mode: AttachMode,
+    pub replace: bool,
+    #[serde(deserialize_with = "from_str")]
+    pub no_socket: NoSocket,
+}
+
+impl Default for Xdp {
+    fn default() -> Self {
+        Xdp {
+            mode: AttachMode::Native,
+            replace: false,
+            no_socket: NoSocket::Pass,
+        }
+    }
+}
+
+/// Whether AF_XDP sockets copy frames or map the NIC's buffers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ZeroCopy {
+    /// Zero-copy where the driver offers it, copy mode otherwise.
+    #[default]
+    Auto,
+    /// Zero-copy or nothing: refuse to start on a driver without it.
+    On,
+    /// Copy mode always.
+    Off,
+}
+
+impl FromStr for ZeroCopy {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(ZeroCopy::Auto),
+            "on" => Ok(ZeroCopy::On),
+            "off" => Ok(ZeroCopy::Off),
+            _ => Err("expected auto, on or off"),
+        }
+    }
+}
+
+impl fmt::Display for ZeroCopy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ZeroCopy::Auto => "auto",
+            ZeroCopy::On => "on",
+            ZeroCopy::Off => "off",
+        })
+    }
+}
+
+/// `[afxdp]`: sockets, rings and workers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AfXdp {
+    /// The receive queues served, one worker each.
+    pub queues: Vec<u32>,
+    /// The core of each queue's worker, in the order of `queues`; empty:
+    /// chosen at start, away from the cores that feed the queues.
+    pub cores: Vec<usize>,
+    #[serde(deserialize_with = "from_str")]
+    pub zero_copy: ZeroCopy,
+    /// Frames handled per ring operation.
+    pub batch_size: u32,
+    /// Entries in each RX, TX, fill and completion ring.
+    pub ring_size: u32,
+    /// Bytes per UMEM frame.
+    pub frame_size: u32,
+    /// UMEM frames per queue, shared by the WAN and LAN sockets.
+    pub frame_count: u32,
+    /// Spin on the rings instead of sleeping in poll() when idle.
+    pub busy_poll: bool,
+}
+
+impl Default for AfXdp {
+    fn default() -> Self {
+        AfXdp {
+            queues: vec![0],
+            cores: Vec::new(),
+            zero_copy: ZeroCopy::Auto,
+            batch_size: 64,
+            ring_size: 2048,
+            frame_size: 4096,
+            frame_count: 8192,
+            busy_poll: false,
+        }
+    }
+}
+
+/// `[overlay]`: what the overlay's packets carry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Overlay {
+    /// The UDP port overlay data uses.
+    pub port: u16,
+    /// The GENEVE VNI of this overlay (24 bits).
+    pub vni: u32,
+    /// The hop limit written into each encapsulation.
+    pub hop_limit: u8,
+    /// TTL / hop limit of the outer IP header.
+    pub outer_ttl: u8,
+}
+
+impl Default for Overlay {
+    fn default() -> Self {
+        Overlay {
+            port: DEFAULT_PORT,
+            vni: 0,
+            hop_limit: DEFAULT_HOP_LIMIT,
+            outer_ttl: 64,
+        }
+    }
+}
+
+/// `[api]`: the local control socket.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Api {
+    pub socket: PathBuf,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api {
+            socket: PathBuf::from(DEFAULT_API_SOCKET),
+        }
+    }
+}
+
+/// The file as written: the two required keys may come from flags instead.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub node_id: Option<u16>,
+    pub wan: Option<InterfaceSection>,
+    pub lan: Option<InterfaceSection>,
+    #[serde(default)]
+    pub xdp: Xdp,
+    #[serde(default)]
+    pub afxdp: AfXdp,
+    #[serde(default)]
+    pub overlay: Overlay,
+    #[serde(default)]
+    pub api: Api,
+}
+
+/// `[wan]` and `[lan]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceSection {
+    pub interface: String,
+}
+
+/// What is wrong with a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("{path}: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    #[error("{key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+impl ConfigFile {
+    /// Reads and parses a configuration file (not yet checked).
+    pub fn read(path: &Path) -> Result<ConfigFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        ConfigFile::parse(&text).map_err(|reason| ConfigError::Parse {
+            path: path.to_owned(),
+            reason,
+        })
+    }
+
+    /// Parses TOML text; the error is the parser's message, after the line
+    /// and column it points at.
+    pub fn parse(text: &str) -> Result<ConfigFile, String> {
+        toml::from_str(text).map_err(|e| {
+            let message = e.message().trim_end();
+            match e.span() {
+                Some(span) => {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!("line {line}, column {column}: {message}")
+                }
+                None => message.to_owned(),
+            }
+        })
+    }
+
+    /// Checks everything and returns the complete configuration.
+    /// `cpus` is the number of CPUs the cores are chosen from.
+    pub fn check(self, cpus: usize) -> Result<Config, ConfigError> {
+        let node_id = self
+            .node_id
+            .ok_or_else(|| invalid("node_id", "missing (set it in the file or with --node-id)"))?;
+        let node_id = NodeId(node_id);
+        if !node_id.is_valid() {
+            return Err(invalid("node_id", "0 and 65535 are reserved"));
+        }
+        let wan = self.wan.ok_or_else(|| {
+            invalid(
+                "wan.interface",
+                "missing (set it in the file or with --wan)",
+            )
+        })?;
+        check_interface("wan.interface", &wan.interface)?;
+        let lan = match self.lan {
+            Some(lan) => {
+                check_interface("lan.interface", &lan.interface)?;
+                if lan.interface == wan.interface {
+                    return Err(invalid(
+                        "lan.interface",
+                        "the same interface as wan.interface",
+                    ));
+                }
+                Some(lan.interface)
+            }
+            None => None,
+        };
+        check_afxdp(&self.afxdp, cpus)?;
+        check_overlay(&self.overlay)?;
+        if self.api.socket.as_os_str().is_empty() {
+            return Err(invalid("api.socket", "empty path"));
+        }
+        Ok(Config {
+            node_id,
+            wan: wan.interface,
+            lan,
+            xdp: self.xdp,
+            afxdp: self.afxdp,
+            overlay: self.overlay,
+            api: self.api,
+        })
+    }
+}
+
+fn check_interface(key: &'static str, name: &str) -> Result<(), ConfigError> {
+    // IFNAMSIZ is 16 with the terminating NUL.
+    let bad = name.is_empty()
+        || name.len() > 15
+        || name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace());
+    if bad {
+        return Err(invalid(
+            key,
+            format!("{name:?} is not an interface name (1 to 15 characters, no '/', ':' or space)"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_afxdp(a: &AfXdp, cpus: usize) -> Result<(), ConfigError> {
+    if a.queues.is_empty() {
+        return Err(invalid("afxdp.queues", "at least one queue"));
+    }
+    for (i, q) in a.queues.iter().enumerate() {
+        if *q >= MAX_QUEUES {
+            return Err(invalid(
+                "afxdp.queues",
+                format!("queue {q} is beyond the {MAX_QUEUES} the XDP socket maps hold"),
+            ));
+        }
+        if a.queues[..i].contains(q) {
+            return Err(invalid(
+                "afxdp.queues",
+                format!("queue {q} is listed twice"),
+            ));
+        }
+    }
+    if !a.cores.is_empty() {
+        if a.cores.len() != a.queues.len() {
+            return Err(invalid(
+                "afxdp.cores",
+                format!(
+                    "{} cores for {} queues: give one core per queue, or none to choose automatically",
+                    a.cores.len(),
+                    a.queues.len()
+                ),
+            ));
+        }
+        if let Some(c) = a.cores.iter().find(|c| **c >= cpus) {
+            return Err(invalid(
+                "afxdp.cores",
+                format!(
+                    "core {c} does not exist (this machine has {cpus}: 0 to {})",
+                    cpus - 1
+                ),
+            ));
+        }
+    }
+    let power_of_two = |n: u32| n.is_power_of_two();
+    if !power_of_two(a.ring_size) || !(64..=16384).contains(&a.ring_size) {
+        return Err(invalid(
+            "afxdp.ring_size",
+            format!("{} is not a power of two from 64 to 16384", a.ring_size),
+        ));
+    }
+    if a.batch_size == 0 || a.batch_size > a.ring_size {
+        return Err(invalid(
+            "afxdp.batch_size",
+            format!(
+                "{} is not from 1 to ring_size ({})",
+                a.batch_size, a.ring_size
+            ),
+        ));
+    }
+    if a.frame_size != 2048 && a.frame_size != 4096 {
+        return Err(invalid(
+            "afxdp.frame_size",
+            format!(
+                "{} is not 2048 or 4096 (the sizes AF_XDP supports)",
+                a.frame_size
+            ),
+        ));
+    }
+    // Each queue's UMEM feeds two fill rings (WAN and LAN) and has frames in
+    // flight on two TX rings: less than that starves a ring.
+    let least = 4 * a.ring_size;
+    if a.frame_count < least || a.frame_count > 1 << 20 {
+        return Err(invalid(
+            "afxdp.frame_count",
+            format!(
+                "{} is not from 4 × ring_size ({least}) to 1048576",
+                a.frame_count
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_overlay(o: &Overlay) -> Result<(), ConfigError> {
+    if o.port == 0 {
+        return Err(invalid("overlay.port", "0 is not a port"));
+    }
+    if o.vni >= 1 << 24 {
+        return Err(invalid(
+            "overlay.vni",
+            format!("{} does not fit in 24 bits", o.vni),
+        ));
+    }
+    if o.hop_limit < 2 {
+        return Err(invalid(
+            "overlay.hop_limit",
+            format!("{}: a path through a relay needs at least 2", o.hop_limit),
+        ));
+    }
+    if o.outer_ttl == 0 {
+        return Err(invalid(
+            "overlay.outer_ttl",
+            "0 would be dropped by the first router",
+        ));
+    }
+    Ok(())
+}
+
+/// Deserializes a value through its `FromStr`, keeping its error message.
+fn from_str<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    let s = String::deserialize(d)?;
+    s.parse()
+        .map_err(|e: T::Err| serde::de::Error::custom(format!("{s:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+node_id = 3
+
+[wan]
+interface = "eth0"
+
+[lan]
+interface = "eth1"
+
+[xdp]
+mode = "skb"
+replace = true
+no_socket = "drop"
+
+[afxdp]
+queues = [0, 1]
+cores = [1, 0]
+zero_copy = "off"
+batch_size = 32
+ring_size = 1024
+frame_size = 2048
+frame_count = 4096
+busy_poll = true
+
+[overlay]
+port = 7000
+vni = 42
+hop_limit = 3
+outer_ttl = 32
+
+[api]
+socket = "/tmp/dp.sock"
+"#;
+
+    fn check(text: &str) -> Result<Config, ConfigError> {
+        ConfigFile::parse(text)
+            .map_err(|reason| ConfigError::Parse {
+                path: "t.toml".into(),
+                reason,
+            })?
+            .check(2)
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let c = check(FULL).unwrap();
+        assert_eq!(c.node_id, NodeId(3));
+        assert_eq!((c.wan.as_str(), c.lan.as_deref()), ("eth0", Some("eth1")));
+        assert_eq!(
+            c.xdp,
+            Xdp {
+                mode: AttachMode::Skb,
+                replace: true,
+                no_socket: NoSocket::Drop
+            }
+        );
+        assert_eq!(
+            c.afxdp,
+            AfXdp {
+                queues: vec![0, 1],
+                cores: vec![1, 0],
+                zero_copy: ZeroCopy::Off,
+                batch_size: 32,
+                ring_size: 1024,
+                frame_size: 2048,
+                frame_count: 4096,
+                busy_poll: true,
+            }
+        );
+        assert_eq!(
+            c.overlay,
+            Overlay {
+                port: 7000,
+                vni: 42,
+                hop_limit: 3,
+                outer_ttl: 32
+            }
+        );
+        assert_eq!(c.api.socket, PathBuf::from("/tmp/dp.sock"));
+    }
+
+    #[test]
+    fn two_keys_are_enough() {
+        let c = check("node_id = 1\n[wan]\ninterface = \"wan0\"\n").unwrap();
+        assert_eq!(c.afxdp, AfXdp::default());
+        assert_eq!(c.overlay, Overlay::default());
+        assert_eq!(c.xdp, Xdp::default());
+        assert_eq!(c.lan, None);
+    }
+
+    #[test]
+    fn each_bad_value_names_its_key() {
+        let cases = [
+            (
+                "node_id = 3",
+                "node_id = 0",
+                "node_id: 0 and 65535 are reserved",
+            ),
+            ("node_id = 3\n", "", "node_id: missing"),
+            (
+                "interface = \"eth1\"",
+                "interface = \"eth0\"",
+                "lan.interface: the same interface",
+            ),
+            (
+                "interface = \"eth0\"",
+                "interface = \"a/b\"",
+                "wan.interface: \"a/b\" is not",
+            ),
+            (
+                "queues = [0, 1]",
+                "queues = [1, 1]",
+                "afxdp.queues: queue 1 is listed twice",
+            ),
+            (
+                "queues = [0, 1]",
+                "queues = [0, 64]",
+                "afxdp.queues: queue 64 is beyond",
+            ),
+            (
+                "queues = [0, 1]",
+                "queues = []",
+                "afxdp.queues: at least one queue",
+            ),
+            (
+                "cores = [1, 0]",
+                "cores = [1]",
+                "afxdp.cores: 1 cores for 2 queues",
+            ),
+            (
+                "cores = [1, 0]",
+                "cores = [1, 5]",
+                "afxdp.cores: core 5 does not exist",
+            ),
+            (
+                "ring_size = 1024",
+                "ring_size = 1000",
+                "afxdp.ring_size: 1000 is not a power of two",
+            ),
+            (
+                "batch_size = 32",
+                "batch_size = 0",
+                "afxdp.batch_size: 0 is not from 1",
+            ),
+            (
+                "frame_size = 2048",
+                "frame_size = 3000",
+                "afxdp.frame_size: 3000 is not 2048 or 4096",
+            ),
+            (
+                "frame_count = 4096",
+                "frame_count = 100",
+                "afxdp.frame_count: 100 is not from",
+            ),
+            ("port = 7000", "port = 0", "overlay.port: 0 is not a port"),
+            (
+                "vni = 42",
+                "vni = 16777216",
+                "overlay.vni: 16777216 does not fit",
+            ),
+            (
+                "hop_limit = 3",
+                "hop_limit = 1",
+                "overlay.hop_limit: 1: a path through a relay",
+            ),
+            (
+                "outer_ttl = 32",
+                "outer_ttl = 0",
+                "overlay.outer_ttl: 0 would be dropped",
+            ),
+            (
+                "mode = \"skb\"",
+                "mode = \"fast\"",
+                "unknown XDP mode \"fast\"",
+            ),
+            (
+                "no_socket = \"drop\"",
+                "no_socket = \"keep\"",
+                "\"keep\": expected pass or drop",
+            ),
+            (
+                "zero_copy = \"off\"",
+                "zero_copy = \"yes\"",
+                "\"yes\": expected auto, on or off",
+            ),
+            (
+                "batch_size = 32",
+                "bach_size = 32",
+                "unknown field `bach_size`",
+            ),
+            (
+                "port = 7000",
+                "port = 70000",
+                "t.toml: line 26, column 8: invalid value: integer `70000`",
+            ),
+        ];
+        for (from, to, expected) in cases {
+            assert!(FULL.contains(from), "{from}");
+            let text = FULL.replacen(from, to, 1);
+            let err = check(&text).unwrap_err().to_string();
+            assert!(
+                err.contains(expected),
+                "{to:?}: got {err:?}, expected {expected:?}"
+            );
+        }
+    }
+}
