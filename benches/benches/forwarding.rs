@@ -173,6 +173,14 @@ fn paths(c: &mut Criterion) {
             })
         });
     }
+    // Parse and lookup only: a frame for a node without a route.
+    let unreachable = overlay_frame(false, 2, 5, &inner("10.4.0.9", "10.2.0.5"));
+    g.bench_function("parse_and_drop_v4", |b| {
+        b.iter(|| {
+            buf[HEADROOM..HEADROOM + unreachable.len()].copy_from_slice(&unreachable);
+            black_box(from_wan(&v4, &mut buf, HEADROOM, unreachable.len()).unwrap_err())
+        })
+    });
     g.finish();
 }
 
