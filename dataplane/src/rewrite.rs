@@ -44,9 +44,10 @@ pub struct Forward {
     pub len: usize,
 }
 
-/// Why a worker dropped a frame.
+/// Why a worker discarded a frame (named so as not to shadow the `Drop`
+/// trait).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Drop {
+pub enum Discard {
     /// Not a whole IPv4 or IPv6 packet (LAN), or not a valid overlay frame
     /// for our port and VNI (WAN).
     Malformed,
@@ -77,14 +78,15 @@ pub fn encap(
     buf: &mut [u8],
     start: usize,
     len: usize,
-) -> Result<Forward, Drop> {
-    let frame = buf.get(start..start + len).ok_or(Drop::Malformed)?;
-    let eth = EthernetFrame::new_checked(frame).map_err(|_| Drop::Malformed)?;
+) -> Result<Forward, Discard> {
+    let end = start.checked_add(len).ok_or(Discard::Malformed)?;
+    let frame = buf.get(start..end).ok_or(Discard::Malformed)?;
+    let eth = EthernetFrame::new_checked(frame).map_err(|_| Discard::Malformed)?;
     let ip_start = start + eth.header_len();
     let (dst, inner_len) = inner_destination(eth.ethertype(), eth.payload())?;
-    let node = table.node_for(dst).ok_or(Drop::NoRoute)?;
-    let route = table.route(node).ok_or(Drop::Unreachable)?;
-    let template = route.encap.as_ref().ok_or(Drop::Unresolved)?;
+    let node = table.node_for(dst).ok_or(Discard::NoRoute)?;
+    let route = table.route(node).ok_or(Discard::Unreachable)?;
+    let template = route.encap.as_ref().ok_or(Discard::Unresolved)?;
 
     let overhead = if template.is_ipv6() {
         IP_OVERHEAD_V6
@@ -93,7 +95,7 @@ pub fn encap(
     };
     let mtu = usize::from(table.links().wan_mtu);
     if inner_len + overhead > mtu {
-        return Err(Drop::TooBig {
+        return Err(Discard::TooBig {
             mtu: mtu.saturating_sub(overhead) as u16,
         });
     }
@@ -102,7 +104,7 @@ pub fn encap(
     decrement_ttl(inner)?;
     let new_start = template
         .write(buf, ip_start, inner_len, src_port)
-        .map_err(|_| Drop::NoHeadroom)?;
+        .map_err(|_| Discard::NoHeadroom)?;
     Ok(Forward {
         egress: Egress::Wan,
         start: new_start,
@@ -117,12 +119,13 @@ pub fn from_wan(
     buf: &mut [u8],
     start: usize,
     len: usize,
-) -> Result<Forward, Drop> {
+) -> Result<Forward, Discard> {
     let links = table.links();
-    let frame = buf.get(start..start + len).ok_or(Drop::Malformed)?;
-    let o = OverlayFrame::parse(frame, links.overlay_port).map_err(|_| Drop::Malformed)?;
+    let end = start.checked_add(len).ok_or(Discard::Malformed)?;
+    let frame = buf.get(start..end).ok_or(Discard::Malformed)?;
+    let o = OverlayFrame::parse(frame, links.overlay_port).map_err(|_| Discard::Malformed)?;
     if o.vni != links.vni || o.option.hop_limit == 0 {
-        return Err(Drop::Malformed);
+        return Err(Discard::Malformed);
     }
     if o.option.dst == table.local {
         decap(table, buf, start, &o)
@@ -137,12 +140,12 @@ fn decap(
     buf: &mut [u8],
     start: usize,
     o: &OverlayFrame,
-) -> Result<Forward, Drop> {
-    let lan_mac = table.links().lan_mac.ok_or(Drop::NoLan)?;
+) -> Result<Forward, Discard> {
+    let lan_mac = table.links().lan_mac.ok_or(Discard::NoLan)?;
     let inner_start = start + o.inner_offset;
     let inner = &mut buf[inner_start..inner_start + o.inner_len];
     let (dst, inner_len) = inner_destination(EtherType(o.protocol_type), inner)?;
-    let host_mac = table.lan_mac_for(dst).ok_or(Drop::Unresolved)?;
+    let host_mac = table.lan_mac_for(dst).ok_or(Discard::Unresolved)?;
     decrement_ttl(&mut inner[..inner_len])?;
     // The inner Ethernet header goes where the end of the GENEVE option was.
     let eth_start = inner_start - ethernet::HEADER_LEN;
@@ -163,13 +166,13 @@ fn relay(
     buf: &mut [u8],
     start: usize,
     o: &OverlayFrame,
-) -> Result<Forward, Drop> {
+) -> Result<Forward, Discard> {
     if o.option.hop_limit <= 1 {
-        return Err(Drop::HopLimit);
+        return Err(Discard::HopLimit);
     }
-    let route = table.route(o.option.dst).ok_or(Drop::Unreachable)?;
+    let route = table.route(o.option.dst).ok_or(Discard::Unreachable)?;
     let (Some(eth), Some(template)) = (route.ethernet.as_ref(), route.encap.as_ref()) else {
-        return Err(Drop::Unresolved);
+        return Err(Discard::Unresolved);
     };
     let outer_ttl = table.links().outer_ttl;
     let same_layout = o.ip_offset == ethernet::HEADER_LEN
@@ -186,9 +189,9 @@ fn relay(
         let inner_start = start + o.inner_offset;
         let new_start = template
             .write(buf, inner_start, o.inner_len, o.src_port)
-            .map_err(|_| Drop::NoHeadroom)?;
+            .map_err(|_| Discard::NoHeadroom)?;
         let udp = new_start + template.header_len() - DETOUR_GENEVE_LEN - udp::HEADER_LEN;
-        let mut udp = UdpPacket::new_checked(&mut buf[udp..end]).map_err(|_| Drop::Malformed)?;
+        let mut udp = UdpPacket::new_checked(&mut buf[udp..end]).map_err(|_| Discard::Malformed)?;
         forward_option(&mut udp, o);
         return Ok(Forward {
             egress: Egress::Wan,
@@ -226,7 +229,7 @@ fn relay(
         }
     };
     let udp = start + o.udp_offset;
-    let mut udp = UdpPacket::new_checked(&mut buf[udp..end]).map_err(|_| Drop::Malformed)?;
+    let mut udp = UdpPacket::new_checked(&mut buf[udp..end]).map_err(|_| Discard::Malformed)?;
     // Over IPv4 the checksum is normally zero, and then stays so.
     udp.update_checksum_bytes(old, new);
     forward_option(&mut udp, o);
@@ -262,42 +265,42 @@ fn forward_option(udp: &mut UdpPacket<&mut [u8]>, o: &OverlayFrame) {
 /// The destination and the length (without Ethernet padding) of the IP
 /// packet `ip`, which an EtherType says is IPv4 or IPv6.
 #[inline]
-fn inner_destination(ethertype: EtherType, ip: &[u8]) -> Result<(IpAddr, usize), Drop> {
+fn inner_destination(ethertype: EtherType, ip: &[u8]) -> Result<(IpAddr, usize), Discard> {
     match ethertype {
         EtherType::IPV4 => {
-            let p = Ipv4Packet::new_checked(ip).map_err(|_| Drop::Malformed)?;
+            let p = Ipv4Packet::new_checked(ip).map_err(|_| Discard::Malformed)?;
             Ok((IpAddr::V4(p.dst_addr()), usize::from(p.total_len())))
         }
         EtherType::IPV6 => {
-            let p = Ipv6Packet::new_checked(ip).map_err(|_| Drop::Malformed)?;
+            let p = Ipv6Packet::new_checked(ip).map_err(|_| Discard::Malformed)?;
             Ok((IpAddr::V6(p.dst_addr()), 40 + usize::from(p.payload_len())))
         }
-        _ => Err(Drop::Malformed),
+        _ => Err(Discard::Malformed),
     }
 }
 
 /// Decrements the TTL or hop limit of the IP packet `ip`, as a router
 /// forwarding it; refuses one that is spent.
 #[inline]
-fn decrement_ttl(ip: &mut [u8]) -> Result<(), Drop> {
+fn decrement_ttl(ip: &mut [u8]) -> Result<(), Discard> {
     match ip.first().map(|b| b >> 4) {
         Some(4) => {
-            let mut p = Ipv4Packet::new_checked(ip).map_err(|_| Drop::Malformed)?;
+            let mut p = Ipv4Packet::new_checked(ip).map_err(|_| Discard::Malformed)?;
             let ttl = p.ttl();
             if ttl <= 1 {
-                return Err(Drop::TtlExpired);
+                return Err(Discard::TtlExpired);
             }
             p.set_ttl(ttl - 1);
         }
         Some(6) => {
-            let mut p = Ipv6Packet::new_checked(ip).map_err(|_| Drop::Malformed)?;
+            let mut p = Ipv6Packet::new_checked(ip).map_err(|_| Discard::Malformed)?;
             let hops = p.hop_limit();
             if hops <= 1 {
-                return Err(Drop::TtlExpired);
+                return Err(Discard::TtlExpired);
             }
             p.set_hop_limit(hops - 1);
         }
-        _ => return Err(Drop::Malformed),
+        _ => return Err(Discard::Malformed),
     }
     Ok(())
 }
@@ -532,32 +535,40 @@ mod tests {
     fn encap_drops_and_says_why() {
         let t = table();
         let mut cases = vec![
-            (inner_v4("10.1.0.5", "8.8.8.8", 40), HEADROOM, Drop::NoRoute),
+            (
+                inner_v4("10.1.0.5", "8.8.8.8", 40),
+                HEADROOM,
+                Discard::NoRoute,
+            ),
             (
                 inner_v4("10.1.0.5", "10.1.0.9", 40),
                 HEADROOM,
-                Drop::NoRoute,
+                Discard::NoRoute,
             ),
             (
                 inner_v4("10.1.0.5", "10.4.0.1", 40),
                 HEADROOM,
-                Drop::Unreachable,
+                Discard::Unreachable,
             ),
             (
                 inner_v4("10.1.0.5", "10.2.0.9", 1453),
                 HEADROOM,
-                Drop::TooBig { mtu: 1452 },
+                Discard::TooBig { mtu: 1452 },
             ),
-            (inner_v4("10.1.0.5", "10.2.0.9", 40), 10, Drop::NoHeadroom),
+            (
+                inner_v4("10.1.0.5", "10.2.0.9", 40),
+                10,
+                Discard::NoHeadroom,
+            ),
         ];
         let mut expired = inner_v4("10.1.0.5", "10.2.0.9", 40);
         Ipv4Packet::new_checked(&mut expired[..])
             .unwrap()
             .set_ttl(1);
-        cases.push((expired, HEADROOM, Drop::TtlExpired));
+        cases.push((expired, HEADROOM, Discard::TtlExpired));
         let mut lying = inner_v4("10.1.0.5", "10.2.0.9", 40);
         lying[3] = 200;
-        cases.push((lying, HEADROOM, Drop::Malformed));
+        cases.push((lying, HEADROOM, Discard::Malformed));
         for (inner, start, expected) in cases {
             let frame = lan_frame(&inner);
             let mut buf = vec![0u8; start];
@@ -575,7 +586,7 @@ mod tests {
         let mut buf = buffer(&lan_frame(&inner_v4("10.1.0.5", "10.2.0.9", 40)));
         assert_eq!(
             encap(&unresolved, &mut buf, HEADROOM, 54),
-            Err(Drop::Unresolved)
+            Err(Discard::Unresolved)
         );
     }
 
@@ -660,15 +671,15 @@ mod tests {
         let cases = [
             (
                 overlay_frame(v4("192.0.2.4", "192.0.2.1"), 4, 2, 1, &inner),
-                Drop::HopLimit,
+                Discard::HopLimit,
             ),
             (
                 overlay_frame(v4("192.0.2.4", "192.0.2.1"), 4, 2, 0, &inner),
-                Drop::Malformed,
+                Discard::Malformed,
             ),
             (
                 overlay_frame(v4("192.0.2.4", "192.0.2.1"), 2, 4, 3, &inner),
-                Drop::Unreachable,
+                Discard::Unreachable,
             ),
             (
                 overlay_frame(
@@ -678,11 +689,11 @@ mod tests {
                     3,
                     &inner_v4("10.2.0.5", "10.9.0.1", 40),
                 ),
-                Drop::Unresolved,
+                Discard::Unresolved,
             ),
             (
                 overlay_frame(v4("192.0.2.4", "192.0.2.1"), 4, 2, 3, &inner)[..70].to_vec(),
-                Drop::Malformed,
+                Discard::Malformed,
             ),
         ];
         for (frame, expected) in cases {
@@ -696,7 +707,7 @@ mod tests {
         let mut buf = buffer(&frame);
         assert_eq!(
             from_wan(&t8, &mut buf, HEADROOM, frame.len()),
-            Err(Drop::Malformed)
+            Err(Discard::Malformed)
         );
         let mut no_lan = links();
         no_lan.vni = 7;
@@ -712,7 +723,7 @@ mod tests {
         let mut buf = buffer(&frame);
         assert_eq!(
             from_wan(&t, &mut buf, HEADROOM, frame.len()),
-            Err(Drop::NoLan)
+            Err(Discard::NoLan)
         );
     }
 
