@@ -9,3 +9,4 @@ pub mod lpm;
 pub mod rewrite;
 pub mod table;
 pub mod xdp;
+pub mod xsk;

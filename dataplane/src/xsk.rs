@@ -1,0 +1,401 @@
+//! AF_XDP sockets: a UMEM per queue, shared by the WAN and LAN sockets of
+//! that queue, and the four rings of each socket, used in batches.
+//!
+//! Built on libxdp (through libxdp-sys, the library xsk-rs wraps) rather
+//! than on xsk-rs's ring types: a transmit descriptor must be able to start
+//! anywhere in its frame, so that an encapsulation grows into the headroom
+//! and a decapsulation starts where the inner packet does. xsk-rs 0.11 keeps
+//! a descriptor's address private and fixed at the start of the received
+//! data. Here descriptors are libxdp's own `xdp_desc`, and the UMEM is one
+//! byte region the worker indexes by address.
+//!
+//! libxdp's XDP program is never loaded (`INHIBIT_PROG_LOAD`): the sockets
+//! are put into detour's own XSKMAPs by the caller.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::RawFd;
+use std::ptr::{self, NonNull};
+
+use libxdp_sys::{
+    XDP_COPY, XDP_USE_NEED_WAKEUP, XDP_ZEROCOPY, XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD, xdp_desc,
+    xsk_ring_cons, xsk_ring_prod, xsk_socket, xsk_socket_config, xsk_socket_config__bindgen_ty_1,
+    xsk_umem, xsk_umem_config,
+};
+
+pub use libxdp_sys::xdp_desc as Desc;
+
+/// How a socket moves frames between the NIC and the UMEM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindMode {
+    /// The driver DMAs into the UMEM.
+    ZeroCopy,
+    /// The kernel copies each frame.
+    Copy,
+}
+
+/// The frames of one queue: an anonymous mapping registered with the
+/// kernel, cut into `frame_count` frames of `frame_size` bytes.
+pub struct Umem {
+    area: NonNull<u8>,
+    len: usize,
+    umem: NonNull<xsk_umem>,
+    frame_size: u32,
+    frame_count: u32,
+    ring_size: u32,
+    /// The fill and completion rings created with the UMEM; libxdp hands
+    /// them to the first socket bound on it.
+    first_rings: Option<(Box<xsk_ring_prod>, Box<xsk_ring_cons>)>,
+}
+
+// SAFETY: the UMEM is a memory region and a kernel object; nothing in it is
+// tied to the creating thread. It moves to its worker's thread once.
+unsafe impl Send for Umem {}
+
+impl Umem {
+    /// Maps and registers `frame_count` frames of `frame_size` bytes, with
+    /// fill and completion rings of `ring_size` entries.
+    pub fn new(frame_size: u32, frame_count: u32, ring_size: u32) -> io::Result<Umem> {
+        let len = frame_size as usize * frame_count as usize;
+        // SAFETY: an anonymous private mapping; checked for failure below.
+        let area = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if area == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let area = NonNull::new(area.cast::<u8>()).expect("mmap succeeded");
+        let mut fill = Box::new(zeroed_prod());
+        let mut comp = Box::new(zeroed_cons());
+        let config = xsk_umem_config {
+            fill_size: ring_size,
+            comp_size: ring_size,
+            frame_size,
+            frame_headroom: 0,
+            flags: 0,
+        };
+        let mut umem = ptr::null_mut();
+        // SAFETY: `area` is `len` writable bytes that outlive the UMEM (we
+        // unmap them only after deleting it); the ring structs are boxed, so
+        // the addresses libxdp keeps stay valid.
+        let err = unsafe {
+            libxdp_sys::xsk_umem__create(
+                &mut umem,
+                area.as_ptr().cast(),
+                len as u64,
+                &mut *fill,
+                &mut *comp,
+                &config,
+            )
+        };
+        if err != 0 {
+            // SAFETY: mapped above, not registered.
+            unsafe { libc::munmap(area.as_ptr().cast(), len) };
+            return Err(io::Error::from_raw_os_error(-err));
+        }
+        Ok(Umem {
+            area,
+            len,
+            umem: NonNull::new(umem).expect("created"),
+            frame_size,
+            frame_count,
+            ring_size,
+            first_rings: Some((fill, comp)),
+        })
+    }
+
+    pub fn frame_size(&self) -> u32 {
+        self.frame_size
+    }
+
+    /// The address of every frame's start, to hand out to fill rings.
+    pub fn frame_addrs(&self) -> impl Iterator<Item = u64> + use<> {
+        let size = u64::from(self.frame_size);
+        (0..u64::from(self.frame_count)).map(move |i| i * size)
+    }
+
+    /// The whole frame that contains UMEM address `addr`, and the offset of
+    /// `addr` within it.
+    #[inline]
+    pub fn frame_mut(&mut self, addr: u64) -> (&mut [u8], usize) {
+        let size = self.frame_size as usize;
+        let addr = (addr as usize).min(self.len - 1);
+        let start = addr - addr % size;
+        // SAFETY: `start..start + size` lies in the mapping (`addr` clamped
+        // into it; frames tile it exactly), and `&mut self` keeps the
+        // slice unique on this side. The kernel writes a frame only while it
+        // owns it (between fill and RX), never while the worker holds it.
+        let frame = unsafe { std::slice::from_raw_parts_mut(self.area.as_ptr().add(start), size) };
+        (frame, addr - start)
+    }
+
+    /// Opens an AF_XDP socket on `queue` of `iface` over this UMEM.
+    ///
+    /// `zero_copy`: `Some(true)` requires zero-copy, `Some(false)` asks for
+    /// copy mode, `None` tries zero-copy and falls back to copy mode.
+    pub fn socket(
+        &mut self,
+        iface: &str,
+        queue: u32,
+        zero_copy: Option<bool>,
+    ) -> io::Result<Socket> {
+        match zero_copy {
+            Some(true) => self.bind(iface, queue, BindMode::ZeroCopy),
+            Some(false) => self.bind(iface, queue, BindMode::Copy),
+            None => self
+                .bind(iface, queue, BindMode::ZeroCopy)
+                .or_else(|_| self.bind(iface, queue, BindMode::Copy)),
+        }
+    }
+
+    fn bind(&mut self, iface: &str, queue: u32, mode: BindMode) -> io::Result<Socket> {
+        let name = CString::new(iface).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let copy = match mode {
+            BindMode::ZeroCopy => XDP_ZEROCOPY,
+            BindMode::Copy => XDP_COPY,
+        };
+        let config = xsk_socket_config {
+            rx_size: self.ring_size,
+            tx_size: self.ring_size,
+            __bindgen_anon_1: xsk_socket_config__bindgen_ty_1 {
+                libxdp_flags: XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
+            },
+            xdp_flags: 0,
+            bind_flags: (copy | XDP_USE_NEED_WAKEUP) as u16,
+        };
+        // The first socket takes the UMEM's own fill and completion rings;
+        // a later one (another interface) gets rings of its own.
+        let first = self.first_rings.take();
+        let took_first = first.is_some();
+        let (mut fill, mut comp) =
+            first.unwrap_or_else(|| (Box::new(zeroed_prod()), Box::new(zeroed_cons())));
+        let mut rx = Box::new(zeroed_cons());
+        let mut tx = Box::new(zeroed_prod());
+        let mut xsk = ptr::null_mut();
+        // SAFETY: every ring struct is boxed and moves into the returned
+        // socket, so the pointers libxdp keeps stay valid until
+        // `xsk_socket__delete`; `name` outlives the call.
+        let err = unsafe {
+            libxdp_sys::xsk_socket__create_shared(
+                &mut xsk,
+                name.as_ptr(),
+                queue,
+                self.umem.as_ptr(),
+                &mut *rx,
+                &mut *tx,
+                &mut *fill,
+                &mut *comp,
+                &config,
+            )
+        };
+        if err != 0 {
+            // A failed bind leaves the UMEM's rings to it (libxdp keeps them
+            // for the next attempt, in copy mode after zero-copy say).
+            if took_first {
+                self.first_rings = Some((fill, comp));
+            }
+            return Err(io::Error::from_raw_os_error(-err));
+        }
+        let xsk = NonNull::new(xsk).expect("created");
+        // SAFETY: a live socket.
+        let fd = unsafe { libxdp_sys::xsk_socket__fd(xsk.as_ptr()) };
+        Ok(Socket {
+            xsk,
+            fd,
+            mode,
+            rx,
+            tx,
+            fill,
+            comp,
+        })
+    }
+}
+
+impl Drop for Umem {
+    fn drop(&mut self) {
+        // SAFETY: every socket borrowed the UMEM mutably only to be created
+        // and is dropped before it (a worker owns both, sockets declared
+        // after the UMEM); then the region is unmapped.
+        unsafe {
+            libxdp_sys::xsk_umem__delete(self.umem.as_ptr());
+            libc::munmap(self.area.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+/// One AF_XDP socket and its rings: RX and TX, and the fill and
+/// completion rings of its (interface, queue).
+pub struct Socket {
+    xsk: NonNull<xsk_socket>,
+    fd: RawFd,
+    mode: BindMode,
+    rx: Box<xsk_ring_cons>,
+    tx: Box<xsk_ring_prod>,
+    fill: Box<xsk_ring_prod>,
+    comp: Box<xsk_ring_cons>,
+}
+
+// SAFETY: as for `Umem`: kernel objects and mapped rings, used by one
+// thread at a time.
+unsafe impl Send for Socket {}
+
+impl Socket {
+    /// The socket's descriptor, for the XSKMAP.
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    pub fn mode(&self) -> BindMode {
+        self.mode
+    }
+
+    /// Offers frame addresses to the kernel for receiving, as many as the
+    /// fill ring has room for (libxdp's reserve is all-or-nothing, so the
+    /// offer is capped at the free count); returns how many were taken.
+    pub fn fill(&mut self, addrs: &[u64]) -> usize {
+        let mut idx = 0;
+        // SAFETY: a ring of this socket; `n` slots reserved before writing.
+        unsafe {
+            let free = libxdp_sys::xsk_prod_nb_free(&mut *self.fill, addrs.len() as u32);
+            let want = (free as usize).min(addrs.len()) as u32;
+            let n = libxdp_sys::xsk_ring_prod__reserve(&mut *self.fill, want, &mut idx);
+            for (i, addr) in addrs[..n as usize].iter().enumerate() {
+                *libxdp_sys::xsk_ring_prod__fill_addr(&mut *self.fill, idx + i as u32) = *addr;
+            }
+            libxdp_sys::xsk_ring_prod__submit(&mut *self.fill, n);
+            n as usize
+        }
+    }
+
+    /// Takes received descriptors, up to `out.len()`; returns how many.
+    pub fn receive(&mut self, out: &mut [Desc]) -> usize {
+        let mut idx = 0;
+        // SAFETY: a ring of this socket; only the `n` peeked slots are read.
+        unsafe {
+            let n = libxdp_sys::xsk_ring_cons__peek(&mut *self.rx, out.len() as u32, &mut idx);
+            for (i, d) in out[..n as usize].iter_mut().enumerate() {
+                *d = *libxdp_sys::xsk_ring_cons__rx_desc(&*self.rx, idx + i as u32);
+            }
+            libxdp_sys::xsk_ring_cons__release(&mut *self.rx, n);
+            n as usize
+        }
+    }
+
+    /// Queues descriptors for transmission, as many as fit; wakes the
+    /// kernel only if something was queued and it asks to be woken.
+    /// Returns how many were queued.
+    pub fn transmit(&mut self, descs: &[Desc]) -> usize {
+        if descs.is_empty() {
+            return 0;
+        }
+        let mut idx = 0;
+        // SAFETY: a ring of this socket; `n` slots reserved before writing.
+        let n = unsafe {
+            let free = libxdp_sys::xsk_prod_nb_free(&mut *self.tx, descs.len() as u32);
+            let want = (free as usize).min(descs.len()) as u32;
+            let n = libxdp_sys::xsk_ring_prod__reserve(&mut *self.tx, want, &mut idx);
+            for (i, d) in descs[..n as usize].iter().enumerate() {
+                *libxdp_sys::xsk_ring_prod__tx_desc(&mut *self.tx, idx + i as u32) = *d;
+            }
+            libxdp_sys::xsk_ring_prod__submit(&mut *self.tx, n);
+            n
+        };
+        if n > 0 {
+            self.kick();
+        }
+        n as usize
+    }
+
+    /// Descriptors in the TX ring that the kernel has not taken yet.
+    pub fn pending_transmit(&mut self) -> u32 {
+        let size = self.tx.size;
+        // SAFETY: refreshes the cached consumer index of our ring.
+        size - unsafe { libxdp_sys::xsk_prod_nb_free(&mut *self.tx, size) }
+    }
+
+    /// Wakes the kernel to transmit what the TX ring holds, if it holds
+    /// anything and the kernel asks to be woken. In copy mode one wake-up
+    /// sends at most 32 frames (ENVIRONMENT.md), so a worker calls this on
+    /// every turn of its loop; an empty ring costs no system call.
+    pub fn kick(&mut self) {
+        // SAFETY: reads the ring's flags word.
+        let asks = unsafe { libxdp_sys::xsk_ring_prod__needs_wakeup(&*self.tx) != 0 };
+        if asks && self.pending_transmit() > 0 {
+            // SAFETY: a zero-length send on our socket: the TX wake-up.
+            // EAGAIN and EBUSY only mean "busy, call again", which the next
+            // turn of the loop does.
+            unsafe {
+                libc::sendto(self.fd, ptr::null(), 0, libc::MSG_DONTWAIT, ptr::null(), 0);
+            }
+        }
+    }
+
+    /// Takes the addresses of transmitted frames, up to `out.len()`.
+    pub fn complete(&mut self, out: &mut [u64]) -> usize {
+        let mut idx = 0;
+        // SAFETY: a ring of this socket; only the `n` peeked slots are read.
+        unsafe {
+            let n = libxdp_sys::xsk_ring_cons__peek(&mut *self.comp, out.len() as u32, &mut idx);
+            for (i, a) in out[..n as usize].iter_mut().enumerate() {
+                *a = *libxdp_sys::xsk_ring_cons__comp_addr(&*self.comp, idx + i as u32);
+            }
+            libxdp_sys::xsk_ring_cons__release(&mut *self.comp, n);
+            n as usize
+        }
+    }
+
+    /// Whether the kernel wants a wake-up to refill (in need-wakeup mode it
+    /// stops polling an empty fill ring).
+    pub fn fill_needs_wakeup(&self) -> bool {
+        // SAFETY: reads the ring's flags word.
+        unsafe { libxdp_sys::xsk_ring_prod__needs_wakeup(&*self.fill) != 0 }
+    }
+
+    /// Waits up to `timeout_ms` for received frames (and wakes the kernel's
+    /// receive side); true if there are some.
+    pub fn poll(&self, timeout_ms: i32) -> io::Result<bool> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        match unsafe { libc::poll(&mut pfd, 1, timeout_ms) } {
+            n if n < 0 => Err(io::Error::last_os_error()),
+            n => Ok(n > 0),
+        }
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        // SAFETY: created by xsk_socket__create_shared; deleted once. The
+        // boxed rings it points at are dropped after this.
+        unsafe { libxdp_sys::xsk_socket__delete(self.xsk.as_ptr()) };
+    }
+}
+
+fn zeroed_prod() -> xsk_ring_prod {
+    // SAFETY: a plain C struct of integers and pointers; all-zero is the
+    // "not set up" state libxdp expects to fill in.
+    unsafe { std::mem::zeroed() }
+}
+
+fn zeroed_cons() -> xsk_ring_cons {
+    // SAFETY: as above.
+    unsafe { std::mem::zeroed() }
+}
+
+/// An empty descriptor, for receive buffers.
+pub const EMPTY: Desc = xdp_desc {
+    addr: 0,
+    len: 0,
+    options: 0,
+};

@@ -1,0 +1,144 @@
+//! The AF_XDP socket layer on real traffic: frames the classifier redirects
+//! arrive on the RX ring, go back out through the TX ring from an address
+//! the worker chose inside the frame's headroom, complete, and return to
+//! the fill ring.
+//!
+//! Needs root; fails without it.
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use detour_common::maps::{NoSocket, XdpConfig};
+use detour_common::wire::NodeId;
+use detour_dataplane::xdp::{AttachMode, Classifier, Role};
+use detour_dataplane::xsk::{BindMode, EMPTY, Umem};
+use detour_testkit::frames::{self, OVERLAY_PORT};
+use detour_testkit::{Netns, require_root};
+
+/// Swaps source and destination of Ethernet, IPv4 and UDP in place: the
+/// datagram goes back where it came from.
+///
+/// The UDP checksum is cleared ("none", allowed over IPv4): a local sender
+/// on a veth leaves only the pseudo-header's partial sum in the field
+/// (checksum offload that no hardware completes), which AF_XDP hands over
+/// as it is.
+fn reflect(p: &mut [u8]) {
+    for (a, b, n) in [(0, 6, 6), (26, 30, 4), (34, 36, 2)] {
+        for i in 0..n {
+            p.swap(a + i, b + i);
+        }
+    }
+    p[40..42].fill(0);
+}
+
+#[test]
+fn netns_frames_come_in_on_rx_and_leave_on_tx_from_the_headroom() {
+    require_root();
+    const DATAGRAMS: usize = 50;
+    const SHIFT: usize = 64;
+    let gw = Netns::new("xskgw").unwrap();
+    let peer = Netns::new("xskpeer").unwrap();
+    gw.quiet().unwrap();
+    peer.quiet().unwrap();
+    gw.veth("wan", &peer, "eth0").unwrap();
+    gw.ip(&["addr", "add", "192.0.2.2/24", "dev", "wan"])
+        .unwrap();
+    peer.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"])
+        .unwrap();
+    peer.static_neighbour("eth0", "192.0.2.2", &gw.mac("wan").unwrap())
+        .unwrap();
+    gw.static_neighbour("wan", "192.0.2.1", &peer.mac("eth0").unwrap())
+        .unwrap();
+
+    let sender = peer
+        .enter(|| UdpSocket::bind("192.0.2.1:6081"))
+        .unwrap()
+        .unwrap();
+    sender
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let payload = frames::overlay_v4()[42..].to_vec();
+
+    let echoed = gw
+        .enter(|| {
+            let mut classifier =
+                Classifier::load(XdpConfig::new(OVERLAY_PORT, NoSocket::Drop)).unwrap();
+            classifier
+                .attach(Role::Wan, "wan", AttachMode::Native, false)
+                .unwrap();
+            classifier
+                .set_peers(&[("192.0.2.1".parse().unwrap(), NodeId(1))])
+                .unwrap();
+            let mut umem = Umem::new(4096, 256, 128).unwrap();
+            let mut socket = umem.socket("wan", 0, None).unwrap();
+            assert_eq!(socket.mode(), BindMode::Copy, "veth has no zero-copy");
+            classifier
+                .register_socket(Role::Wan, 0, socket.fd())
+                .unwrap();
+            let addrs: Vec<u64> = umem.frame_addrs().collect();
+            assert_eq!(socket.fill(&addrs), 128, "the fill ring takes what fits");
+
+            // The peer sends only once the socket is ready.
+            for _ in 0..DATAGRAMS {
+                sender.send_to(&payload, "192.0.2.2:6081").unwrap();
+            }
+
+            let mut rx = [EMPTY; 64];
+            let mut done = [0u64; 64];
+            let mut echoed = 0;
+            let mut completed = 0;
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while echoed < DATAGRAMS && Instant::now() < deadline {
+                socket.poll(10).unwrap();
+                let n = socket.receive(&mut rx);
+                for d in &mut rx[..n] {
+                    let (frame, at) = umem.frame_mut(d.addr);
+                    let len = d.len as usize;
+                    assert!(at >= SHIFT, "at least {SHIFT} bytes of headroom, got {at}");
+                    // Move the packet into the headroom, to send from there.
+                    frame.copy_within(at..at + len, at - SHIFT);
+                    reflect(&mut frame[at - SHIFT..at - SHIFT + len]);
+                    d.addr -= SHIFT as u64;
+                }
+                assert_eq!(socket.transmit(&rx[..n]), n);
+                echoed += n;
+                socket.kick();
+                let c = socket.complete(&mut done);
+                completed += c;
+                socket.fill(&done[..c]);
+            }
+            // Let the last transmissions complete and recycle them.
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while completed < echoed && Instant::now() < deadline {
+                socket.kick();
+                let c = socket.complete(&mut done);
+                completed += c;
+                socket.fill(&done[..c]);
+                if c == 0 {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            assert_eq!(socket.pending_transmit(), 0, "everything was sent");
+            let counters = classifier.counters().unwrap();
+            (echoed, completed, counters.nonzero())
+        })
+        .unwrap();
+    assert_eq!(echoed.0, DATAGRAMS, "frames seen on the RX ring");
+    assert_eq!(echoed.1, DATAGRAMS, "transmissions completed and refilled");
+    assert_eq!(
+        echoed.2,
+        vec![(
+            detour_common::maps::Counter::WanToWorker.name(),
+            DATAGRAMS as u64
+        )]
+    );
+
+    let mut buf = [0u8; 2048];
+    for i in 0..DATAGRAMS {
+        let (n, from) = sender
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("echo {i} never came back: {e}"));
+        assert_eq!(&buf[..n], &payload[..]);
+        assert_eq!(from.to_string(), "192.0.2.2:6081");
+    }
+}
