@@ -142,3 +142,104 @@ fn netns_frames_come_in_on_rx_and_leave_on_tx_from_the_headroom() {
         assert_eq!(from.to_string(), "192.0.2.2:6081");
     }
 }
+
+/// RX packets counted by `iface`'s device in `ns`.
+fn rx_packets(ns: &Netns, iface: &str) -> u64 {
+    let stats = ns
+        .exec(
+            "cat",
+            &[&format!("/sys/class/net/{iface}/statistics/rx_packets")],
+        )
+        .unwrap();
+    String::from_utf8_lossy(&stats.stdout)
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// One UMEM under the WAN and the LAN socket of a queue: a frame received
+/// on the WAN leaves on the LAN without a copy, its completion arrives on
+/// the LAN socket's completion ring and goes back to the WAN fill ring.
+#[test]
+fn netns_a_shared_umem_forwards_between_interfaces_without_copying() {
+    require_root();
+    const DATAGRAMS: usize = 40;
+    let gw = Netns::new("shgw").unwrap();
+    let peer = Netns::new("shpeer").unwrap();
+    let host = Netns::new("shhost").unwrap();
+    for ns in [&gw, &peer, &host] {
+        ns.quiet().unwrap();
+    }
+    gw.veth("wan", &peer, "eth0").unwrap();
+    gw.veth("lan", &host, "eth0").unwrap();
+    gw.ip(&["addr", "add", "192.0.2.2/24", "dev", "wan"])
+        .unwrap();
+    peer.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"])
+        .unwrap();
+    peer.static_neighbour("eth0", "192.0.2.2", &gw.mac("wan").unwrap())
+        .unwrap();
+    let host_mac = host.mac("eth0").unwrap();
+    let host_mac: Vec<u8> = host_mac
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+    let sender = peer
+        .enter(|| UdpSocket::bind("192.0.2.1:6081"))
+        .unwrap()
+        .unwrap();
+    let payload = frames::overlay_v4()[42..].to_vec();
+    let before = rx_packets(&host, "eth0");
+
+    let (forwarded, recycled) = gw
+        .enter(|| {
+            let mut classifier =
+                Classifier::load(XdpConfig::new(OVERLAY_PORT, NoSocket::Drop)).unwrap();
+            classifier
+                .attach(Role::Wan, "wan", AttachMode::Native, false)
+                .unwrap();
+            classifier
+                .set_peers(&[("192.0.2.1".parse().unwrap(), NodeId(1))])
+                .unwrap();
+            let mut umem = Umem::new(4096, 256, 64).unwrap();
+            let mut wan = umem.socket("wan", 0, Some(false)).unwrap();
+            let mut lan = umem.socket("lan", 0, Some(false)).unwrap();
+            classifier.register_socket(Role::Wan, 0, wan.fd()).unwrap();
+            let addrs: Vec<u64> = umem.frame_addrs().collect();
+            assert_eq!(wan.fill(&addrs[..64]), 64);
+            assert_eq!(lan.fill(&addrs[64..128]), 64);
+
+            for _ in 0..DATAGRAMS {
+                sender.send_to(&payload, "192.0.2.2:6081").unwrap();
+            }
+            let mut rx = [EMPTY; 64];
+            let mut done = [0u64; 64];
+            let (mut forwarded, mut recycled) = (0, 0);
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while recycled < DATAGRAMS && Instant::now() < deadline {
+                wan.poll(10).unwrap();
+                let n = wan.receive(&mut rx);
+                for d in &rx[..n] {
+                    let (frame, at) = umem.frame_mut(d.addr);
+                    frame[at..at + 6].copy_from_slice(&host_mac);
+                }
+                assert_eq!(lan.transmit(&rx[..n]), n);
+                forwarded += n;
+                lan.kick();
+                // Sent on the LAN, completed there, refilled on the WAN.
+                let c = lan.complete(&mut done);
+                assert_eq!(wan.fill(&done[..c]), c);
+                recycled += c;
+                assert_eq!(wan.complete(&mut done), 0, "nothing was sent on the WAN");
+            }
+            (forwarded, recycled)
+        })
+        .unwrap();
+    assert_eq!((forwarded, recycled), (DATAGRAMS, DATAGRAMS));
+    assert!(
+        detour_testkit::eventually(Duration::from_secs(2), || rx_packets(&host, "eth0")
+            - before
+            == DATAGRAMS as u64),
+        "the host's interface saw {} frames",
+        rx_packets(&host, "eth0") - before
+    );
+}
