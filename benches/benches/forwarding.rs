@@ -11,13 +11,12 @@ use std::hint::black_box;
 use std::net::IpAddr;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use detour_common::wire::{
-    DetourOptionRepr, EncapRepr, EncapTemplate, Ipv4Repr, MacAddr, NodeId, Underlay, ip_protocol,
-};
+use detour_common::wire::{EtherType, MacAddr, NodeId, Underlay};
 use detour_dataplane::rewrite::{encap, from_wan};
 use detour_dataplane::table::{
     LanNeighbours, Links, NodeSpec, PrefixSpec, RouteSnapshot, RouteSpec, RouteTable,
 };
+use detour_testkit::frames;
 
 const HEADROOM: usize = 256;
 const INNER: usize = 64;
@@ -81,29 +80,15 @@ fn table(v6: bool) -> RouteTable {
 }
 
 fn inner(src: &str, dst: &str) -> Vec<u8> {
-    let mut p = vec![0u8; INNER];
-    Ipv4Repr {
-        src: src.parse().unwrap(),
-        dst: dst.parse().unwrap(),
-        protocol: ip_protocol::UDP,
-        ttl: 64,
-        tos: 0,
-        ident: 1,
-        dont_frag: true,
-        payload_len: (INNER - 20) as u16,
-    }
-    .emit(&mut p)
-    .unwrap();
-    p
+    frames::ipv4_packet(src.parse().unwrap(), dst.parse().unwrap(), INNER)
 }
 
 fn lan_frame() -> Vec<u8> {
-    let mut f = vec![2, 0, 0, 0, 1, 1, 2, 1, 1, 1, 1, 5, 0x08, 0x00];
-    f.extend_from_slice(&inner("10.1.0.5", "10.2.7.9"));
-    f
+    frames::ethernet(EtherType::IPV4, &inner("10.1.0.5", "10.2.7.9"))
 }
 
-/// An overlay frame from node `src` (via `from`) for node `dst`.
+/// An overlay frame from node `src` (node 4's underlay address) for node
+/// `dst`.
 fn overlay_frame(v6: bool, src: u16, dst: u16, inner: &[u8]) -> Vec<u8> {
     let underlay = if v6 {
         Underlay::V6 {
@@ -116,25 +101,10 @@ fn overlay_frame(v6: bool, src: u16, dst: u16, inner: &[u8]) -> Vec<u8> {
             dst: "192.0.2.1".parse().unwrap(),
         }
     };
-    let t = EncapTemplate::new(&EncapRepr {
-        src_mac: MacAddr([2, 0, 0, 0, 0, 4]),
-        dst_mac: MacAddr([2, 0, 0, 0, 0, 1]),
-        underlay,
-        ttl: 64,
-        dst_port: 6081,
-        vni: 7,
-        option: DetourOptionRepr {
-            src: NodeId(src),
-            dst: NodeId(dst),
-            hop_limit: 4,
-            flags: 0,
-        },
-    });
-    let hl = t.header_len();
-    let mut f = vec![0u8; hl + inner.len()];
-    f[hl..].copy_from_slice(inner);
-    t.write(&mut f, hl, inner.len(), 50000).unwrap();
-    f
+    let mut repr = frames::encap_repr(underlay);
+    repr.option.src = NodeId(src);
+    repr.option.dst = NodeId(dst);
+    frames::encapsulate(&repr, inner)
 }
 
 fn paths(c: &mut Criterion) {

@@ -7,25 +7,9 @@ use std::net::Ipv4Addr;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use detour_common::wire::checksum;
-use detour_common::wire::encap::{EncapRepr, EncapTemplate, MAX_ENCAP_LEN, Underlay};
-use detour_common::wire::{DetourOptionRepr, Ipv4Packet, Ipv4Repr, MacAddr, NodeId, OverlayFrame};
-
-fn encap_repr(underlay: Underlay) -> EncapRepr {
-    EncapRepr {
-        src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
-        dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
-        underlay,
-        ttl: 64,
-        dst_port: 6081,
-        vni: 1,
-        option: DetourOptionRepr {
-            src: NodeId(1),
-            dst: NodeId(2),
-            hop_limit: 4,
-            flags: 0,
-        },
-    }
-}
+use detour_common::wire::encap::{EncapTemplate, MAX_ENCAP_LEN, Underlay};
+use detour_common::wire::{Ipv4Packet, Ipv4Repr, OverlayFrame};
+use detour_testkit::frames;
 
 fn underlays() -> [(&'static str, Underlay); 2] {
     [
@@ -77,7 +61,7 @@ fn encap_and_parse(c: &mut Criterion) {
 
     for inner_len in [46usize, 1452] {
         for (name, underlay) in underlays() {
-            let template = EncapTemplate::new(&encap_repr(underlay));
+            let template = EncapTemplate::new(&frames::encap_repr(underlay));
             let mut f = frame(inner_len);
             let mut g = c.benchmark_group(format!("encap_{name}"));
             g.throughput(Throughput::Elements(1));

@@ -6,17 +6,15 @@
 use std::net::Ipv4Addr;
 use std::process::Command;
 
-use detour_common::wire::encap::{EncapRepr, EncapTemplate, MAX_ENCAP_LEN, Underlay};
-use detour_common::wire::{DetourOptionRepr, Ipv4Packet, Ipv4Repr, MacAddr, NodeId, UdpPacket};
-use detour_common::wire::{UdpRepr, checksum};
+use detour_common::wire::encap::{EncapRepr, Underlay};
+use detour_common::wire::{Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr, checksum};
+use detour_testkit::frames::{self, FLOW_PORT};
 
-/// An inner IPv4/UDP packet with correct checksums, after encap headroom.
-fn frame_with_inner() -> (Vec<u8>, usize) {
+/// An inner IPv4/UDP packet with correct checksums.
+fn inner_packet() -> Vec<u8> {
     let payload = b"detour";
-    let inner_len = 20 + 8 + payload.len();
-    let mut f = vec![0u8; MAX_ENCAP_LEN + inner_len];
+    let mut inner = vec![0u8; 20 + 8 + payload.len()];
     let (src, dst) = (Ipv4Addr::new(10, 1, 0, 5), Ipv4Addr::new(10, 3, 0, 9));
-    let inner = &mut f[MAX_ENCAP_LEN..];
     Ipv4Repr {
         src,
         dst,
@@ -27,7 +25,7 @@ fn frame_with_inner() -> (Vec<u8>, usize) {
         dont_frag: true,
         payload_len: (8 + payload.len()) as u16,
     }
-    .emit(inner)
+    .emit(&mut inner)
     .unwrap();
     UdpRepr {
         src_port: 4242,
@@ -49,29 +47,15 @@ fn frame_with_inner() -> (Vec<u8>, usize) {
             .unwrap()
             .verify_checksum()
     );
-    (f, inner_len)
+    inner
 }
 
 fn encapsulated(underlay: Underlay) -> Vec<u8> {
-    let (mut f, inner_len) = frame_with_inner();
-    let template = EncapTemplate::new(&EncapRepr {
-        src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
-        dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
-        underlay,
-        ttl: 64,
-        dst_port: 6081,
+    let repr = EncapRepr {
         vni: 0x2a,
-        option: DetourOptionRepr {
-            src: NodeId(1),
-            dst: NodeId(2),
-            hop_limit: 4,
-            flags: 0,
-        },
-    });
-    let start = template
-        .write(&mut f, MAX_ENCAP_LEN, inner_len, 50000)
-        .unwrap();
-    f.split_off(start)
+        ..frames::encap_repr(underlay)
+    };
+    frames::encapsulate(&repr, &inner_packet())
 }
 
 /// A classic pcap file (microsecond timestamps, Ethernet link type).
@@ -118,9 +102,14 @@ fn tcpdump_decodes_encapsulations_as_geneve_with_the_detour_option() {
     let option = "Geneve, Flags [C], vni 0x2a, options [class Experimental (0xfffd) \
                   type 0x81(C) len 12 data 00010002 04000000]";
     assert_eq!(text.matches(option).count(), 2, "{text}");
-    assert!(text.contains("192.0.2.1.50000 > 192.0.2.2.6081"), "{text}");
     assert!(
-        text.contains("2001:db8::1.50000 > 2001:db8::2.6081: [udp sum ok] Geneve"),
+        text.contains(&format!("192.0.2.1.{FLOW_PORT} > 192.0.2.2.6081")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "2001:db8::1.{FLOW_PORT} > 2001:db8::2.6081: [udp sum ok] Geneve"
+        )),
         "{text}"
     );
     assert_eq!(

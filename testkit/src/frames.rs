@@ -24,6 +24,9 @@ pub const STRANGER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x
 pub const SRC_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 1]);
 pub const DST_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 2]);
 
+/// The UDP source port (flow entropy) of the frames [`encapsulate`] builds.
+pub const FLOW_PORT: u16 = 50000;
+
 /// An overlay frame from `src` to `dst` (both IPv4 or both IPv6) carrying an
 /// inner IPv4 packet of `inner_len` bytes (at least 20), hop limit 4.
 pub fn overlay(src: IpAddr, dst: IpAddr, inner_len: usize) -> Vec<u8> {
@@ -32,7 +35,19 @@ pub fn overlay(src: IpAddr, dst: IpAddr, inner_len: usize) -> Vec<u8> {
         (IpAddr::V6(src), IpAddr::V6(dst)) => Underlay::V6 { src, dst },
         _ => panic!("underlay addresses of two families: {src} -> {dst}"),
     };
-    let template = EncapTemplate::new(&EncapRepr {
+    let inner = ipv4_packet(
+        Ipv4Addr::new(10, 1, 0, 1),
+        Ipv4Addr::new(10, 2, 0, 1),
+        inner_len,
+    );
+    encapsulate(&encap_repr(underlay), &inner)
+}
+
+/// The encapsulation the tables use: [`SRC_MAC`] to [`DST_MAC`], outer TTL
+/// 64, the overlay port, VNI 7, from node 1 to node 2 with hop limit 4.
+/// Tests change the fields they look at.
+pub fn encap_repr(underlay: Underlay) -> EncapRepr {
+    EncapRepr {
         src_mac: SRC_MAC,
         dst_mac: DST_MAC,
         underlay,
@@ -45,27 +60,43 @@ pub fn overlay(src: IpAddr, dst: IpAddr, inner_len: usize) -> Vec<u8> {
             hop_limit: 4,
             flags: 0,
         },
-    });
+    }
+}
+
+/// The IP packet `inner` behind the outer headers `repr` describes, written
+/// by the real encoder (UDP source port [`FLOW_PORT`]).
+pub fn encapsulate(repr: &EncapRepr, inner: &[u8]) -> Vec<u8> {
+    let template = EncapTemplate::new(repr);
     let header_len = template.header_len();
-    let mut frame = vec![0; header_len + inner_len];
-    let inner = Ipv4Repr {
-        src: Ipv4Addr::new(10, 1, 0, 1),
-        dst: Ipv4Addr::new(10, 2, 0, 1),
+    let mut frame = vec![0; header_len];
+    frame.extend_from_slice(inner);
+    let start = template
+        .write(&mut frame, header_len, inner.len(), FLOW_PORT)
+        .expect("room for the outer headers, an IP packet inside");
+    assert_eq!(start, 0);
+    frame
+}
+
+/// An IPv4 packet of `len` bytes (at least 20): UDP, TTL 64, DF, the payload
+/// counting 0, 1, 2, ...; the header checksum filled in.
+pub fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, len: usize) -> Vec<u8> {
+    let mut p = vec![0u8; len];
+    Ipv4Repr {
+        src,
+        dst,
         protocol: ip_protocol::UDP,
         ttl: 64,
         tos: 0,
         ident: 1,
         dont_frag: true,
-        payload_len: u16::try_from(inner_len - 20).expect("inner packet under 64 KiB"),
-    };
-    inner
-        .emit(&mut frame[header_len..])
-        .expect("room for the inner header");
-    let start = template
-        .write(&mut frame, header_len, inner_len, 49152)
-        .expect("room for the outer headers");
-    assert_eq!(start, 0);
-    frame
+        payload_len: u16::try_from(len - 20).expect("an IP packet under 64 KiB"),
+    }
+    .emit(&mut p)
+    .expect("room for the header");
+    for (i, b) in p[20..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    p
 }
 
 /// The IPv4-underlay overlay frame from the peer the tables trust.
