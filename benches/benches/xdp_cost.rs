@@ -15,8 +15,8 @@ use aya::programs::{TestRun, TestRunOptions, Xdp};
 use detour_common::maps::{NoSocket, XdpConfig};
 use detour_common::wire::NodeId;
 use detour_dataplane::xdp::{Classifier, PassProgram, Role, iface};
+use detour_dataplane::xsk::Receiver;
 use detour_testkit::frames::{self, LOCAL_V4, OTHER_PORT, OVERLAY_PORT, PEER_V4, STRANGER_V4};
-use detour_testkit::xsk::XskReceiver;
 use detour_testkit::{Netns, require_root};
 
 /// Runs per measurement, and measurements per case (the median is shown).
@@ -128,7 +128,7 @@ fn main() {
             classifier
                 .set_remote_prefixes(&[("10.2.0.0/16".parse().unwrap(), NodeId(2))])
                 .unwrap();
-            let socket = XskReceiver::bind("wan", 0);
+            let socket = Receiver::bind("wan", 0).unwrap();
             for role in [Role::Wan, Role::Lan] {
                 classifier.register_socket(role, 0, socket.fd()).unwrap();
             }

@@ -399,3 +399,53 @@ pub const EMPTY: Desc = xdp_desc {
     len: 0,
     options: 0,
 };
+
+/// A receive-only socket with a small UMEM of its own, handing out copies of
+/// what arrives: for tests, benchmarks and diagnostics, not the forwarding
+/// path.
+pub struct Receiver {
+    // Dropped in this order: the socket before its UMEM.
+    socket: Socket,
+    umem: Umem,
+}
+
+impl Receiver {
+    /// Frames in the UMEM: enough for a test's burst, never recycled.
+    const FRAMES: u32 = 64;
+
+    /// A copy-mode socket on `queue` of `iface`, in the calling thread's
+    /// namespace, with every frame offered for receiving.
+    pub fn bind(iface: &str, queue: u32) -> io::Result<Receiver> {
+        let mut umem = Umem::new(4096, Self::FRAMES, Self::FRAMES)?;
+        let mut socket = umem.socket(iface, queue, Some(false))?;
+        let addrs: Vec<u64> = umem.frame_addrs().collect();
+        socket.fill(&addrs);
+        Ok(Receiver { socket, umem })
+    }
+
+    /// The socket's descriptor, for an XSKMAP.
+    pub fn fd(&self) -> RawFd {
+        self.socket.fd()
+    }
+
+    /// Copies of the frames received within `timeout`, returning early once
+    /// some came and the ring is quiet; at most 64 over the receiver's life.
+    pub fn receive(&mut self, timeout: std::time::Duration) -> Vec<Vec<u8>> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut frames = Vec::new();
+        let mut descs = [EMPTY; Self::FRAMES as usize];
+        while std::time::Instant::now() < deadline {
+            // A failed poll only ends the wait early; the ring is read anyway.
+            let _ = self.socket.poll(10);
+            let n = self.socket.receive(&mut descs);
+            for d in &descs[..n] {
+                let (frame, at) = self.umem.frame_mut(d.addr);
+                frames.push(frame[at..at + d.len as usize].to_vec());
+            }
+            if n == 0 && !frames.is_empty() {
+                break;
+            }
+        }
+        frames
+    }
+}

@@ -17,9 +17,9 @@ use detour_common::classify::{Destination, WanVerdict, classify_wan, lan_destina
 use detour_common::maps::{Counter, NoSocket, XdpConfig};
 use detour_common::wire::NodeId;
 use detour_dataplane::xdp::{AttachMode, Classifier, Counters, PassProgram, Role};
+use detour_dataplane::xsk::Receiver;
 use detour_testkit::classifier_cases::{PEERS, REMOTE_PREFIXES, is_peer, lan_cases, wan_cases};
 use detour_testkit::frames::{self, OVERLAY_PORT, Rng, mutated, overlay_seeds};
-use detour_testkit::xsk::XskReceiver;
 use detour_testkit::{Netns, Process, eventually, require_root};
 
 const XDP_DROP: u32 = 1;
@@ -86,8 +86,8 @@ impl Bench {
                     .map(|(p, n)| (p.parse().unwrap(), NodeId(*n)))
                     .collect();
                 classifier.set_remote_prefixes(&prefixes).unwrap();
-                let sockets: Vec<XskReceiver> = (0..SOCKET_QUEUES)
-                    .map(|q| XskReceiver::bind("wan", q))
+                let sockets: Vec<Receiver> = (0..SOCKET_QUEUES)
+                    .map(|q| Receiver::bind("wan", q).unwrap())
                     .collect();
                 for (q, s) in sockets.iter().enumerate() {
                     // Both programs see this interface in the test runs.
@@ -402,8 +402,8 @@ fn real_packets_go_where_classified(mode: AttachMode) {
             classifier
                 .set_remote_prefixes(&[("10.2.0.0/16".parse().unwrap(), NodeId(2))])
                 .unwrap();
-            let wan = XskReceiver::bind("wan", 0);
-            let lan = XskReceiver::bind("lan", 0);
+            let wan = Receiver::bind("wan", 0).unwrap();
+            let lan = Receiver::bind("lan", 0).unwrap();
             classifier.register_socket(Role::Wan, 0, wan.fd()).unwrap();
             classifier.register_socket(Role::Lan, 0, lan.fd()).unwrap();
             (wan, lan)
@@ -692,7 +692,8 @@ fn netns_frames_reach_the_socket_of_their_receive_queue() {
             classifier
                 .set_peers(&[("192.0.2.1".parse().unwrap(), NodeId(1))])
                 .unwrap();
-            let sockets: Vec<XskReceiver> = (0..2).map(|q| XskReceiver::bind("wan", q)).collect();
+            let sockets: Vec<Receiver> =
+                (0..2).map(|q| Receiver::bind("wan", q).unwrap()).collect();
             for (q, s) in sockets.iter().enumerate() {
                 classifier
                     .register_socket(Role::Wan, q as u32, s.fd())

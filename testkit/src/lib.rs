@@ -21,8 +21,6 @@
 pub mod classifier_cases;
 pub mod frames;
 pub mod wire;
-#[cfg(feature = "xsk")]
-pub mod xsk;
 
 use std::ffi::OsStr;
 use std::fs::File;
