@@ -171,6 +171,21 @@ fn expected_lan(remote: bool, socket: bool, no_socket: NoSocket) -> (u32, Counte
     }
 }
 
+/// What the table says of a frame.
+enum Case {
+    Wan(WanVerdict),
+    Lan { remote: bool },
+}
+
+impl Case {
+    fn expected(&self, socket: bool, no_socket: NoSocket) -> (u32, Counter) {
+        match *self {
+            Case::Wan(verdict) => expected_wan(verdict, socket, no_socket),
+            Case::Lan { remote } => expected_lan(remote, socket, no_socket),
+        }
+    }
+}
+
 /// Checks that exactly `counter` moved, by one frame of `len` bytes.
 fn only_moved(moved: &Counters, counter: Counter, len: usize) -> Result<(), String> {
     let mut expected = Counters::default().nonzero();
@@ -196,60 +211,31 @@ fn bpf_table_every_case_gets_its_verdict_slot_and_counter() {
     for no_socket in [NoSocket::Pass, NoSocket::Drop] {
         let config = XdpConfig::new(OVERLAY_PORT, no_socket);
         bench.run(config, |classifier| {
-            for (i, case) in wan_cases().iter().enumerate() {
-                if case.frame.len() < ETH_HLEN {
+            let wan = wan_cases()
+                .into_iter()
+                .map(|c| (Role::Wan, c.name, c.frame, Case::Wan(c.verdict)));
+            let lan = lan_cases()
+                .into_iter()
+                .map(|c| (Role::Lan, c.name, c.frame, Case::Lan { remote: c.remote }));
+            for (i, (role, name, frame, case)) in wan.chain(lan).enumerate() {
+                if frame.len() < ETH_HLEN {
                     // No XDP program ever sees less than an Ethernet header:
                     // drivers discard such runts, and BPF_PROG_TEST_RUN
                     // refuses them. The pure tests cover these cases.
-                    assert!(
-                        bench
-                            .try_test_run(classifier, Role::Wan, &case.frame, 0)
-                            .is_err()
-                    );
+                    assert!(bench.try_test_run(classifier, role, &frame, 0).is_err());
                     continue;
                 }
                 for queue in [i as u32 % SOCKET_QUEUES, SOCKET_QUEUES + i as u32 % 2] {
-                    let socket = queue < SOCKET_QUEUES;
-                    let (action, counter) = expected_wan(case.verdict, socket, no_socket);
-                    let (got, moved) = bench.test_run(classifier, Role::Wan, &case.frame, queue);
+                    let (action, counter) = case.expected(queue < SOCKET_QUEUES, no_socket);
+                    let (got, moved) = bench.test_run(classifier, role, &frame, queue);
                     runs += 1;
                     let result = if got != action {
                         Err(format!("action {got}, expected {action}"))
                     } else {
-                        only_moved(&moved, counter, case.frame.len())
+                        only_moved(&moved, counter, frame.len())
                     };
                     if let Err(e) = result {
-                        failures.push(format!(
-                            "WAN {:?} queue {queue} {no_socket:?}: {e}",
-                            case.name
-                        ));
-                    }
-                }
-            }
-            for (i, case) in lan_cases().iter().enumerate() {
-                if case.frame.len() < ETH_HLEN {
-                    assert!(
-                        bench
-                            .try_test_run(classifier, Role::Lan, &case.frame, 0)
-                            .is_err()
-                    );
-                    continue;
-                }
-                for queue in [i as u32 % SOCKET_QUEUES, SOCKET_QUEUES + i as u32 % 2] {
-                    let socket = queue < SOCKET_QUEUES;
-                    let (action, counter) = expected_lan(case.remote, socket, no_socket);
-                    let (got, moved) = bench.test_run(classifier, Role::Lan, &case.frame, queue);
-                    runs += 1;
-                    let result = if got != action {
-                        Err(format!("action {got}, expected {action}"))
-                    } else {
-                        only_moved(&moved, counter, case.frame.len())
-                    };
-                    if let Err(e) = result {
-                        failures.push(format!(
-                            "LAN {:?} queue {queue} {no_socket:?}: {e}",
-                            case.name
-                        ));
+                        failures.push(format!("{role} {name:?} queue {queue} {no_socket:?}: {e}"));
                     }
                 }
             }
