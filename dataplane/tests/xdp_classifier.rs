@@ -20,7 +20,7 @@ use detour_dataplane::xdp::{AttachMode, Classifier, Counters, PassProgram, Role}
 use detour_dataplane::xsk::Receiver;
 use detour_testkit::classifier_cases::{PEERS, REMOTE_PREFIXES, is_peer, lan_cases, wan_cases};
 use detour_testkit::frames::{self, OVERLAY_PORT, Rng, mutated, overlay_seeds};
-use detour_testkit::{Netns, Process, eventually, require_root};
+use detour_testkit::{Gateway, Netns, Process, eventually, require_root};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -296,52 +296,6 @@ fn bpf_kernel_programs_agree_with_the_pure_functions_on_random_frames() {
     );
 }
 
-/// A gateway namespace between a peer (underlay, "wan") and a site host
-/// ("lan"), IPv6 off and neighbours static so that the only frames on the
-/// wires are the test's.
-///
-/// ```text
-///   peer 192.0.2.1, .99 ── wan 192.0.2.2 [gw] lan 10.1.0.1 ── host 10.1.0.5
-/// ```
-struct Gateway {
-    gw: Netns,
-    peer: Netns,
-    host: Netns,
-}
-
-impl Gateway {
-    fn new() -> Gateway {
-        require_root();
-        let gw = Netns::new("gw").unwrap();
-        let peer = Netns::new("peer").unwrap();
-        let host = Netns::new("host").unwrap();
-        for ns in [&gw, &peer, &host] {
-            ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1").unwrap();
-            ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")
-                .unwrap();
-        }
-        gw.veth("wan", &peer, "eth0").unwrap();
-        gw.veth("lan", &host, "eth0").unwrap();
-        gw.ip(&["addr", "add", "192.0.2.2/24", "dev", "wan"])
-            .unwrap();
-        gw.ip(&["addr", "add", "10.1.0.1/24", "dev", "lan"])
-            .unwrap();
-        peer.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"])
-            .unwrap();
-        peer.ip(&["addr", "add", "192.0.2.99/24", "dev", "eth0"])
-            .unwrap();
-        host.ip(&["addr", "add", "10.1.0.5/24", "dev", "eth0"])
-            .unwrap();
-        host.ip(&["route", "add", "default", "via", "10.1.0.1"])
-            .unwrap();
-        peer.static_neighbour("eth0", "192.0.2.2", &gw.mac("wan").unwrap())
-            .unwrap();
-        host.static_neighbour("eth0", "10.1.0.1", &gw.mac("lan").unwrap())
-            .unwrap();
-        Gateway { gw, peer, host }
-    }
-}
-
 fn bind_udp(ns: &Netns, addr: &str) -> UdpSocket {
     let socket = ns.enter(|| UdpSocket::bind(addr)).unwrap().unwrap();
     socket
@@ -373,7 +327,7 @@ fn send(from: &UdpSocket, to: &str, payload: &[u8], count: usize, echo: Option<&
 fn real_packets_go_where_classified(mode: AttachMode) {
     const OVERLAY: usize = 20;
     const OTHER: usize = 10;
-    let net = Gateway::new();
+    let net = Gateway::up();
     let mut classifier = Classifier::load(XdpConfig::new(OVERLAY_PORT, NoSocket::Pass)).unwrap();
     let (mut wan_xsk, mut lan_xsk) = net
         .gw

@@ -13,7 +13,20 @@ use detour_common::wire::NodeId;
 use detour_dataplane::xdp::{AttachMode, Classifier, Role};
 use detour_dataplane::xsk::{BindMode, EMPTY, Umem};
 use detour_testkit::frames::{self, OVERLAY_PORT};
-use detour_testkit::{Netns, require_root};
+use detour_testkit::{Gateway, Netns, require_root};
+
+/// The classifier on the gateway's WAN, overlay data from the peer going
+/// to the sockets; in the calling thread's namespace.
+fn wan_classifier() -> Classifier {
+    let mut classifier = Classifier::load(XdpConfig::new(OVERLAY_PORT, NoSocket::Drop)).unwrap();
+    classifier
+        .attach(Role::Wan, "wan", AttachMode::Native, false)
+        .unwrap();
+    classifier
+        .set_peers(&[("192.0.2.1".parse().unwrap(), NodeId(1))])
+        .unwrap();
+    classifier
+}
 
 /// Swaps source and destination of Ethernet, IPv4 and UDP in place: the
 /// datagram goes back where it came from.
@@ -36,21 +49,9 @@ fn netns_frames_come_in_on_rx_and_leave_on_tx_from_the_headroom() {
     require_root();
     const DATAGRAMS: usize = 50;
     const SHIFT: usize = 64;
-    let gw = Netns::new("xskgw").unwrap();
-    let peer = Netns::new("xskpeer").unwrap();
-    gw.quiet().unwrap();
-    peer.quiet().unwrap();
-    gw.veth("wan", &peer, "eth0").unwrap();
-    gw.ip(&["addr", "add", "192.0.2.2/24", "dev", "wan"])
-        .unwrap();
-    peer.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"])
-        .unwrap();
-    peer.static_neighbour("eth0", "192.0.2.2", &gw.mac("wan").unwrap())
-        .unwrap();
-    gw.static_neighbour("wan", "192.0.2.1", &peer.mac("eth0").unwrap())
-        .unwrap();
-
-    let sender = peer
+    let net = Gateway::up();
+    let sender = net
+        .peer
         .enter(|| UdpSocket::bind("192.0.2.1:6081"))
         .unwrap()
         .unwrap();
@@ -59,16 +60,10 @@ fn netns_frames_come_in_on_rx_and_leave_on_tx_from_the_headroom() {
         .unwrap();
     let payload = frames::overlay_v4()[42..].to_vec();
 
-    let echoed = gw
+    let echoed = net
+        .gw
         .enter(|| {
-            let mut classifier =
-                Classifier::load(XdpConfig::new(OVERLAY_PORT, NoSocket::Drop)).unwrap();
-            classifier
-                .attach(Role::Wan, "wan", AttachMode::Native, false)
-                .unwrap();
-            classifier
-                .set_peers(&[("192.0.2.1".parse().unwrap(), NodeId(1))])
-                .unwrap();
+            let mut classifier = wan_classifier();
             let mut umem = Umem::new(4096, 256, 128).unwrap();
             let mut socket = umem.socket("wan", 0, None).unwrap();
             assert_eq!(socket.mode(), BindMode::Copy, "veth has no zero-copy");
@@ -164,42 +159,24 @@ fn rx_packets(ns: &Netns, iface: &str) -> u64 {
 fn netns_a_shared_umem_forwards_between_interfaces_without_copying() {
     require_root();
     const DATAGRAMS: usize = 40;
-    let gw = Netns::new("shgw").unwrap();
-    let peer = Netns::new("shpeer").unwrap();
-    let host = Netns::new("shhost").unwrap();
-    for ns in [&gw, &peer, &host] {
-        ns.quiet().unwrap();
-    }
-    gw.veth("wan", &peer, "eth0").unwrap();
-    gw.veth("lan", &host, "eth0").unwrap();
-    gw.ip(&["addr", "add", "192.0.2.2/24", "dev", "wan"])
-        .unwrap();
-    peer.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"])
-        .unwrap();
-    peer.static_neighbour("eth0", "192.0.2.2", &gw.mac("wan").unwrap())
-        .unwrap();
-    let host_mac = host.mac("eth0").unwrap();
+    let net = Gateway::up();
+    let host_mac = net.host.mac("eth0").unwrap();
     let host_mac: Vec<u8> = host_mac
         .split(':')
         .map(|b| u8::from_str_radix(b, 16).unwrap())
         .collect();
-    let sender = peer
+    let sender = net
+        .peer
         .enter(|| UdpSocket::bind("192.0.2.1:6081"))
         .unwrap()
         .unwrap();
     let payload = frames::overlay_v4()[42..].to_vec();
-    let before = rx_packets(&host, "eth0");
+    let before = rx_packets(&net.host, "eth0");
 
-    let (forwarded, recycled) = gw
+    let (forwarded, recycled) = net
+        .gw
         .enter(|| {
-            let mut classifier =
-                Classifier::load(XdpConfig::new(OVERLAY_PORT, NoSocket::Drop)).unwrap();
-            classifier
-                .attach(Role::Wan, "wan", AttachMode::Native, false)
-                .unwrap();
-            classifier
-                .set_peers(&[("192.0.2.1".parse().unwrap(), NodeId(1))])
-                .unwrap();
+            let mut classifier = wan_classifier();
             let mut umem = Umem::new(4096, 256, 64).unwrap();
             let mut wan = umem.socket("wan", 0, Some(false)).unwrap();
             let mut lan = umem.socket("lan", 0, Some(false)).unwrap();
@@ -236,10 +213,10 @@ fn netns_a_shared_umem_forwards_between_interfaces_without_copying() {
         .unwrap();
     assert_eq!((forwarded, recycled), (DATAGRAMS, DATAGRAMS));
     assert!(
-        detour_testkit::eventually(Duration::from_secs(2), || rx_packets(&host, "eth0")
+        detour_testkit::eventually(Duration::from_secs(2), || rx_packets(&net.host, "eth0")
             - before
             == DATAGRAMS as u64),
         "the host's interface saw {} frames",
-        rx_packets(&host, "eth0") - before
+        rx_packets(&net.host, "eth0") - before
     );
 }

@@ -20,7 +20,10 @@
 
 pub mod classifier_cases;
 pub mod frames;
+pub mod topology;
 pub mod wire;
+
+pub use topology::Gateway;
 
 use std::ffi::OsStr;
 use std::fs::File;
