@@ -18,8 +18,8 @@ use detour_common::wire::geneve::{
     DETOUR_GENEVE_LEN, DETOUR_OPTION_LEN, HEADER_LEN as GENEVE_LEN, flags,
 };
 use detour_common::wire::{
-    EtherType, EthernetFrame, Ipv4Packet, Ipv6Packet, OverlayFrame, UdpPacket, Underlay, ethernet,
-    ipv4, ipv6, udp,
+    EtherType, EthernetFrame, Ipv4Packet, Ipv6Packet, OverlayFrame, UdpPacket, ethernet, ipv4,
+    ipv6, udp,
 };
 
 use crate::table::RouteTable;
@@ -171,9 +171,7 @@ fn relay(
         return Err(Discard::HopLimit);
     }
     let route = table.route(o.option.dst).ok_or(Discard::Unreachable)?;
-    let (Some(eth), Some(template)) = (route.ethernet.as_ref(), route.encap.as_ref()) else {
-        return Err(Discard::Unresolved);
-    };
+    let template = route.encap.as_ref().ok_or(Discard::Unresolved)?;
     let outer_ttl = table.links().outer_ttl;
     let same_layout = o.ip_offset == ethernet::HEADER_LEN
         && o.udp_offset - o.ip_offset
@@ -200,33 +198,31 @@ fn relay(
         });
     }
 
-    buf[start..start + ethernet::HEADER_LEN].copy_from_slice(eth);
-    let ip = start + o.ip_offset;
+    let v6 = template.is_ipv6();
     let template = template.headers();
+    buf[start..start + ethernet::HEADER_LEN].copy_from_slice(&template[..ethernet::HEADER_LEN]);
+    let ip = start + o.ip_offset;
     // The old addresses, for the UDP checksum's pseudo-header.
     let mut old = [0u8; 32];
-    let (old, new) = match route.underlay {
-        Underlay::V4 { .. } => {
-            // The fixed header only (checked above): new addresses and TTL,
-            // then the checksum afresh over the 20 bytes (cheaper than three
-            // incremental updates in a row).
-            let h = &mut buf[ip..ip + ipv4::HEADER_LEN];
-            old[..8].copy_from_slice(&h[12..20]);
-            h[12..20].copy_from_slice(&template[ADDRS_V4]);
-            h[8] = outer_ttl;
-            h[10..12].fill(0);
-            let c = checksum::checksum(h);
-            h[10..12].copy_from_slice(&c.to_be_bytes());
-            (&old[..8], &template[ADDRS_V4])
-        }
-        Underlay::V6 { .. } => {
-            // The fixed header only (checked above): addresses at 8..40.
-            let h = &mut buf[ip..ip + ipv6::HEADER_LEN];
-            old.copy_from_slice(&h[8..40]);
-            h[8..40].copy_from_slice(&template[ADDRS_V6]);
-            h[7] = outer_ttl;
-            (&old[..], &template[ADDRS_V6])
-        }
+    let (old, new) = if !v6 {
+        // The fixed header only (checked above): new addresses and TTL,
+        // then the checksum afresh over the 20 bytes (cheaper than three
+        // incremental updates in a row).
+        let h = &mut buf[ip..ip + ipv4::HEADER_LEN];
+        old[..8].copy_from_slice(&h[12..20]);
+        h[12..20].copy_from_slice(&template[ADDRS_V4]);
+        h[8] = outer_ttl;
+        h[10..12].fill(0);
+        let c = checksum::checksum(h);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        (&old[..8], &template[ADDRS_V4])
+    } else {
+        // The fixed header only (checked above): addresses at 8..40.
+        let h = &mut buf[ip..ip + ipv6::HEADER_LEN];
+        old.copy_from_slice(&h[8..40]);
+        h[8..40].copy_from_slice(&template[ADDRS_V6]);
+        h[7] = outer_ttl;
+        (&old[..], &template[ADDRS_V6])
     };
     let udp = start + o.udp_offset;
     let mut udp = UdpPacket::new_checked(&mut buf[udp..end]).map_err(|_| Discard::Malformed)?;
@@ -335,7 +331,7 @@ mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     use detour_common::wire::checksum;
-    use detour_common::wire::{DetourOptionRepr, MacAddr, NodeId, ip_protocol};
+    use detour_common::wire::{DetourOptionRepr, MacAddr, NodeId, Underlay, ip_protocol};
     use detour_testkit::frames;
 
     use super::*;

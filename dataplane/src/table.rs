@@ -131,13 +131,9 @@ impl Links {
 pub struct Route {
     /// The node the packet goes to next (the destination, or a relay).
     pub via: NodeId,
-    /// The outer addresses toward `via`.
-    pub underlay: Underlay,
-    /// Outer Ethernet header toward `via`: destination MAC (the underlay's
-    /// next hop), source MAC, EtherType. `None` until the MAC is resolved.
-    pub ethernet: Option<[u8; 14]>,
-    /// The whole encapsulation toward `via` for packets to this destination;
-    /// `None` until the next hop's MAC is resolved.
+    /// The whole encapsulation toward `via` for packets to this destination
+    /// (a relay takes its Ethernet header and addresses from it too); `None`
+    /// until the next hop's MAC is resolved.
     pub encap: Option<EncapTemplate>,
 }
 
@@ -216,16 +212,7 @@ impl RouteTable {
             if routes.len() <= index {
                 routes.resize(index + 1, None);
             }
-            routes[index] = Some(Route {
-                via: r.via,
-                underlay,
-                ethernet: encap.as_ref().map(|t| {
-                    let mut eth = [0; 14];
-                    eth.copy_from_slice(&t.headers()[..14]);
-                    eth
-                }),
-                encap,
-            });
+            routes[index] = Some(Route { via: r.via, encap });
         }
 
         let mut remote = IpLpm::default();
@@ -416,7 +403,7 @@ pub(crate) mod tests {
         assert_eq!(node("8.8.8.8"), None);
         let r3 = t.route(NodeId(3)).unwrap();
         assert_eq!(r3.via, NodeId(2));
-        let eth = r3.ethernet.unwrap();
+        let eth = r3.encap.as_ref().unwrap().headers();
         assert_eq!(eth[..6], [2, 0, 0, 0, 0, 2], "toward the relay's MAC");
         assert_eq!(eth[6..12], [2, 0, 0, 0, 0, 1], "from the WAN interface");
         assert!(t.route(NodeId(4)).is_none(), "unreachable");
@@ -429,7 +416,7 @@ pub(crate) mod tests {
         let t =
             RouteTable::compile(&snapshot(), &links(), LanNeighbours::default(), |_| None).unwrap();
         let r = t.route(NodeId(2)).unwrap();
-        assert!(r.encap.is_none() && r.ethernet.is_none());
+        assert!(r.encap.is_none());
     }
 
     #[test]

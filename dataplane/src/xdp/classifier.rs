@@ -247,20 +247,17 @@ impl Classifier {
     /// overlay) exactly `prefixes`, each with the node that serves it. New
     /// prefixes are added before stale ones are removed.
     pub fn set_remote_prefixes(&mut self, prefixes: &[(IpNet, NodeId)]) -> Result<(), XdpError> {
-        let v4: Vec<_> = prefixes
-            .iter()
-            .filter_map(|(p, n)| match p.trunc() {
-                IpNet::V4(p) => Some((Key::new(u32::from(p.prefix_len()), p.addr().octets()), n.0)),
-                IpNet::V6(_) => None,
-            })
-            .collect();
-        let v6: Vec<_> = prefixes
-            .iter()
-            .filter_map(|(p, n)| match p.trunc() {
-                IpNet::V6(p) => Some((Key::new(u32::from(p.prefix_len()), p.addr().octets()), n.0)),
-                IpNet::V4(_) => None,
-            })
-            .collect();
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for (prefix, node) in prefixes {
+            match prefix.trunc() {
+                IpNet::V4(p) => {
+                    v4.push((Key::new(p.prefix_len().into(), p.addr().octets()), node.0))
+                }
+                IpNet::V6(p) => {
+                    v6.push((Key::new(p.prefix_len().into(), p.addr().octets()), node.0))
+                }
+            }
+        }
         sync_trie(self.map_mut(REMOTE_V4_MAP)?, REMOTE_V4_MAP, &v4)?;
         sync_trie(self.map_mut(REMOTE_V6_MAP)?, REMOTE_V6_MAP, &v6)
     }
