@@ -4,7 +4,7 @@
 //! the kernel side and the dataplane (Katran's and Cilium's rule): they are
 //! defined here once, `#[repr(C)]`, with no padding, and both sides use them.
 
-use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use core::net::{IpAddr, Ipv6Addr};
 
 use crate::classify::DropReason;
 
@@ -179,12 +179,6 @@ impl From<PeerKey> for IpAddr {
             Some(v4) => IpAddr::V4(v4),
             None => IpAddr::V6(v6),
         }
-    }
-}
-
-impl From<Ipv4Addr> for PeerKey {
-    fn from(addr: Ipv4Addr) -> Self {
-        PeerKey::v4(addr.octets())
     }
 }
 

@@ -351,13 +351,6 @@ impl Socket {
         }
     }
 
-    /// Whether the kernel wants a wake-up to refill (in need-wakeup mode it
-    /// stops polling an empty fill ring).
-    pub fn fill_needs_wakeup(&self) -> bool {
-        // SAFETY: reads the ring's flags word.
-        unsafe { libxdp_sys::xsk_ring_prod__needs_wakeup(&*self.fill) != 0 }
-    }
-
     /// Waits up to `timeout_ms` for received frames (and wakes the kernel's
     /// receive side); true if there are some.
     pub fn poll(&self, timeout_ms: i32) -> io::Result<bool> {

@@ -741,6 +741,11 @@ fn bpf_peer_and_prefix_updates_replace_the_installed_sets() {
             "added /16"
         );
 
+        // A worker that goes takes its socket out of the map: its queue's
+        // frames then meet the no-socket policy (pass, here).
+        classifier.unregister_socket(Role::Wan, 0).unwrap();
+        assert_eq!(wan(classifier, &from("192.0.2.50")), XDP_PASS);
+
         classifier.set_peers(&[]).unwrap();
         classifier.set_remote_prefixes(&[]).unwrap();
         assert_eq!(wan(classifier, &from("2001:db8::1")), XDP_DROP);

@@ -217,11 +217,6 @@ impl Classifier {
         Ok(attachment)
     }
 
-    /// Where the programs are attached.
-    pub fn attachments(&self) -> &[Attachment] {
-        &self.attachments
-    }
-
     /// Makes the peer allow-list exactly `peers`. New peers are added before
     /// stale ones are removed, so a peer in both the old and the new list is
     /// never missing.
