@@ -260,53 +260,22 @@ impl Socket {
     /// fill ring has room for (libxdp's reserve is all-or-nothing, so the
     /// offer is capped at the free count); returns how many were taken.
     pub fn fill(&mut self, addrs: &[u64]) -> usize {
-        let mut idx = 0;
-        // SAFETY: a ring of this socket; `n` slots reserved before writing.
-        unsafe {
-            let free = libxdp_sys::xsk_prod_nb_free(&mut *self.fill, addrs.len() as u32);
-            let want = (free as usize).min(addrs.len()) as u32;
-            let n = libxdp_sys::xsk_ring_prod__reserve(&mut *self.fill, want, &mut idx);
-            for (i, addr) in addrs[..n as usize].iter().enumerate() {
-                *libxdp_sys::xsk_ring_prod__fill_addr(&mut *self.fill, idx + i as u32) = *addr;
-            }
-            libxdp_sys::xsk_ring_prod__submit(&mut *self.fill, n);
-            n as usize
-        }
+        // SAFETY: the fill ring's slots are UMEM addresses.
+        unsafe { produce(&mut self.fill, addrs) as usize }
     }
 
     /// Takes received descriptors, up to `out.len()`; returns how many.
     pub fn receive(&mut self, out: &mut [Desc]) -> usize {
-        let mut idx = 0;
-        // SAFETY: a ring of this socket; only the `n` peeked slots are read.
-        unsafe {
-            let n = libxdp_sys::xsk_ring_cons__peek(&mut *self.rx, out.len() as u32, &mut idx);
-            for (i, d) in out[..n as usize].iter_mut().enumerate() {
-                *d = *libxdp_sys::xsk_ring_cons__rx_desc(&*self.rx, idx + i as u32);
-            }
-            libxdp_sys::xsk_ring_cons__release(&mut *self.rx, n);
-            n as usize
-        }
+        // SAFETY: the RX ring's slots are descriptors.
+        unsafe { consume(&mut self.rx, out) as usize }
     }
 
     /// Queues descriptors for transmission, as many as fit; wakes the
     /// kernel only if something was queued and it asks to be woken.
     /// Returns how many were queued.
     pub fn transmit(&mut self, descs: &[Desc]) -> usize {
-        if descs.is_empty() {
-            return 0;
-        }
-        let mut idx = 0;
-        // SAFETY: a ring of this socket; `n` slots reserved before writing.
-        let n = unsafe {
-            let free = libxdp_sys::xsk_prod_nb_free(&mut *self.tx, descs.len() as u32);
-            let want = (free as usize).min(descs.len()) as u32;
-            let n = libxdp_sys::xsk_ring_prod__reserve(&mut *self.tx, want, &mut idx);
-            for (i, d) in descs[..n as usize].iter().enumerate() {
-                *libxdp_sys::xsk_ring_prod__tx_desc(&mut *self.tx, idx + i as u32) = *d;
-            }
-            libxdp_sys::xsk_ring_prod__submit(&mut *self.tx, n);
-            n
-        };
+        // SAFETY: the TX ring's slots are descriptors.
+        let n = unsafe { produce(&mut self.tx, descs) };
         if n > 0 {
             self.kick();
         }
@@ -339,16 +308,8 @@ impl Socket {
 
     /// Takes the addresses of transmitted frames, up to `out.len()`.
     pub fn complete(&mut self, out: &mut [u64]) -> usize {
-        let mut idx = 0;
-        // SAFETY: a ring of this socket; only the `n` peeked slots are read.
-        unsafe {
-            let n = libxdp_sys::xsk_ring_cons__peek(&mut *self.comp, out.len() as u32, &mut idx);
-            for (i, a) in out[..n as usize].iter_mut().enumerate() {
-                *a = *libxdp_sys::xsk_ring_cons__comp_addr(&*self.comp, idx + i as u32);
-            }
-            libxdp_sys::xsk_ring_cons__release(&mut *self.comp, n);
-            n as usize
-        }
+        // SAFETY: the completion ring's slots are UMEM addresses.
+        unsafe { consume(&mut self.comp, out) as usize }
     }
 
     /// Waits up to `timeout_ms` for received frames (and wakes the kernel's
@@ -372,6 +333,54 @@ impl Drop for Socket {
         // SAFETY: created by xsk_socket__create_shared; deleted once. The
         // boxed rings it points at are dropped after this.
         unsafe { libxdp_sys::xsk_socket__delete(self.xsk.as_ptr()) };
+    }
+}
+
+/// Puts as many of `items` into the producer ring as it has room for, and
+/// submits them; returns how many. libxdp's reserve is all-or-nothing, so
+/// the request is capped at the free count first (ENVIRONMENT.md: an
+/// uncapped offer starved the fill ring). The slots are written here rather
+/// than through libxdp's per-slot accessors: one function call per batch,
+/// not per packet.
+///
+/// # Safety
+///
+/// `ring` is a set-up ring whose slots are of type `T` (`u64` for fill,
+/// `xdp_desc` for TX).
+unsafe fn produce<T: Copy>(ring: &mut xsk_ring_prod, items: &[T]) -> u32 {
+    let mut idx = 0;
+    // SAFETY: per the contract; the `n` reserved slots are ours to write,
+    // and `idx + i` masked stays inside the ring.
+    unsafe {
+        let free = libxdp_sys::xsk_prod_nb_free(ring, items.len() as u32);
+        let n = libxdp_sys::xsk_ring_prod__reserve(ring, free.min(items.len() as u32), &mut idx);
+        let slots = ring.ring.cast::<T>();
+        for (i, item) in items[..n as usize].iter().enumerate() {
+            *slots.add((idx.wrapping_add(i as u32) & ring.mask) as usize) = *item;
+        }
+        libxdp_sys::xsk_ring_prod__submit(ring, n);
+        n
+    }
+}
+
+/// Takes up to `out.len()` entries from the consumer ring; returns how
+/// many. As [`produce`], one function call per batch.
+///
+/// # Safety
+///
+/// `ring` is a set-up ring whose slots are of type `T` (`xdp_desc` for RX,
+/// `u64` for completion).
+unsafe fn consume<T: Copy>(ring: &mut xsk_ring_cons, out: &mut [T]) -> u32 {
+    let mut idx = 0;
+    // SAFETY: per the contract; only the `n` peeked slots are read.
+    unsafe {
+        let n = libxdp_sys::xsk_ring_cons__peek(ring, out.len() as u32, &mut idx);
+        let slots = ring.ring.cast::<T>();
+        for (i, o) in out[..n as usize].iter_mut().enumerate() {
+            *o = *slots.add((idx.wrapping_add(i as u32) & ring.mask) as usize);
+        }
+        libxdp_sys::xsk_ring_cons__release(ring, n);
+        n
     }
 }
 
