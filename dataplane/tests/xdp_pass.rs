@@ -10,7 +10,7 @@ use std::time::Duration;
 use aya::programs::{TestRun, TestRunOptions, XdpMode};
 use detour_common::maps::PacketCount;
 use detour_dataplane::xdp::PassProgram;
-use detour_testkit::{Netns, require_root};
+use detour_testkit::{Gateway, require_root};
 
 const XDP_PASS: u32 = 2;
 
@@ -44,54 +44,31 @@ fn bpf_pass_program_passes_every_frame_and_counts_it() {
     );
 }
 
-/// Two namespaces joined by a veth, IPv6 off and the neighbour entry static,
-/// so that the only frames on the wire are the test's datagrams.
-struct QuietLink {
-    rx: Netns,
-    tx: Netns,
-}
-
-impl QuietLink {
-    fn new() -> QuietLink {
-        let rx = Netns::new("rx").unwrap();
-        let tx = Netns::new("tx").unwrap();
-        rx.quiet().unwrap();
-        tx.quiet().unwrap();
-        rx.veth("eth0", &tx, "eth0").unwrap();
-        rx.ip(&["addr", "add", "10.9.0.1/24", "dev", "eth0"])
-            .unwrap();
-        tx.ip(&["addr", "add", "10.9.0.2/24", "dev", "eth0"])
-            .unwrap();
-        tx.static_neighbour("eth0", "10.9.0.1", &rx.mac("eth0").unwrap())
-            .unwrap();
-        QuietLink { rx, tx }
-    }
-}
-
 fn pass_program_counts_real_frames(mode: XdpMode) {
     require_root();
     const DATAGRAMS: u64 = 200;
     const PAYLOAD: usize = 100;
-    let link = QuietLink::new();
+    // Quiet links: the only frames on the wire are the test's datagrams.
+    let net = Gateway::up();
 
     let mut program = PassProgram::load().unwrap();
-    link.rx
-        .enter(|| program.attach("eth0", mode))
+    net.gw
+        .enter(|| program.attach("wan", mode))
         .unwrap()
         .unwrap();
-    assert!(link.rx.xdp_attached("eth0"));
+    assert!(net.gw.xdp_attached("wan"));
 
-    let receiver = link
-        .rx
-        .enter(|| UdpSocket::bind("10.9.0.1:9000"))
+    let receiver = net
+        .gw
+        .enter(|| UdpSocket::bind("192.0.2.2:9000"))
         .unwrap()
         .unwrap();
     receiver
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let sender = link
-        .tx
-        .enter(|| UdpSocket::bind("10.9.0.2:0"))
+    let sender = net
+        .peer
+        .enter(|| UdpSocket::bind("192.0.2.1:0"))
         .unwrap()
         .unwrap();
     // One datagram at a time: in native mode veth hands the socket page-sized
@@ -100,7 +77,7 @@ fn pass_program_counts_real_frames(mode: XdpMode) {
     for i in 0..DATAGRAMS {
         let mut payload = [0u8; PAYLOAD];
         payload[..8].copy_from_slice(&i.to_be_bytes());
-        sender.send_to(&payload, "10.9.0.1:9000").unwrap();
+        sender.send_to(&payload, "192.0.2.2:9000").unwrap();
         let (n, _) = receiver
             .recv_from(&mut buf)
             .unwrap_or_else(|e| panic!("datagram {i} was not passed to the socket: {e}"));
@@ -117,7 +94,7 @@ fn pass_program_counts_real_frames(mode: XdpMode) {
 
     drop(program);
     assert!(
-        !link.rx.xdp_attached("eth0"),
+        !net.gw.xdp_attached("wan"),
         "dropping the program detaches it"
     );
 }
