@@ -129,22 +129,11 @@ pub fn udp(src: IpAddr, dst: IpAddr, src_port: u16, dst_port: u16, payload_len: 
     };
     let ip_payload = 8 + payload_len;
     let (ethertype, mut frame, ip_len) = match (src, dst) {
-        (IpAddr::V4(src), IpAddr::V4(dst)) => {
-            let mut ip = vec![0; 20 + usize::from(ip_payload)];
-            Ipv4Repr {
-                src,
-                dst,
-                protocol: ip_protocol::UDP,
-                ttl: 64,
-                tos: 0,
-                ident: 1,
-                dont_frag: true,
-                payload_len: ip_payload,
-            }
-            .emit(&mut ip)
-            .unwrap();
-            (EtherType::IPV4, ip, 20)
-        }
+        (IpAddr::V4(src), IpAddr::V4(dst)) => (
+            EtherType::IPV4,
+            ipv4_packet(src, dst, 20 + usize::from(ip_payload)),
+            20,
+        ),
         (IpAddr::V6(src), IpAddr::V6(dst)) => {
             let mut ip = vec![0; 40 + usize::from(ip_payload)];
             Ipv6Repr {
