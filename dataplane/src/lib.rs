@@ -5,6 +5,7 @@
 //! with the dataplane issue (DESIGN.md).
 
 pub mod config;
+pub mod icmp;
 pub mod lpm;
 pub mod rewrite;
 pub mod table;
