@@ -11,12 +11,11 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
+use netlink_packet_core::NLM_F_ACK;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage, LinkXdp, XdpAttached};
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+use crate::netlink::request;
 
 /// The mode an XDP program runs in on an interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,9 +61,9 @@ pub fn ifindex(name: &str) -> io::Result<u32> {
 
 /// The XDP program attached to interface `ifindex`, if any.
 pub fn attached_program(ifindex: u32) -> io::Result<Option<AttachedProgram>> {
-    let mut request = LinkMessage::default();
-    request.header.index = ifindex;
-    let reply = transact(RouteNetlinkMessage::GetLink(request), NLM_F_REQUEST)?;
+    let mut message = LinkMessage::default();
+    message.header.index = ifindex;
+    let reply = request(RouteNetlinkMessage::GetLink(message), 0)?;
     let Some(RouteNetlinkMessage::NewLink(link)) = reply else {
         return Err(io::Error::other(
             "rtnetlink answered GetLink without a link",
@@ -135,16 +134,13 @@ fn detach_netlink(ifindex: u32, mode: AttachedMode) -> io::Result<()> {
         AttachedMode::Hardware => XDP_FLAGS_HW_MODE,
         AttachedMode::Multiple => 0,
     };
-    let mut request = LinkMessage::default();
-    request.header.index = ifindex;
-    request.attributes.push(LinkAttribute::Xdp(vec![
+    let mut message = LinkMessage::default();
+    message.header.index = ifindex;
+    message.attributes.push(LinkAttribute::Xdp(vec![
         LinkXdp::Fd(-1),
         LinkXdp::Flags(flags),
     ]));
-    transact(
-        RouteNetlinkMessage::SetLink(request),
-        NLM_F_REQUEST | NLM_F_ACK,
-    )?;
+    request(RouteNetlinkMessage::SetLink(message), NLM_F_ACK)?;
     Ok(())
 }
 
@@ -186,33 +182,5 @@ fn bpf(cmd: libc::c_long, attr: &mut [u32; 4]) -> io::Result<i32> {
         Err(io::Error::last_os_error())
     } else {
         Ok(ret as i32)
-    }
-}
-
-/// Sends one rtnetlink request and returns the message answering it (`None`
-/// for a bare acknowledgement); a netlink error comes back as the errno.
-fn transact(message: RouteNetlinkMessage, flags: u16) -> io::Result<Option<RouteNetlinkMessage>> {
-    let mut socket = Socket::new(NETLINK_ROUTE)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
-    let mut header = NetlinkHeader::default();
-    header.flags = flags;
-    header.sequence_number = 1;
-    let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(message));
-    packet.finalize();
-    let mut buf = vec![0; packet.buffer_len()];
-    packet.serialize(&mut buf);
-    socket.send(&buf, 0)?;
-
-    let (reply, _) = socket.recv_from_full()?;
-    let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply)
-        .map_err(|e| io::Error::other(format!("unreadable rtnetlink reply: {e}")))?;
-    match reply.payload {
-        NetlinkPayload::InnerMessage(m) => Ok(Some(m)),
-        NetlinkPayload::Error(e) => match e.code {
-            None => Ok(None),
-            Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
-        },
-        _ => Ok(None),
     }
 }
