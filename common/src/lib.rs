@@ -9,6 +9,8 @@
 #[cfg(all(test, not(feature = "std")))]
 extern crate std;
 
+#[cfg(feature = "api")]
+pub mod api;
 pub mod classify;
 pub mod maps;
 pub mod wire;

@@ -1,16 +1,24 @@
 //! detour's packet engine.
 //!
-//! Today: the embedded XDP programs, their loader and maps ([`xdp`]), and the
-//! next-hop and neighbour MACs read from the kernel ([`neigh`]). The AF_XDP
-//! sockets, the workers, the route table and the rewrite paths arrive with the
-//! dataplane issue (DESIGN.md).
+//! The packet path: the XDP classifier ([`xdp`]) hands overlay and
+//! remote-site frames to AF_XDP sockets ([`xsk`]); a pinned [`worker`] per
+//! queue rewrites each frame in place ([`rewrite`], [`icmp`]) by the route
+//! table ([`table`], [`lpm`]) that [`routes`] installs, with next-hop MACs
+//! from the kernel ([`neigh`]), from the control
+//! process's snapshots, which arrive over the local [`api`]. Counters and
+//! latency: [`stats`]. Settings: [`config`].
 
+pub mod api;
 pub mod config;
+pub mod daemon;
 pub mod icmp;
 pub mod lpm;
 pub mod neigh;
 mod netlink;
 pub mod rewrite;
+pub mod routes;
+pub mod stats;
 pub mod table;
+pub mod worker;
 pub mod xdp;
 pub mod xsk;

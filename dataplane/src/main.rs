@@ -1,22 +1,20 @@
-//! `detour-dataplane`: loads detour's XDP classifier onto the gateway's
-//! interfaces and holds it there until told to stop.
-//!
-//! The AF_XDP workers, the route table and the local API join this process
-//! with the rest of the dataplane issue; until then it attaches the
-//! classifier, so that overlay and remote-site traffic meet the no-socket
-//! policy, and detaches it on SIGINT or SIGTERM (the kernel does so by
-//! itself if the process is killed).
+//! `detour-dataplane`: reads its configuration and runs the dataplane
+//! ([`detour_dataplane::daemon`]) until SIGINT or SIGTERM. If it is killed
+//! outright, the kernel detaches its XDP programs and closes its sockets.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use detour_common::maps::{NoSocket, XdpConfig};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use detour_common::maps::NoSocket;
 use detour_dataplane::config::{Config, ConfigError, ConfigFile, InterfaceSection, ZeroCopy};
-use detour_dataplane::xdp::{AttachMode, Classifier, Role};
+use detour_dataplane::daemon;
+use detour_dataplane::xdp::AttachMode;
 use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
 
 /// detour's packet engine: XDP classifier and AF_XDP workers.
 ///
@@ -185,23 +183,9 @@ fn main() -> ExitCode {
 fn run(config: &Config) -> anyhow::Result<()> {
     // Signals are taken before anything is attached, so that a SIGTERM that
     // arrives during start-up still detaches what was attached.
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    let xdp = XdpConfig::new(config.overlay.port, config.xdp.no_socket);
-    let mut classifier = Classifier::load(xdp)?;
-    let (mode, replace) = (config.xdp.mode, config.xdp.replace);
-    classifier.attach(Role::Wan, &config.wan, mode, replace)?;
-    if let Some(lan) = &config.lan {
-        classifier.attach(Role::Lan, lan, mode, replace)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
     }
-    tracing::info!(
-        node = config.node_id.0,
-        "ready; SIGINT or SIGTERM detaches and exits"
-    );
-    if let Some(signal) = signals.forever().next() {
-        tracing::info!(signal, "stopping");
-    }
-    let counters = classifier.counters()?;
-    drop(classifier);
-    tracing::info!(counters = ?counters.nonzero(), "detached");
-    Ok(())
+    daemon::run(config, &stop)
 }

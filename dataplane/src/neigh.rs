@@ -26,6 +26,7 @@ use detour_common::wire::MacAddr;
 use ipnet::IpNet;
 use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE};
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -35,6 +36,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::netlink::{dump, request};
+use crate::routes::{Neighbourhood, Survey};
 
 /// Where the kernel would send a packet for some address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -412,6 +414,116 @@ fn family_of(addr: IpAddr) -> AddressFamily {
 
 /// `e` with what was being done in front of it. The kind stays, and `e`
 /// stays reachable as the error's source (with its errno, if it has one).
+/// What the dataplane needs of one of its own interfaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    pub mac: MacAddr,
+    pub mtu: u32,
+}
+
+/// The MAC address and MTU of interface `ifindex`.
+pub fn link(ifindex: u32) -> io::Result<Link> {
+    let mut message = LinkMessage::default();
+    message.header.index = ifindex;
+    let what = || format!("reading interface {ifindex}");
+    let answer = request(RouteNetlinkMessage::GetLink(message), 0)
+        .map_err(|e| with_context(e, format_args!("{}", what())))?;
+    let Some(RouteNetlinkMessage::NewLink(link)) = answer else {
+        return Err(io::Error::other(format!(
+            "{}: no link in the answer",
+            what()
+        )));
+    };
+    let mut mac = None;
+    let mut mtu = None;
+    for attr in &link.attributes {
+        match attr {
+            LinkAttribute::Address(bytes) => mac = <[u8; 6]>::try_from(&bytes[..]).ok(),
+            LinkAttribute::Mtu(m) => mtu = Some(*m),
+            _ => {}
+        }
+    }
+    match (mac, mtu) {
+        (Some(mac), Some(mtu)) => Ok(Link {
+            mac: MacAddr(mac),
+            mtu,
+        }),
+        _ => Err(io::Error::other(format!(
+            "{}: not an Ethernet interface (no 6-byte address or no MTU)",
+            what()
+        ))),
+    }
+}
+
+/// The survey the daemon's route installer makes: the kernel's next hop
+/// toward each node (soliciting those not resolved yet), and the LAN's
+/// hosts and routers.
+pub struct NetlinkSurvey {
+    wan: u32,
+    lan: Option<u32>,
+}
+
+impl NetlinkSurvey {
+    /// Surveys next hops (which leave by `wan`) and the neighbours on `lan`.
+    pub fn new(wan: u32, lan: Option<u32>) -> NetlinkSurvey {
+        NetlinkSurvey { wan, lan }
+    }
+
+    fn lan(&self, lan: u32) -> Vec<(IpNet, MacAddr)> {
+        let hosts = neighbours(lan).unwrap_or_else(|e| {
+            tracing::warn!("reading the LAN's neighbours: {e}");
+            Vec::new()
+        });
+        let mut out: Vec<(IpNet, MacAddr)> = hosts
+            .iter()
+            .map(|(ip, mac)| (IpNet::from(*ip), *mac))
+            .collect();
+        for (prefix, gateway) in gateway_routes(lan).unwrap_or_default() {
+            match hosts.iter().find(|(ip, _)| *ip == gateway) {
+                Some((_, mac)) => out.push((prefix, *mac)),
+                None => {
+                    let _ = solicit(gateway, lan);
+                }
+            }
+        }
+        out.sort_by_key(|(p, _)| (*p, p.prefix_len()));
+        out.dedup_by_key(|(p, _)| *p);
+        out
+    }
+}
+
+impl Survey for NetlinkSurvey {
+    fn survey(&mut self, addrs: &[IpAddr]) -> Neighbourhood {
+        let underlay = addrs
+            .iter()
+            .map(|addr| {
+                let mac = match next_hop(*addr) {
+                    Ok(hop) if hop.ifindex != self.wan => {
+                        tracing::warn!(%addr, ifindex = hop.ifindex, "the kernel routes this peer out of another interface than the WAN");
+                        None
+                    }
+                    Ok(NextHop { mac: Some(mac), .. }) => Some(mac),
+                    Ok(hop) => {
+                        // Resolution runs in the kernel; a later survey
+                        // finds the answer.
+                        let _ = solicit(hop.gateway, hop.ifindex);
+                        None
+                    }
+                    Err(e) => {
+                        tracing::debug!(%addr, "no next hop: {e}");
+                        None
+                    }
+                };
+                (*addr, mac)
+            })
+            .collect();
+        Neighbourhood {
+            underlay,
+            lan: self.lan.map(|lan| self.lan(lan)).unwrap_or_default(),
+        }
+    }
+}
+
 fn with_context(e: io::Error, what: fmt::Arguments<'_>) -> io::Error {
     io::Error::new(
         e.kind(),

@@ -306,7 +306,7 @@ fn decrement_ttl(ip: &mut [u8]) -> Result<(), Discard> {
 /// in the dynamic range, so that the underlay's ECMP keeps a flow on one
 /// path and spreads flows (RFC 8926, section 3.3).
 #[inline]
-fn flow_port(ip: &[u8]) -> u16 {
+pub fn flow_port(ip: &[u8]) -> u16 {
     let word = |at: usize| {
         ip.get(at..at + 4)
             .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))

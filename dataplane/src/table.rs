@@ -18,46 +18,9 @@ use detour_common::wire::geneve::{DEFAULT_HOP_LIMIT, DEFAULT_PORT};
 use detour_common::wire::{DetourOptionRepr, EncapRepr, EncapTemplate, MacAddr, NodeId, Underlay};
 use ipnet::IpNet;
 
+pub use detour_common::api::{NodeSpec, PrefixSpec, RouteSnapshot, RouteSpec};
+
 use crate::lpm::IpLpm;
-
-/// A node of the overlay and the underlay address it is reached at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NodeSpec {
-    pub id: NodeId,
-    pub underlay: IpAddr,
-}
-
-/// Toward destination node `dst`, send to node `via` (`dst` itself for the
-/// direct path, a relay otherwise).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RouteSpec {
-    pub dst: NodeId,
-    pub via: NodeId,
-}
-
-/// A site prefix and the node that serves it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PrefixSpec {
-    pub prefix: IpNet,
-    pub node: NodeId,
-}
-
-/// The overlay as the control process describes it to the dataplane.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteSnapshot {
-    /// Increases with every snapshot the control process computes; the
-    /// dataplane refuses one not newer than what it has.
-    pub version: u64,
-    /// This node.
-    pub local: NodeId,
-    /// Every node, this one included.
-    pub nodes: Vec<NodeSpec>,
-    /// The next hop toward each reachable destination; a node without a
-    /// route is unreachable.
-    pub routes: Vec<RouteSpec>,
-    /// Site prefixes; those of this node are local and never encapsulated.
-    pub prefixes: Vec<PrefixSpec>,
-}
 
 /// Why a snapshot cannot be installed. Nothing of it is used then.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

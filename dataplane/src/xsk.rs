@@ -264,6 +264,34 @@ impl Socket {
         unsafe { produce(&mut self.fill, addrs) as usize }
     }
 
+    /// Moves frames from the end of `free` into the fill ring, as many as
+    /// it has room for; returns how many.
+    #[inline]
+    pub fn refill(&mut self, free: &mut Vec<u64>) -> usize {
+        // SAFETY: reads our ring's indices.
+        let room = unsafe { libxdp_sys::xsk_prod_nb_free(&mut *self.fill, free.len() as u32) };
+        let offer = free.len() - (room as usize).min(free.len());
+        let n = self.fill(&free[offer..]);
+        free.truncate(free.len() - n);
+        n
+    }
+
+    /// Whether the kernel asks to be woken to take fill-ring frames (a
+    /// zero-copy driver that ran dry); [`Socket::poll`] wakes it.
+    #[inline]
+    pub fn fill_needs_wakeup(&self) -> bool {
+        // SAFETY: reads the ring's flags word.
+        unsafe { libxdp_sys::xsk_ring_prod__needs_wakeup(&*self.fill) != 0 }
+    }
+
+    /// Free slots in the TX ring: what may be transmitted without refusal.
+    #[inline]
+    pub fn transmit_room(&mut self) -> u32 {
+        let size = self.tx.size;
+        // SAFETY: refreshes the cached consumer index of our ring.
+        unsafe { libxdp_sys::xsk_prod_nb_free(&mut *self.tx, size) }
+    }
+
     /// Takes received descriptors, up to `out.len()`; returns how many.
     pub fn receive(&mut self, out: &mut [Desc]) -> usize {
         // SAFETY: the RX ring's slots are descriptors.
@@ -284,9 +312,7 @@ impl Socket {
 
     /// Descriptors in the TX ring that the kernel has not taken yet.
     pub fn pending_transmit(&mut self) -> u32 {
-        let size = self.tx.size;
-        // SAFETY: refreshes the cached consumer index of our ring.
-        size - unsafe { libxdp_sys::xsk_prod_nb_free(&mut *self.tx, size) }
+        self.tx.size - self.transmit_room()
     }
 
     /// Wakes the kernel to transmit what the TX ring holds, if it holds
@@ -333,6 +359,25 @@ impl Drop for Socket {
         // SAFETY: created by xsk_socket__create_shared; deleted once. The
         // boxed rings it points at are dropped after this.
         unsafe { libxdp_sys::xsk_socket__delete(self.xsk.as_ptr()) };
+    }
+}
+
+/// Waits up to `timeout_ms` until one of the sockets `fds` has received
+/// frames (waking the kernel's receive side of each); true if one has.
+pub fn wait_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<bool> {
+    let mut pfds = [libc::pollfd {
+        fd: -1,
+        events: libc::POLLIN,
+        revents: 0,
+    }; 2];
+    let n = fds.len().min(pfds.len());
+    for (p, fd) in pfds.iter_mut().zip(&fds[..n]) {
+        p.fd = *fd;
+    }
+    // SAFETY: `n` valid pollfds.
+    match unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, timeout_ms) } {
+        r if r < 0 => Err(io::Error::last_os_error()),
+        r => Ok(r > 0),
     }
 }
 

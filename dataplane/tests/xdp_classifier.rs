@@ -20,7 +20,7 @@ use detour_dataplane::xdp::{AttachMode, Classifier, Counters, PassProgram, Role}
 use detour_dataplane::xsk::Receiver;
 use detour_testkit::classifier_cases::{PEERS, REMOTE_PREFIXES, is_peer, lan_cases, wan_cases};
 use detour_testkit::frames::{self, OVERLAY_PORT, Rng, mutated, overlay_seeds};
-use detour_testkit::{Gateway, Netns, Process, eventually, require_root};
+use detour_testkit::{Gateway, Netns, Process, ScratchPath, eventually, require_root};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -444,9 +444,11 @@ fn two_links() -> (Netns, Netns) {
 
 /// The `detour-dataplane` binary in `ns`; its log discarded unless the test
 /// pipes it.
-fn dataplane(ns: &Netns, args: &[&str]) -> Command {
+fn dataplane(ns: &Netns, api: &ScratchPath, args: &[&str]) -> Command {
     let mut cmd = ns.command(env!("CARGO_BIN_EXE_detour-dataplane"));
-    cmd.args(["--node-id", "1"])
+    // An API socket of its own: tests run side by side.
+    cmd.args(["--node-id", "1", "--api-socket"])
+        .arg(api.path())
         .args(args)
         .env("DETOUR_LOG", "info")
         .stderr(Stdio::null());
@@ -460,12 +462,13 @@ fn signal(process: &Process, signal: i32) {
 
 #[test]
 fn netns_binary_detaches_on_sigterm_and_sigint_and_the_kernel_on_sigkill() {
+    let api = ScratchPath::new("api");
     let (gw, _far) = two_links();
     let attached = || gw.xdp_attached("wan") && gw.xdp_attached("lan");
     let detached = || !gw.xdp_attached("wan") && !gw.xdp_attached("lan");
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGKILL] {
         let mut process =
-            Process::spawn(&mut dataplane(&gw, &["--wan", "wan", "--lan", "lan"])).unwrap();
+            Process::spawn(&mut dataplane(&gw, &api, &["--wan", "wan", "--lan", "lan"])).unwrap();
         assert!(
             eventually(Duration::from_secs(10), attached),
             "the dataplane attached nothing"
@@ -489,13 +492,14 @@ fn netns_binary_detaches_on_sigterm_and_sigint_and_the_kernel_on_sigkill() {
 
 #[test]
 fn netns_binary_refuses_a_foreign_program_unless_told_to_replace_it() {
+    let api = ScratchPath::new("api");
     let (gw, _far) = two_links();
     let mut foreign = PassProgram::load().unwrap();
     gw.enter(|| foreign.attach("wan", XdpMode::Skb))
         .unwrap()
         .unwrap();
 
-    let out = dataplane(&gw, &["--wan", "wan"])
+    let out = dataplane(&gw, &api, &["--wan", "wan"])
         .stderr(Stdio::piped())
         .output()
         .unwrap();
@@ -514,7 +518,12 @@ fn netns_binary_refuses_a_foreign_program_unless_told_to_replace_it() {
     );
     assert!(gw.link_details("wan").unwrap().contains("name detour_pass"));
 
-    let process = Process::spawn(&mut dataplane(&gw, &["--wan", "wan", "--xdp-replace"])).unwrap();
+    let process = Process::spawn(&mut dataplane(
+        &gw,
+        &api,
+        &["--wan", "wan", "--xdp-replace"],
+    ))
+    .unwrap();
     assert!(
         eventually(Duration::from_secs(10), || gw
             .link_details("wan")
@@ -531,10 +540,11 @@ fn netns_binary_refuses_a_foreign_program_unless_told_to_replace_it() {
 
 #[test]
 fn netns_binary_falls_back_to_skb_mode_when_native_is_refused() {
+    let api = ScratchPath::new("api");
     let (gw, far) = two_links();
     // veth refuses native XDP when its peer's MTU exceeds a page.
     far.ip(&["link", "set", "wanp", "mtu", "9000"]).unwrap();
-    let mut cmd = dataplane(&gw, &["--wan", "wan"]);
+    let mut cmd = dataplane(&gw, &api, &["--wan", "wan"]);
     cmd.stderr(Stdio::piped());
     let mut process = Process::spawn(&mut cmd).unwrap();
     assert!(eventually(Duration::from_secs(10), || gw.xdp_attached("wan")));

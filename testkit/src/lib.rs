@@ -20,6 +20,7 @@
 
 pub mod classifier_cases;
 pub mod frames;
+pub mod packet;
 pub mod topology;
 pub mod wire;
 
@@ -62,6 +63,27 @@ pub fn require_root() {
 pub fn unique_name(tag: &str) -> String {
     let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
     format!("{PREFIX}{}-{n}-{tag}", std::process::id())
+}
+
+/// A path under /tmp with a kit-made name for a file a test's process
+/// creates (a Unix socket, say); the file is removed when this drops.
+#[derive(Debug)]
+pub struct ScratchPath(PathBuf);
+
+impl ScratchPath {
+    pub fn new(tag: &str) -> ScratchPath {
+        ScratchPath(std::env::temp_dir().join(unique_name(tag)))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Runs a command to completion; a non-zero exit becomes an error that

@@ -45,6 +45,11 @@ pub const DETOUR_GENEVE_LEN: usize = HEADER_LEN + DETOUR_OPTION_LEN;
 
 /// A node of the overlay. 0 and 0xFFFF are reserved and never name a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(
+    feature = "api",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(transparent)
+)]
 pub struct NodeId(pub u16);
 
 impl NodeId {

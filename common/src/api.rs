@@ -1,0 +1,194 @@
+//! The dataplane's local API: what the control process and `detourctl` say
+//! to `detour-dataplane` over its Unix socket, and what it answers.
+//!
+//! One JSON object per line each way; a connection may carry any number of
+//! requests, each answered in order. The shapes here are the contract
+//! (documented in docs/dataplane-api.md): fields are added, never renamed.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::wire::NodeId;
+
+/// A node of the overlay and the underlay address it is reached at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSpec {
+    pub id: NodeId,
+    pub underlay: IpAddr,
+}
+
+/// Toward destination node `dst`, send to node `via` (`dst` itself for the
+/// direct path, a relay otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteSpec {
+    pub dst: NodeId,
+    pub via: NodeId,
+}
+
+/// A site prefix and the node that serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrefixSpec {
+    pub prefix: IpNet,
+    pub node: NodeId,
+}
+
+/// The overlay as the control process describes it to the dataplane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteSnapshot {
+    /// Increases with every snapshot the control process computes; the
+    /// dataplane refuses one not newer than what it has.
+    pub version: u64,
+    /// This node.
+    pub local: NodeId,
+    /// Every node, this one included.
+    pub nodes: Vec<NodeSpec>,
+    /// The next hop toward each reachable destination; a node without a
+    /// route is unreachable.
+    pub routes: Vec<RouteSpec>,
+    /// Site prefixes; those of this node are local and never encapsulated.
+    pub prefixes: Vec<PrefixSpec>,
+}
+
+/// A request to the dataplane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum Request {
+    /// Replace the route table with this snapshot, if it is valid and newer
+    /// than the installed one.
+    Install { snapshot: RouteSnapshot },
+    /// The installed snapshot.
+    Routes,
+    /// Counters and latency, per worker and in total.
+    Stats,
+    /// Whether the dataplane is up and forwarding.
+    Health,
+}
+
+/// The dataplane's answer to one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "response", rename_all = "snake_case")]
+pub enum Response {
+    /// The snapshot is the route table now.
+    Installed {
+        version: u64,
+    },
+    /// The installed snapshot, if any.
+    Routes {
+        snapshot: Option<RouteSnapshot>,
+    },
+    Stats(Stats),
+    Health(Health),
+    /// The request was refused or could not be read; nothing changed.
+    Error {
+        message: String,
+    },
+}
+
+/// Every counter of the dataplane.
+///
+/// The accounting holds at every read, per worker and in total:
+/// `received = forwarded + answered + Σ dropped`, where `forwarded` is
+/// encapsulated + relayed + decapsulated and `answered` the frames turned
+/// into ICMP answers. What the XDP programs kept from the workers (passed to
+/// the kernel, dropped as malformed) is in `xdp`, by verdict.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub workers: Vec<WorkerStats>,
+    /// The sums over all workers.
+    pub total: WorkerCounters,
+    /// Time each packet spent in a worker, merged over all workers.
+    pub latency: Latency,
+    /// The XDP classifier's counters by name (docs/classifier.md), summed
+    /// over CPUs.
+    pub xdp: BTreeMap<String, u64>,
+}
+
+/// One worker: the queue it serves, its core, its counters and latency.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStats {
+    pub queue: u32,
+    pub core: Option<usize>,
+    pub counters: WorkerCounters,
+    pub latency: Latency,
+}
+
+/// A worker's packet and byte counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerCounters {
+    pub received: u64,
+    pub received_bytes: u64,
+    pub encapsulated: u64,
+    pub relayed: u64,
+    pub decapsulated: u64,
+    /// Frames answered with ICMP "too big" instead of forwarded.
+    pub answered: u64,
+    pub transmitted_bytes: u64,
+    /// Drops by reason (the names in docs/dataplane-api.md), zeros left out.
+    pub dropped: BTreeMap<String, u64>,
+}
+
+impl WorkerCounters {
+    pub fn forwarded(&self) -> u64 {
+        self.encapsulated + self.relayed + self.decapsulated
+    }
+
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.values().sum()
+    }
+
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &WorkerCounters) {
+        self.received += other.received;
+        self.received_bytes += other.received_bytes;
+        self.encapsulated += other.encapsulated;
+        self.relayed += other.relayed;
+        self.decapsulated += other.decapsulated;
+        self.answered += other.answered;
+        self.transmitted_bytes += other.transmitted_bytes;
+        for (reason, n) in &other.dropped {
+            *self.dropped.entry(reason.clone()).or_default() += n;
+        }
+    }
+}
+
+/// Percentiles of a latency histogram, in nanoseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// Packets measured.
+    pub count: u64,
+    pub p50_ns: u64,
+    pub p90_ns: u64,
+    pub p99_ns: u64,
+    pub p999_ns: u64,
+    pub max_ns: u64,
+}
+
+/// The dataplane's state at a glance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub node_id: NodeId,
+    /// The dataplane's version (its crate version).
+    pub version: String,
+    pub uptime_s: u64,
+    /// The installed snapshot's version; none before the first install.
+    pub route_version: Option<u64>,
+    /// Workers running / started.
+    pub workers_running: usize,
+    pub workers: usize,
+    pub interfaces: Vec<InterfaceHealth>,
+}
+
+/// How the dataplane holds one interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceHealth {
+    pub name: String,
+    /// "wan" or "lan".
+    pub role: String,
+    /// "native" or "skb".
+    pub xdp_mode: String,
+    /// "zero-copy" or "copy", for each socket on it.
+    pub afxdp_mode: String,
+}

@@ -1,0 +1,247 @@
+//! The dataplane process from start to stop: classifier attached, one
+//! pinned worker per queue, route installs and neighbour refreshes, the
+//! local API, and a shutdown that loses nothing it already took.
+//!
+//! Start-up goes in an order that never leaves a half-configured
+//! dataplane: every socket is opened before any is registered in the
+//! classifier's XSKMAPs, and any error before the workers run undoes what
+//! was done (the values drop: sockets closed, programs detached). Shutdown
+//! runs the other way: sockets unregistered (their frames go to the kernel
+//! or are dropped, by the no-socket policy), workers stopped after sending
+//! what they took, programs detached.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use arc_swap::ArcSwapOption;
+use detour_common::api::InterfaceHealth;
+use detour_common::maps::XdpConfig;
+
+use crate::api::{Server, State, WorkerView};
+use crate::config::{Config, ZeroCopy};
+use crate::icmp::IcmpSource;
+use crate::neigh::{self, NetlinkSurvey};
+use crate::routes::Installer;
+use crate::table::Links;
+use crate::worker::{SharedTable, Worker, WorkerConfig};
+use crate::xdp::{Classifier, Role};
+use crate::xsk::BindMode;
+
+/// How often the neighbours behind the installed routes are looked at
+/// again.
+const REFRESH_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs the dataplane until `stop` is set (by a signal handler).
+pub fn run(config: &Config, stop: &AtomicBool) -> anyhow::Result<()> {
+    // First, so that a second dataplane on the same socket stops before it
+    // touches the interfaces the first one holds.
+    let server = Server::bind(&config.api.socket)?;
+    let xdp = XdpConfig::new(config.overlay.port, config.xdp.no_socket);
+    let mut classifier = Classifier::load(xdp)?;
+    let (mode, replace) = (config.xdp.mode, config.xdp.replace);
+    let wan = classifier.attach(Role::Wan, &config.wan, mode, replace)?;
+    let lan = match &config.lan {
+        Some(lan) => Some(classifier.attach(Role::Lan, lan, mode, replace)?),
+        None => None,
+    };
+
+    let wan_link = neigh::link(wan.ifindex).with_context(|| format!("reading {}", config.wan))?;
+    let lan_link = match &lan {
+        Some(l) => Some(neigh::link(l.ifindex).with_context(|| format!("reading {}", l.iface))?),
+        None => None,
+    };
+    let links = Links {
+        wan_mac: wan_link.mac,
+        lan_mac: lan_link.as_ref().map(|l| l.mac),
+        wan_mtu: wan_link.mtu.min(u32::from(u16::MAX)) as u16,
+        overlay_port: config.overlay.port,
+        vni: config.overlay.vni,
+        hop_limit: config.overlay.hop_limit,
+        outer_ttl: config.overlay.outer_ttl,
+    };
+    let icmp_source = match &lan {
+        Some(l) => {
+            let (v4, v6) = neigh::interface_addrs(l.ifindex)?;
+            IcmpSource { v4, v6 }
+        }
+        None => IcmpSource::default(),
+    };
+
+    let table: SharedTable = Arc::new(ArcSwapOption::empty());
+    let cores = worker_cores(config);
+    let mut workers = Vec::new();
+    for (&queue, &core) in config.afxdp.queues.iter().zip(&cores) {
+        let worker_config = WorkerConfig {
+            queue,
+            core,
+            batch_size: config.afxdp.batch_size,
+            ring_size: config.afxdp.ring_size,
+            frame_size: config.afxdp.frame_size,
+            frame_count: config.afxdp.frame_count,
+            zero_copy: match config.afxdp.zero_copy {
+                ZeroCopy::Auto => None,
+                ZeroCopy::On => Some(true),
+                ZeroCopy::Off => Some(false),
+            },
+            busy_poll: config.afxdp.busy_poll,
+            icmp_source,
+        };
+        let worker = Worker::open(
+            &config.wan,
+            config.lan.as_deref(),
+            worker_config,
+            Arc::clone(&table),
+        )?;
+        let (_, wan_mode) = worker.wan_socket();
+        tracing::info!(iface = %config.wan, queue, mode = mode_name(wan_mode), core, "AF_XDP socket open");
+        if let (Some(lan), Some((_, lan_mode))) = (&config.lan, worker.lan_socket()) {
+            tracing::info!(iface = %lan, queue, mode = mode_name(lan_mode), core, "AF_XDP socket open");
+        }
+        workers.push(worker);
+    }
+    for (worker, &queue) in workers.iter().zip(&config.afxdp.queues) {
+        classifier.register_socket(Role::Wan, queue, worker.wan_socket().0)?;
+        if let Some((fd, _)) = worker.lan_socket() {
+            classifier.register_socket(Role::Lan, queue, fd)?;
+        }
+    }
+
+    let mut interfaces = vec![InterfaceHealth {
+        name: wan.iface.clone(),
+        role: "wan".into(),
+        xdp_mode: wan.mode.to_string(),
+        afxdp_mode: socket_modes(workers.iter().map(|w| w.wan_socket().1)),
+    }];
+    if let Some(lan) = &lan {
+        interfaces.push(InterfaceHealth {
+            name: lan.iface.clone(),
+            role: "lan".into(),
+            xdp_mode: lan.mode.to_string(),
+            afxdp_mode: socket_modes(workers.iter().filter_map(|w| w.lan_socket()).map(|s| s.1)),
+        });
+    }
+    let survey = NetlinkSurvey::new(wan.ifindex, lan.as_ref().map(|l| l.ifindex));
+    let installer = Installer::new(
+        links,
+        Arc::clone(&table),
+        Some(classifier),
+        Box::new(survey),
+    );
+    let running = Arc::new(AtomicUsize::new(0));
+    let state = Arc::new(State {
+        node_id: config.node_id,
+        started: Instant::now(),
+        installer: Mutex::new(installer),
+        workers: workers
+            .iter()
+            .zip(config.afxdp.queues.iter().zip(&cores))
+            .map(|(w, (&queue, &core))| WorkerView {
+                queue,
+                core,
+                published: w.published(),
+            })
+            .collect(),
+        running: Arc::clone(&running),
+        interfaces,
+    });
+    server.spawn(Arc::clone(&state))?;
+
+    let workers_stop = Arc::new(AtomicBool::new(false));
+    let handles: Vec<JoinHandle<()>> = workers
+        .into_iter()
+        .zip(&config.afxdp.queues)
+        .map(|(worker, queue)| {
+            let stop = Arc::clone(&workers_stop);
+            let running = Arc::clone(&running);
+            running.fetch_add(1, Ordering::Relaxed);
+            std::thread::Builder::new()
+                .name(format!("worker-q{queue}"))
+                .spawn(move || {
+                    worker.run(&stop);
+                    running.fetch_sub(1, Ordering::Relaxed);
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    tracing::info!(
+        node = config.node_id.0,
+        api = %server.path().display(),
+        workers = handles.len(),
+        "forwarding; waiting for a route snapshot; SIGINT or SIGTERM stops"
+    );
+
+    let mut last_refresh = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        if last_refresh.elapsed() >= REFRESH_EVERY {
+            last_refresh = Instant::now();
+            let mut installer = state.installer.lock().unwrap_or_else(|e| e.into_inner());
+            match installer.refresh() {
+                Ok(true) => tracing::info!("next-hop addresses changed; route table recompiled"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("recompiling the route table: {e}"),
+            }
+        }
+    }
+
+    tracing::info!("stopping: unregistering sockets, draining workers");
+    {
+        let mut installer = state.installer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(classifier) = installer.classifier_mut() {
+            for &queue in &config.afxdp.queues {
+                let _ = classifier.unregister_socket(Role::Wan, queue);
+                if config.lan.is_some() {
+                    let _ = classifier.unregister_socket(Role::Lan, queue);
+                }
+            }
+        }
+    }
+    workers_stop.store(true, Ordering::Relaxed);
+    for handle in handles {
+        let _ = handle.join();
+    }
+    let stats = state.stats();
+    tracing::info!(
+        received = stats.total.received,
+        forwarded = stats.total.forwarded(),
+        answered = stats.total.answered,
+        dropped = ?stats.total.dropped,
+        "workers stopped"
+    );
+    drop(server);
+    // The classifier (inside the installer) detaches when the state drops;
+    // the API threads may still hold it, so detach explicitly.
+    let mut installer = state.installer.lock().unwrap_or_else(|e| e.into_inner());
+    drop(installer.take_classifier());
+    tracing::info!("XDP programs detached");
+    Ok(())
+}
+
+/// The core of each queue's worker: as configured, or chosen from the last
+/// core down, so that the first cores (where the kernel's receive work and
+/// most interrupts land first) feed the workers rather than share with
+/// them. On a machine with fewer cores than workers, cores are shared.
+fn worker_cores(config: &Config) -> Vec<Option<usize>> {
+    if !config.afxdp.cores.is_empty() {
+        return config.afxdp.cores.iter().map(|c| Some(*c)).collect();
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (0..config.afxdp.queues.len())
+        .map(|i| Some(cpus - 1 - i % cpus))
+        .collect()
+}
+
+fn mode_name(mode: BindMode) -> &'static str {
+    match mode {
+        BindMode::ZeroCopy => "zero-copy",
+        BindMode::Copy => "copy",
+    }
+}
+
+fn socket_modes(modes: impl Iterator<Item = BindMode>) -> String {
+    let mut names: Vec<&str> = modes.map(mode_name).collect();
+    names.dedup();
+    names.join(",")
+}

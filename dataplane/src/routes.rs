@@ -1,0 +1,288 @@
+//! Installing route snapshots: checked, compiled against the neighbours the
+//! kernel knows, and published to the workers and the XDP classifier.
+//!
+//! The order of a change matters for traffic in flight. The workers' table
+//! is swapped first (one atomic store; a worker sees the old or the new
+//! table for a whole batch, never a mix), then the classifier's peer and
+//! prefix maps are brought up to date (each adds before it removes). So a
+//! frame the classifier redirects because of the new snapshot meets a
+//! worker that already forwards by it.
+//!
+//! A snapshot is recompiled, under the same version, whenever a next hop's
+//! MAC address changes ([`Installer::refresh`]); the workers never wait for
+//! a resolution, they count the frame as unresolved.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use detour_common::wire::MacAddr;
+use ipnet::IpNet;
+
+use crate::table::{LanNeighbours, Links, RouteSnapshot, RouteTable, SnapshotError};
+use crate::worker::SharedTable;
+use crate::xdp::{Classifier, XdpError};
+
+/// What the kernel knows of the neighbours a table needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Neighbourhood {
+    /// The MAC address of the underlay next hop toward each node's address
+    /// (`None`: not resolved).
+    pub underlay: Vec<(IpAddr, Option<MacAddr>)>,
+    /// LAN hosts (full-length prefixes) and prefixes behind LAN routers.
+    pub lan: Vec<(IpNet, MacAddr)>,
+}
+
+impl Neighbourhood {
+    fn underlay_mac(&self, addr: IpAddr) -> Option<MacAddr> {
+        self.underlay
+            .iter()
+            .find(|(a, _)| *a == addr)
+            .and_then(|(_, mac)| *mac)
+    }
+
+    fn lan_neighbours(&self) -> LanNeighbours {
+        let mut lan = LanNeighbours::default();
+        for (prefix, mac) in &self.lan {
+            lan.insert(*prefix, *mac);
+        }
+        lan
+    }
+}
+
+/// Finds out what the kernel knows of the underlay next hops toward
+/// `addrs` and of the LAN's neighbours (netlink in the daemon; a fixed
+/// answer in tests).
+pub trait Survey: Send {
+    fn survey(&mut self, addrs: &[IpAddr]) -> Neighbourhood;
+}
+
+/// Why an install was refused; nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("{0}")]
+    Snapshot(#[from] SnapshotError),
+    #[error("updating the XDP classifier: {0}")]
+    Classifier(#[from] XdpError),
+}
+
+/// The installed snapshot and everything derived from it.
+pub struct Installer {
+    links: Links,
+    table: SharedTable,
+    classifier: Option<Classifier>,
+    survey: Box<dyn Survey>,
+    snapshot: Option<RouteSnapshot>,
+    neighbourhood: Neighbourhood,
+}
+
+impl Installer {
+    /// Publishes into `table`; keeps `classifier`'s maps in step (`None`:
+    /// no classifier, for tests of the table alone).
+    pub fn new(
+        links: Links,
+        table: SharedTable,
+        classifier: Option<Classifier>,
+        survey: Box<dyn Survey>,
+    ) -> Self {
+        Installer {
+            links,
+            table,
+            classifier,
+            survey,
+            snapshot: None,
+            neighbourhood: Neighbourhood::default(),
+        }
+    }
+
+    /// The installed snapshot.
+    pub fn snapshot(&self) -> Option<&RouteSnapshot> {
+        self.snapshot.as_ref()
+    }
+
+    pub fn classifier(&self) -> Option<&Classifier> {
+        self.classifier.as_ref()
+    }
+
+    /// The classifier, to unregister sockets at shutdown.
+    pub fn classifier_mut(&mut self) -> Option<&mut Classifier> {
+        self.classifier.as_mut()
+    }
+
+    /// Takes the classifier out (dropping it detaches the programs).
+    pub fn take_classifier(&mut self) -> Option<Classifier> {
+        self.classifier.take()
+    }
+
+    /// Installs `snapshot` if it is newer than the installed one and valid.
+    pub fn install(&mut self, snapshot: RouteSnapshot) -> Result<u64, InstallError> {
+        if let Some(installed) = &self.snapshot
+            && snapshot.version <= installed.version
+        {
+            return Err(SnapshotError::Stale {
+                offered: snapshot.version,
+                installed: installed.version,
+            }
+            .into());
+        }
+        let neighbourhood = self.survey.survey(&next_hops(&snapshot));
+        let table = self.compile(&snapshot, &neighbourhood)?;
+        self.publish(table, &snapshot)?;
+        let version = snapshot.version;
+        self.snapshot = Some(snapshot);
+        self.neighbourhood = neighbourhood;
+        Ok(version)
+    }
+
+    /// Looks at the neighbours again and recompiles the installed snapshot
+    /// if any of its MAC addresses changed; true if it did.
+    pub fn refresh(&mut self) -> Result<bool, InstallError> {
+        let Some(snapshot) = self.snapshot.take() else {
+            return Ok(false);
+        };
+        let result = self.recompile(&snapshot);
+        self.snapshot = Some(snapshot);
+        result
+    }
+
+    fn recompile(&mut self, snapshot: &RouteSnapshot) -> Result<bool, InstallError> {
+        let neighbourhood = self.survey.survey(&next_hops(snapshot));
+        if neighbourhood == self.neighbourhood {
+            return Ok(false);
+        }
+        let table = self.compile(snapshot, &neighbourhood)?;
+        self.table.store(Some(Arc::new(table)));
+        self.neighbourhood = neighbourhood;
+        Ok(true)
+    }
+
+    fn compile(
+        &self,
+        snapshot: &RouteSnapshot,
+        neighbourhood: &Neighbourhood,
+    ) -> Result<RouteTable, SnapshotError> {
+        RouteTable::compile(
+            snapshot,
+            &self.links,
+            neighbourhood.lan_neighbours(),
+            |addr| neighbourhood.underlay_mac(addr),
+        )
+    }
+
+    fn publish(&mut self, table: RouteTable, snapshot: &RouteSnapshot) -> Result<(), XdpError> {
+        let prefixes = table.remote_prefixes();
+        self.table.store(Some(Arc::new(table)));
+        if let Some(classifier) = &mut self.classifier {
+            let peers: Vec<_> = snapshot
+                .nodes
+                .iter()
+                .filter(|n| n.id != snapshot.local)
+                .map(|n| (n.underlay, n.id))
+                .collect();
+            classifier.set_peers(&peers)?;
+            classifier.set_remote_prefixes(&prefixes)?;
+        }
+        Ok(())
+    }
+}
+
+/// The underlay addresses a snapshot's routes send to.
+fn next_hops(snapshot: &RouteSnapshot) -> Vec<IpAddr> {
+    let mut addrs: Vec<IpAddr> = snapshot
+        .routes
+        .iter()
+        .filter_map(|r| snapshot.nodes.iter().find(|n| n.id == r.via))
+        .map(|n| n.underlay)
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    addrs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::tests::{links, snapshot};
+    use arc_swap::ArcSwapOption;
+    use detour_common::wire::NodeId;
+    use std::sync::Mutex;
+
+    /// Every next hop resolved to one MAC address, or none; the test may
+    /// change it.
+    struct Fixed(Arc<Mutex<Option<MacAddr>>>);
+
+    impl Survey for Fixed {
+        fn survey(&mut self, addrs: &[IpAddr]) -> Neighbourhood {
+            let mac = *self.0.lock().unwrap();
+            Neighbourhood {
+                underlay: addrs.iter().map(|a| (*a, mac)).collect(),
+                lan: Vec::new(),
+            }
+        }
+    }
+
+    fn installer(mac: Option<MacAddr>) -> (Installer, SharedTable, Arc<Mutex<Option<MacAddr>>>) {
+        let table: SharedTable = Arc::new(ArcSwapOption::empty());
+        let mac = Arc::new(Mutex::new(mac));
+        let survey = Box::new(Fixed(Arc::clone(&mac)));
+        (
+            Installer::new(links(), Arc::clone(&table), None, survey),
+            table,
+            mac,
+        )
+    }
+
+    #[test]
+    fn a_newer_snapshot_replaces_the_table_and_an_older_or_equal_one_is_refused() {
+        let (mut installer, table, _) = installer(Some(MacAddr([2; 6])));
+        assert!(table.load().is_none());
+        let mut s = snapshot();
+        s.version = 7;
+        assert_eq!(installer.install(s.clone()).unwrap(), 7);
+        assert_eq!(table.load().as_ref().unwrap().version, 7);
+        for stale in [7, 6] {
+            s.version = stale;
+            let err = installer.install(s.clone()).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("snapshot version {stale} is not newer than the installed 7")
+            );
+        }
+        assert_eq!(table.load().as_ref().unwrap().version, 7);
+    }
+
+    #[test]
+    fn a_malformed_snapshot_changes_nothing() {
+        let (mut installer, table, _) = installer(Some(MacAddr([2; 6])));
+        let good = snapshot();
+        installer.install(good.clone()).unwrap();
+        let mut bad = good.clone();
+        bad.version += 1;
+        bad.routes.push(bad.routes[0]);
+        assert!(installer.install(bad).is_err());
+        assert_eq!(installer.snapshot(), Some(&good));
+        assert_eq!(table.load().as_ref().unwrap().version, good.version);
+    }
+
+    #[test]
+    fn a_resolved_mac_recompiles_the_installed_snapshot() {
+        let (mut installer, table, mac) = installer(None);
+        installer.install(snapshot()).unwrap();
+        let dst = snapshot().routes[0].dst;
+        let unresolved = |t: &SharedTable| {
+            t.load()
+                .as_ref()
+                .unwrap()
+                .route(dst)
+                .unwrap()
+                .encap
+                .is_none()
+        };
+        assert!(unresolved(&table));
+        assert!(!installer.refresh().unwrap(), "nothing changed yet");
+        *mac.lock().unwrap() = Some(MacAddr([9; 6]));
+        assert!(installer.refresh().unwrap());
+        assert!(!unresolved(&table));
+        assert_eq!(table.load().as_ref().unwrap().version, snapshot().version);
+        assert_ne!(dst, NodeId(0));
+    }
+}

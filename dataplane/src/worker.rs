@@ -1,0 +1,317 @@
+//! A worker: one thread, pinned to one core, forwarding every frame its
+//! queue's AF_XDP sockets receive.
+//!
+//! One turn of the loop: frames the kernel has finished transmitting come
+//! back from the completion rings into the worker's free list; free frames
+//! go to the fill rings; then, per socket, a batch is taken off the RX ring,
+//! each frame rewritten in place ([`crate::rewrite`]) by the route table
+//! loaded once for the batch, and the batch put on the TX ring of the
+//! interface each frame leaves by. The WAN and LAN sockets share one UMEM,
+//! so a frame crosses from one interface to the other without a copy.
+//!
+//! Hot-path rules (DESIGN.md): nothing here locks, allocates or makes a
+//! system call per packet. The system calls are per turn, and only when the
+//! kernel asks for them (`need_wakeup`) or when there is nothing to do
+//! (`poll`, unless busy polling). The free list and the batch buffers are
+//! allocated once, at start; frames only move between them and the rings.
+//!
+//! A batch takes from the RX ring no more frames than both TX rings have
+//! room for, so a rewritten frame is never refused by its TX ring: when the
+//! wire is slower than the worker, frames wait in the RX ring (and the
+//! kernel drops at the ring, where its own counters see it), not in the
+//! worker.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+
+use crate::icmp::{self, IcmpSource};
+use crate::rewrite::{self, Discard, Egress, Forward};
+use crate::stats::{LatencyRecorder, Published, Stat, Tally};
+use crate::table::RouteTable;
+use crate::xsk::{BindMode, Desc, EMPTY, Socket, Umem, wait_readable};
+
+/// The route table the workers forward by; `None` until the first install.
+pub type SharedTable = Arc<ArcSwapOption<RouteTable>>;
+
+/// How a worker is set up.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub queue: u32,
+    /// The core to pin the thread to; `None` leaves it unpinned.
+    pub core: Option<usize>,
+    pub batch_size: u32,
+    pub ring_size: u32,
+    pub frame_size: u32,
+    pub frame_count: u32,
+    /// `Some(true)`: zero-copy or fail; `Some(false)`: copy; `None`: try
+    /// zero-copy, fall back to copy.
+    pub zero_copy: Option<bool>,
+    pub busy_poll: bool,
+    /// Where ICMP answers to the LAN come from.
+    pub icmp_source: IcmpSource,
+}
+
+/// How long an idle worker sleeps in `poll` before it looks at the stop
+/// flag again.
+const IDLE_POLL_MS: i32 = 50;
+
+/// How long a stopping worker keeps going to send what it already took.
+const DRAIN_FOR: Duration = Duration::from_millis(200);
+
+/// One queue's sockets, frames and counters.
+pub struct Worker {
+    // Declared (and so dropped) before the UMEM they were bound on.
+    wan: Socket,
+    lan: Option<Socket>,
+    umem: Umem,
+    config: WorkerConfig,
+    /// Frames owned by the worker and not in any ring.
+    free: Vec<u64>,
+    rx: Vec<Desc>,
+    to_wan: Vec<Desc>,
+    to_lan: Vec<Desc>,
+    completed: Vec<u64>,
+    tally: Tally,
+    latency: LatencyRecorder,
+    published: Arc<Published>,
+    table: SharedTable,
+}
+
+impl Worker {
+    /// Opens the sockets of `config.queue` on the WAN interface and, if
+    /// there is one, the LAN interface, over one UMEM.
+    pub fn open(
+        wan: &str,
+        lan: Option<&str>,
+        config: WorkerConfig,
+        table: SharedTable,
+    ) -> io::Result<Worker> {
+        let mut umem = Umem::new(config.frame_size, config.frame_count, config.ring_size)?;
+        let socket = |umem: &mut Umem, iface: &str| {
+            umem.socket(iface, config.queue, config.zero_copy)
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("AF_XDP socket on {iface} queue {}: {e}", config.queue),
+                    )
+                })
+        };
+        let wan = socket(&mut umem, wan)?;
+        let lan = lan.map(|lan| socket(&mut umem, lan)).transpose()?;
+        let batch = config.batch_size as usize;
+        let free = umem.frame_addrs().collect();
+        Ok(Worker {
+            wan,
+            lan,
+            umem,
+            free,
+            rx: vec![EMPTY; batch],
+            to_wan: Vec::with_capacity(batch),
+            to_lan: Vec::with_capacity(batch),
+            completed: vec![0; batch],
+            tally: Tally::default(),
+            latency: LatencyRecorder::default(),
+            published: Arc::new(Published::default()),
+            table,
+            config,
+        })
+    }
+
+    /// The WAN socket's descriptor and mode, for the XSKMAP and the logs.
+    pub fn wan_socket(&self) -> (RawFd, BindMode) {
+        (self.wan.fd(), self.wan.mode())
+    }
+
+    /// The LAN socket's, when there is a LAN.
+    pub fn lan_socket(&self) -> Option<(RawFd, BindMode)> {
+        self.lan.as_ref().map(|s| (s.fd(), s.mode()))
+    }
+
+    /// What readers see of this worker's counters and latency.
+    pub fn published(&self) -> Arc<Published> {
+        Arc::clone(&self.published)
+    }
+
+    /// Forwards until `stop` is set, then sends what it already took and
+    /// returns. Pins the calling thread first, if a core is configured.
+    pub fn run(mut self, stop: &AtomicBool) {
+        if let Some(core) = self.config.core
+            && !core_affinity::set_for_current(core_affinity::CoreId { id: core })
+        {
+            tracing::warn!(queue = self.config.queue, core, "could not pin the worker");
+        }
+        while !stop.load(Ordering::Relaxed) {
+            if !self.turn() {
+                self.idle();
+            }
+        }
+        let deadline = Instant::now() + DRAIN_FOR;
+        while Instant::now() < deadline && (self.turn() || self.transmitting()) {}
+        self.published.publish(&self.tally);
+    }
+
+    /// One turn of the loop; true if it moved any frame.
+    pub fn turn(&mut self) -> bool {
+        self.recycle();
+        self.wan.refill(&mut self.free);
+        if let Some(lan) = &mut self.lan {
+            lan.refill(&mut self.free);
+        }
+        let guard = self.table.load();
+        let table = guard.as_deref();
+        let mut moved = self.forward_batch(table, Egress::Wan);
+        if self.lan.is_some() {
+            moved |= self.forward_batch(table, Egress::Lan);
+        }
+        // Copy mode sends at most 32 frames per wake-up (ENVIRONMENT.md):
+        // the rest go out on later turns.
+        self.wan.kick();
+        if let Some(lan) = &mut self.lan {
+            lan.kick();
+        }
+        if moved {
+            self.published.publish(&self.tally);
+            self.latency.maybe_merge(Instant::now(), &self.published);
+        }
+        moved
+    }
+
+    /// Takes transmitted frames back from both completion rings.
+    fn recycle(&mut self) {
+        let size = u64::from(self.config.frame_size);
+        for socket in std::iter::once(&mut self.wan).chain(self.lan.as_mut()) {
+            loop {
+                let n = socket.complete(&mut self.completed);
+                // A transmitted descriptor may start anywhere in its frame.
+                self.free
+                    .extend(self.completed[..n].iter().map(|a| a - a % size));
+                if n < self.completed.len() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Receives one batch on the socket of `ingress`, rewrites it, and
+    /// queues it for transmission; true if anything was received.
+    fn forward_batch(&mut self, table: Option<&RouteTable>, ingress: Egress) -> bool {
+        let room = self.wan.transmit_room().min(
+            self.lan
+                .as_mut()
+                .map_or(u32::MAX, |lan| lan.transmit_room()),
+        ) as usize;
+        let want = self.rx.len().min(room);
+        let socket = match ingress {
+            Egress::Wan => &mut self.wan,
+            Egress::Lan => self.lan.as_mut().expect("a LAN socket"),
+        };
+        let n = socket.receive(&mut self.rx[..want]);
+        if n == 0 {
+            return false;
+        }
+        let started = Instant::now();
+        self.tally.add(Stat::Received, n as u64);
+        for i in 0..n {
+            let desc = self.rx[i];
+            self.tally.add(Stat::ReceivedBytes, u64::from(desc.len));
+            self.forward_one(table, ingress, desc);
+        }
+        let queued = self.wan.transmit(&self.to_wan);
+        debug_assert_eq!(queued, self.to_wan.len(), "room was checked");
+        self.to_wan.clear();
+        if let Some(lan) = &mut self.lan {
+            let queued = lan.transmit(&self.to_lan);
+            debug_assert_eq!(queued, self.to_lan.len(), "room was checked");
+        }
+        self.to_lan.clear();
+        self.latency.record(started.elapsed(), n as u64);
+        true
+    }
+
+    #[inline]
+    fn forward_one(&mut self, table: Option<&RouteTable>, ingress: Egress, desc: Desc) {
+        let (frame, at) = self.umem.frame_mut(desc.addr);
+        let base = desc.addr - at as u64;
+        let len = desc.len as usize;
+        let Some(table) = table else {
+            self.tally.add(Stat::NoTable, 1);
+            self.free.push(base);
+            return;
+        };
+        let result = match ingress {
+            Egress::Wan => rewrite::from_wan(table, frame, at, len),
+            Egress::Lan => rewrite::encap(table, frame, at, len),
+        };
+        let forward = match result {
+            Ok(f) => {
+                let path = match (ingress, f.egress) {
+                    (Egress::Lan, _) => Stat::Encapsulated,
+                    (Egress::Wan, Egress::Wan) => Stat::Relayed,
+                    (Egress::Wan, Egress::Lan) => Stat::Decapsulated,
+                };
+                self.tally.add(path, 1);
+                f
+            }
+            Err(Discard::TooBig { mtu }) => {
+                let lan_mac = table.links().lan_mac;
+                let answer = lan_mac.and_then(|mac| {
+                    icmp::too_big(frame, at, len, mtu, mac, self.config.icmp_source)
+                });
+                match answer {
+                    Some(f) => {
+                        self.tally.add(Stat::Answered, 1);
+                        f
+                    }
+                    None => {
+                        self.tally.add(Stat::TooBig, 1);
+                        self.free.push(base);
+                        return;
+                    }
+                }
+            }
+            Err(discard) => {
+                self.tally.add(Stat::of(discard), 1);
+                self.free.push(base);
+                return;
+            }
+        };
+        let Forward { egress, start, len } = forward;
+        self.tally.add(Stat::TransmittedBytes, len as u64);
+        let out = Desc {
+            addr: base + start as u64,
+            len: len as u32,
+            options: 0,
+        };
+        match egress {
+            Egress::Wan => self.to_wan.push(out),
+            Egress::Lan => self.to_lan.push(out),
+        }
+    }
+
+    /// Whether frames still wait in a TX ring.
+    fn transmitting(&mut self) -> bool {
+        self.wan.pending_transmit() > 0
+            || self.lan.as_mut().is_some_and(|l| l.pending_transmit() > 0)
+    }
+
+    /// Nothing came in: spin (busy polling) or sleep until something does.
+    fn idle(&mut self) {
+        if self.config.busy_poll && !self.wan.fill_needs_wakeup() {
+            std::hint::spin_loop();
+            return;
+        }
+        let mut fds = [self.wan.fd(), -1];
+        let mut n = 1;
+        if let Some(lan) = &self.lan {
+            fds[1] = lan.fd();
+            n = 2;
+        }
+        // An error (EINTR) only ends the nap early.
+        let _ = wait_readable(&fds[..n], IDLE_POLL_MS);
+    }
+}

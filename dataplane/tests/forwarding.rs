@@ -1,0 +1,754 @@
+//! The dataplane end to end: the real `detour-dataplane` binary on the
+//! gateway of a namespace testbed, a route snapshot installed over its API,
+//! frames crafted on the peer and the host, and what comes out compared
+//! byte for byte with what docs/wire-format.md says, and received by the
+//! kernels at the far end (so the checksums are right).
+//!
+//! ```text
+//!   peer: node 2 (192.0.2.1 / 2001:db8::1), node 3 (.99 / ::99)
+//!     │ eth0
+//!     │ wan 192.0.2.2 / 2001:db8::2
+//!   [gw: detour-dataplane, node 1]
+//!     │ lan 10.1.0.1
+//!     │ eth0
+//!   host 10.1.0.5 (site prefix 10.1.0.0/24)
+//! ```
+//!
+//! Node 2 serves 10.2.0.0/24, node 3 10.3.0.0/24; both live in the peer
+//! namespace, so the peer sees what the gateway sends to either.
+//!
+//! Needs root; fails without it.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use detour_common::api::{
+    NodeSpec, PrefixSpec, Request, Response, RouteSnapshot, RouteSpec, Stats,
+};
+use detour_common::wire::encap::IP_OVERHEAD_V4;
+use detour_common::wire::geneve::flags;
+use detour_common::wire::{
+    DetourOptionRepr, EncapRepr, EncapTemplate, EtherType, Ipv4Packet, MacAddr, NodeId,
+    OverlayFrame, UdpPacket, UdpRepr, Underlay, checksum,
+};
+use detour_dataplane::api::Client;
+use detour_dataplane::rewrite::flow_port;
+use detour_testkit::frames::{self, OVERLAY_PORT};
+use detour_testkit::packet::PacketSocket;
+use detour_testkit::{Gateway, Process, ScratchPath, eventually, require_root};
+
+const HOST: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 5);
+/// A host at node 2's site, and one at node 3's.
+const SITE2_HOST: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 7);
+const SITE3_HOST: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 7);
+const HOST_PORT: u16 = 40000;
+const REMOTE_PORT: u16 = 7000;
+const WAIT: Duration = Duration::from_secs(3);
+
+/// The underlay family the overlay runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// The underlay addresses of nodes 1 (the gateway), 2 and 3.
+    fn node(self, id: u16) -> IpAddr {
+        // The last part of the address: .2, .1 and .99 (::2, ::1, ::99).
+        let last = match id {
+            1 => 2,
+            2 => 1,
+            3 => 99,
+            _ => panic!("no node {id}"),
+        };
+        match self {
+            Family::V4 => Ipv4Addr::new(192, 0, 2, last).into(),
+            Family::V6 => format!("2001:db8::{last}").parse().unwrap(),
+        }
+    }
+
+    fn underlay(self, src: u16, dst: u16) -> Underlay {
+        match (self.node(src), self.node(dst)) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => Underlay::V4 { src, dst },
+            (IpAddr::V6(src), IpAddr::V6(dst)) => Underlay::V6 { src, dst },
+            _ => unreachable!(),
+        }
+    }
+}
+
+/// The testbed with the dataplane running on the gateway.
+struct Rig {
+    net: Gateway,
+    family: Family,
+    api: ScratchPath,
+    dataplane: Process,
+    gw_wan: MacAddr,
+    gw_lan: MacAddr,
+    peer: MacAddr,
+    host: MacAddr,
+}
+
+fn mac(text: &str) -> MacAddr {
+    let mut m = [0u8; 6];
+    for (b, part) in m.iter_mut().zip(text.split(':')) {
+        *b = u8::from_str_radix(part, 16).unwrap();
+    }
+    MacAddr(m)
+}
+
+impl Rig {
+    fn up(family: Family) -> Rig {
+        require_root();
+        let net = Gateway::up();
+        let (gw, peer, host) = (&net.gw, &net.peer, &net.host);
+        let peer_mac = peer.mac("eth0").unwrap();
+        let gw_wan = gw.mac("wan").unwrap();
+        if family == Family::V6 {
+            for (ns, dev) in [(gw, "wan"), (peer, "eth0")] {
+                ns.sysctl(&format!("net.ipv6.conf.{dev}.accept_dad"), "0")
+                    .unwrap();
+                ns.sysctl(&format!("net.ipv6.conf.{dev}.router_solicitations"), "0")
+                    .unwrap();
+                ns.sysctl(&format!("net.ipv6.conf.{dev}.disable_ipv6"), "0")
+                    .unwrap();
+            }
+            gw.ip(&["addr", "add", "2001:db8::2/64", "dev", "wan", "nodad"])
+                .unwrap();
+            for a in ["2001:db8::1/64", "2001:db8::99/64"] {
+                peer.ip(&["addr", "add", a, "dev", "eth0", "nodad"])
+                    .unwrap();
+            }
+            peer.static_neighbour("eth0", "2001:db8::2", &gw_wan)
+                .unwrap();
+        }
+        for id in [2, 3] {
+            gw.static_neighbour("wan", &family.node(id).to_string(), &peer_mac)
+                .unwrap();
+        }
+        let host_mac = host.mac("eth0").unwrap();
+        gw.static_neighbour("lan", &HOST.to_string(), &host_mac)
+            .unwrap();
+
+        let api = ScratchPath::new("api");
+        let dataplane = Process::spawn(
+            gw.command(env!("CARGO_BIN_EXE_detour-dataplane"))
+                .args(["--node-id", "1", "--wan", "wan", "--lan", "lan"])
+                .arg("--api-socket")
+                .arg(api.path())
+                .env("DETOUR_LOG", "warn")
+                .stdout(Stdio::null()),
+        )
+        .unwrap();
+        let up = eventually(Duration::from_secs(10), || {
+            Client::connect(api.path())
+                .and_then(|mut c| c.request(&Request::Health))
+                .is_ok()
+        });
+        assert!(
+            up,
+            "the dataplane's API never answered on {}",
+            api.path().display()
+        );
+        let rig = Rig {
+            gw_wan: mac(&gw_wan),
+            gw_lan: mac(&net.gw.mac("lan").unwrap()),
+            peer: mac(&peer_mac),
+            host: mac(&host_mac),
+            net,
+            family,
+            api,
+            dataplane,
+        };
+        rig.install(&rig.snapshot(1, 2));
+        rig
+    }
+
+    /// Nodes 1 to 3, site prefixes, node 3 reached directly and node 2
+    /// through `via_for_2`.
+    fn snapshot(&self, version: u64, via_for_2: u16) -> RouteSnapshot {
+        let node = |id: u16| NodeSpec {
+            id: NodeId(id),
+            underlay: self.family.node(id),
+        };
+        let prefix = |p: &str, id: u16| PrefixSpec {
+            prefix: p.parse().unwrap(),
+            node: NodeId(id),
+        };
+        RouteSnapshot {
+            version,
+            local: NodeId(1),
+            nodes: vec![node(1), node(2), node(3)],
+            routes: vec![
+                RouteSpec {
+                    dst: NodeId(2),
+                    via: NodeId(via_for_2),
+                },
+                RouteSpec {
+                    dst: NodeId(3),
+                    via: NodeId(3),
+                },
+            ],
+            prefixes: vec![
+                prefix("10.1.0.0/24", 1),
+                prefix("10.2.0.0/24", 2),
+                prefix("10.3.0.0/24", 3),
+            ],
+        }
+    }
+
+    fn client(&self) -> Client {
+        Client::connect(self.api.path()).unwrap()
+    }
+
+    fn install(&self, snapshot: &RouteSnapshot) {
+        let response = self
+            .client()
+            .request(&Request::Install {
+                snapshot: snapshot.clone(),
+            })
+            .unwrap();
+        assert_eq!(
+            response,
+            Response::Installed {
+                version: snapshot.version
+            }
+        );
+    }
+
+    fn stats(&self) -> Stats {
+        match self.client().request(&Request::Stats).unwrap() {
+            Response::Stats(s) => s,
+            other => panic!("stats answered with {other:?}"),
+        }
+    }
+
+    /// A raw socket on the peer's or the host's interface.
+    fn peer_socket(&self) -> PacketSocket {
+        self.net
+            .peer
+            .enter(|| PacketSocket::bind("eth0"))
+            .unwrap()
+            .unwrap()
+    }
+
+    fn host_socket(&self) -> PacketSocket {
+        self.net
+            .host
+            .enter(|| PacketSocket::bind("eth0"))
+            .unwrap()
+            .unwrap()
+    }
+
+    /// The overlay frame node `src` sends to the gateway for node `dst`,
+    /// carrying `inner`.
+    fn overlay_to_gateway(&self, src: u16, dst: u16, inner: &[u8]) -> Vec<u8> {
+        let repr = EncapRepr {
+            src_mac: self.peer,
+            dst_mac: self.gw_wan,
+            underlay: self.family.underlay(src, 1),
+            ttl: 64,
+            dst_port: OVERLAY_PORT,
+            vni: 0,
+            option: DetourOptionRepr {
+                src: NodeId(src),
+                dst: NodeId(dst),
+                hop_limit: 4,
+                flags: 0,
+            },
+        };
+        encapsulate(&repr, inner, frames::FLOW_PORT)
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        // SIGTERM, so that the dataplane detaches and says why it stopped.
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.dataplane.id() as i32, libc::SIGTERM) };
+        let _ = eventually(Duration::from_secs(5), || {
+            matches!(self.dataplane.child().try_wait(), Ok(Some(_)))
+        });
+    }
+}
+
+/// `inner` behind the outer headers `repr` describes, with UDP source port
+/// `src_port`.
+fn encapsulate(repr: &EncapRepr, inner: &[u8], src_port: u16) -> Vec<u8> {
+    let template = EncapTemplate::new(repr);
+    let hl = template.header_len();
+    let mut frame = vec![0; hl];
+    frame.extend_from_slice(inner);
+    let start = template
+        .write(&mut frame, hl, inner.len(), src_port)
+        .unwrap();
+    assert_eq!(start, 0);
+    frame
+}
+
+/// A UDP datagram as an IPv4 packet, checksums filled, TTL 64; the payload
+/// starts with `seq`.
+fn datagram(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, len: usize, seq: u32) -> Vec<u8> {
+    let mut ip = frames::ipv4_packet(src, dst, 20 + 8 + len);
+    UdpRepr {
+        src_port: sport,
+        dst_port: dport,
+        payload_len: len as u16,
+    }
+    .emit(&mut ip[20..])
+    .unwrap();
+    let n = len.min(4);
+    ip[28..28 + n].copy_from_slice(&seq.to_be_bytes()[..n]);
+    let mut udp = UdpPacket::new_checked(&mut ip[20..]).unwrap();
+    let udp_len = udp.len();
+    udp.fill_checksum(checksum::pseudo_header_v4(
+        &src.octets(),
+        &dst.octets(),
+        17,
+        udp_len,
+    ));
+    ip
+}
+
+/// `ip` as a router forwards it: TTL one less, header checksum updated.
+fn forwarded(ip: &[u8]) -> Vec<u8> {
+    let mut out = ip.to_vec();
+    let mut p = Ipv4Packet::new_checked(&mut out[..]).unwrap();
+    p.set_ttl(p.ttl() - 1);
+    out
+}
+
+fn ethernet(dst: MacAddr, src: MacAddr, ip: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14 + ip.len());
+    f.extend_from_slice(&dst.0);
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&EtherType::IPV4.0.to_be_bytes());
+    f.extend_from_slice(ip);
+    f
+}
+
+/// A UDP socket in `ns` bound to `addr`, with a timeout.
+fn udp_socket(ns: &detour_testkit::Netns, addr: SocketAddr) -> UdpSocket {
+    let socket = ns.enter(|| UdpSocket::bind(addr)).unwrap().unwrap();
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    socket
+}
+
+/// Frames whose outer UDP destination is the overlay port.
+fn is_overlay(frame: &[u8]) -> bool {
+    OverlayFrame::parse(frame, OVERLAY_PORT).is_ok()
+}
+
+fn encap_case(family: Family) {
+    let rig = Rig::up(family);
+    let capture = rig.peer_socket();
+    let node2 = udp_socket(&rig.net.peer, SocketAddr::new(family.node(2), OVERLAY_PORT));
+    let inner = datagram(HOST, SITE2_HOST, HOST_PORT, REMOTE_PORT, 100, 1);
+    rig.host_socket()
+        .send(&ethernet(rig.gw_lan, rig.host, &inner))
+        .unwrap();
+
+    let got = capture.receive(WAIT, 1, is_overlay);
+    let expected = encapsulate(
+        &EncapRepr {
+            src_mac: rig.gw_wan,
+            dst_mac: rig.peer,
+            underlay: family.underlay(1, 2),
+            ttl: 64,
+            dst_port: OVERLAY_PORT,
+            vni: 0,
+            option: DetourOptionRepr {
+                src: NodeId(1),
+                dst: NodeId(2),
+                hop_limit: 4,
+                flags: 0,
+            },
+        },
+        &forwarded(&inner),
+        flow_port(&inner),
+    );
+    assert_eq!(got, std::slice::from_ref(&expected), "what node 2 received");
+    // The fields docs/wire-format.md fixes, read independently of the
+    // encoder the expected frame came from.
+    let o = OverlayFrame::parse(&got[0], OVERLAY_PORT).unwrap();
+    assert_eq!(
+        (o.option.src, o.option.dst, o.option.hop_limit),
+        (NodeId(1), NodeId(2), 4)
+    );
+    assert_eq!(o.vni, 0);
+    assert!((0xc001..=0xffff).contains(&o.src_port));
+    assert_eq!(&got[0][o.inner_offset..], &forwarded(&inner)[..]);
+
+    let mut buf = [0u8; 2048];
+    let (n, from) = node2.recv_from(&mut buf).expect("node 2's kernel took it");
+    assert_eq!(from, SocketAddr::new(family.node(1), o.src_port));
+    assert_eq!(&buf[..n], &expected[o.udp_offset + 8..]);
+    assert_accounted(&rig.stats(), 1, 0);
+}
+
+fn decap_case(family: Family) {
+    let rig = Rig::up(family);
+    let capture = rig.host_socket();
+    let host = udp_socket(&rig.net.host, SocketAddr::new(HOST.into(), HOST_PORT));
+    let inner = datagram(SITE2_HOST, HOST, REMOTE_PORT, HOST_PORT, 100, 2);
+    rig.peer_socket()
+        .send(&rig.overlay_to_gateway(2, 1, &inner))
+        .unwrap();
+
+    let got = capture.receive(WAIT, 1, |f| f.len() > 34 && f[23] == 17);
+    assert_eq!(got, [ethernet(rig.host, rig.gw_lan, &forwarded(&inner))]);
+    let mut buf = [0u8; 2048];
+    let (n, from) = host.recv_from(&mut buf).expect("the host's kernel took it");
+    assert_eq!(from, SocketAddr::new(SITE2_HOST.into(), REMOTE_PORT));
+    assert_eq!(&buf[..n], &inner[28..]);
+    let stats = rig.stats();
+    assert_eq!(stats.total.decapsulated, 1);
+    assert_accounted(&stats, 1, 0);
+}
+
+fn relay_case(family: Family) {
+    let rig = Rig::up(family);
+    let capture = rig.peer_socket();
+    let node3 = udp_socket(&rig.net.peer, SocketAddr::new(family.node(3), OVERLAY_PORT));
+    let inner = datagram(SITE2_HOST, SITE3_HOST, REMOTE_PORT, REMOTE_PORT, 100, 3);
+    rig.peer_socket()
+        .send(&rig.overlay_to_gateway(2, 3, &inner))
+        .unwrap();
+
+    // What node 1 sends node 3 when it relays for node 2: the outer headers
+    // of a frame from node 1 to node 3, the option still from node 2, one
+    // hop fewer, flagged relayed; the flow port and the inner packet kept.
+    let expected = encapsulate(
+        &EncapRepr {
+            src_mac: rig.gw_wan,
+            dst_mac: rig.peer,
+            underlay: family.underlay(1, 3),
+            ttl: 64,
+            dst_port: OVERLAY_PORT,
+            vni: 0,
+            option: DetourOptionRepr {
+                src: NodeId(2),
+                dst: NodeId(3),
+                hop_limit: 3,
+                flags: flags::RELAYED,
+            },
+        },
+        &inner,
+        frames::FLOW_PORT,
+    );
+    let to_node3 =
+        |f: &[u8]| OverlayFrame::parse(f, OVERLAY_PORT).is_ok_and(|o| o.option.dst == NodeId(3));
+    let got = capture.receive(WAIT, 1, |f| to_node3(f) && f[6..12] == rig.gw_wan.0);
+    assert_eq!(got, std::slice::from_ref(&expected), "what node 3 received");
+    let mut buf = [0u8; 2048];
+    let (n, from) = node3.recv_from(&mut buf).expect("node 3's kernel took it");
+    assert_eq!(from, SocketAddr::new(family.node(1), frames::FLOW_PORT));
+    let o = OverlayFrame::parse(&expected, OVERLAY_PORT).unwrap();
+    assert_eq!(&buf[..n], &expected[o.udp_offset + 8..]);
+    let stats = rig.stats();
+    assert_eq!(stats.total.relayed, 1);
+    assert_accounted(&stats, 1, 0);
+}
+
+/// Every frame a worker took is accounted for, and `received` and
+/// `dropped` are as the test sent.
+fn assert_accounted(stats: &Stats, received: u64, dropped: u64) {
+    let t = &stats.total;
+    assert_eq!(t.received, received, "{stats:#?}");
+    assert_eq!(t.dropped_total(), dropped, "{stats:#?}");
+    assert_eq!(
+        t.received,
+        t.forwarded() + t.answered + t.dropped_total(),
+        "{stats:#?}"
+    );
+}
+
+#[test]
+fn netns_encap_over_ipv4() {
+    encap_case(Family::V4);
+}
+
+#[test]
+fn netns_encap_over_ipv6() {
+    encap_case(Family::V6);
+}
+
+#[test]
+fn netns_decap_over_ipv4() {
+    decap_case(Family::V4);
+}
+
+#[test]
+fn netns_decap_over_ipv6() {
+    decap_case(Family::V6);
+}
+
+#[test]
+fn netns_relay_over_ipv4() {
+    relay_case(Family::V4);
+}
+
+#[test]
+fn netns_relay_over_ipv6() {
+    relay_case(Family::V6);
+}
+
+/// A datagram too big for the overlay is answered with ICMP fragmentation
+/// needed, and the host's kernel lowers its path MTU to what fits.
+#[test]
+fn netns_too_big_is_answered_and_path_mtu_discovery_follows() {
+    let rig = Rig::up(Family::V4);
+    let socket = udp_socket(&rig.net.host, SocketAddr::new(HOST.into(), HOST_PORT));
+    socket
+        .connect(SocketAddr::new(SITE2_HOST.into(), REMOTE_PORT))
+        .unwrap();
+    set_dont_fragment(&socket);
+    // 1472 bytes of payload: a 1500-byte IP packet, which fits the LAN but
+    // not the WAN once 48 bytes of outer IPv4, UDP and GENEVE are added.
+    let big = vec![0u8; 1472];
+    socket.send(&big).unwrap();
+    let lowered = eventually(WAIT, || path_mtu(&socket) < 1500);
+    let mtu = path_mtu(&socket);
+    assert!(lowered, "the host's path MTU stayed {mtu}");
+    assert_eq!(
+        usize::from(mtu),
+        1500 - IP_OVERHEAD_V4,
+        "inner MTU over an IPv4 underlay"
+    );
+    // The kernel now refuses what would not fit, and sends what does. (The
+    // ICMP answer also left its error on the connected socket: cleared.)
+    let _ = socket.take_error();
+    assert_eq!(
+        socket.send(&big).unwrap_err().raw_os_error(),
+        Some(libc::EMSGSIZE)
+    );
+    let capture = rig.peer_socket();
+    let _ = socket.take_error();
+    socket.send(&vec![0u8; usize::from(mtu) - 28]).unwrap();
+    let got = capture.receive(WAIT, 1, is_overlay);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].len(), 14 + 1500, "a full-size outer packet");
+    let stats = rig.stats();
+    assert_eq!(stats.total.answered, 1, "{stats:#?}");
+    assert_eq!(stats.total.encapsulated, 1, "{stats:#?}");
+}
+
+fn set_dont_fragment(socket: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = libc::IP_PMTUDISC_DO;
+    // SAFETY: an int option of the size passed.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&raw const on).cast(),
+            size_of::<libc::c_int>() as u32,
+        )
+    };
+    assert_eq!(r, 0);
+}
+
+fn path_mtu(socket: &UdpSocket) -> u16 {
+    use std::os::fd::AsRawFd;
+    let mut mtu: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as u32;
+    // SAFETY: an int option of the size passed.
+    let r = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU,
+            (&raw mut mtu).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(r, 0);
+    mtu as u16
+}
+
+/// Frames that pass the classifier but that no worker may forward: each
+/// dropped under its reason, counted, and the dataplane still up.
+#[test]
+fn netns_frames_a_worker_refuses_are_dropped_and_counted() {
+    let rig = Rig::up(Family::V4);
+    let peer = rig.peer_socket();
+    let host = rig.host_socket();
+    let inner = datagram(SITE2_HOST, HOST, REMOTE_PORT, HOST_PORT, 40, 0);
+    let overlay = rig.overlay_to_gateway(2, 1, &inner);
+    let o = OverlayFrame::parse(&overlay, OVERLAY_PORT).unwrap();
+    let hop_limit_at = o.geneve_offset + 8 + 8;
+    let dst_at = o.geneve_offset + 8 + 6;
+
+    let mut sent = Vec::new();
+    // Another VNI: not this overlay.
+    let mut f = overlay.clone();
+    f[o.geneve_offset + 4..o.geneve_offset + 7].copy_from_slice(&[0, 0, 9]);
+    sent.push(("malformed", f));
+    // For node 4, which the snapshot does not know.
+    let mut f = overlay.clone();
+    f[dst_at..dst_at + 2].copy_from_slice(&4u16.to_be_bytes());
+    sent.push(("unreachable", f));
+    // For node 3 with one hop left: a relay may not forward it.
+    let mut f = overlay.clone();
+    f[dst_at..dst_at + 2].copy_from_slice(&3u16.to_be_bytes());
+    f[hop_limit_at] = 1;
+    sent.push(("hop_limit", f));
+    // An inner packet whose TTL is spent.
+    let mut spent = inner.clone();
+    spent[8] = 1;
+    Ipv4Packet::new_checked(&mut spent[..])
+        .unwrap()
+        .fill_checksum();
+    sent.push(("ttl_expired", rig.overlay_to_gateway(2, 1, &spent)));
+    // An inner packet that claims more bytes than it has.
+    let mut short = inner.clone();
+    short[2..4].copy_from_slice(&200u16.to_be_bytes());
+    Ipv4Packet::new_checked(&mut short[..20]).ok();
+    sent.push(("malformed", rig.overlay_to_gateway(2, 1, &short)));
+    // An inner packet for a host the LAN has no neighbour for.
+    let unknown = datagram(SITE2_HOST, Ipv4Addr::new(10, 1, 0, 77), 1, 2, 10, 0);
+    sent.push(("unresolved", rig.overlay_to_gateway(2, 1, &unknown)));
+    for (_, f) in &sent {
+        peer.send(f).unwrap();
+    }
+    // From the LAN: to a remote site with TTL 1.
+    let mut spent = datagram(HOST, SITE2_HOST, 1, 2, 10, 0);
+    spent[8] = 1;
+    Ipv4Packet::new_checked(&mut spent[..])
+        .unwrap()
+        .fill_checksum();
+    host.send(&ethernet(rig.gw_lan, rig.host, &spent)).unwrap();
+    sent.push(("ttl_expired", Vec::new()));
+
+    let mut expected = std::collections::BTreeMap::new();
+    for (reason, _) in &sent {
+        *expected.entry(reason.to_string()).or_insert(0u64) += 1;
+    }
+    let total = sent.len() as u64;
+    let arrived = eventually(WAIT, || rig.stats().total.received == total);
+    let stats = rig.stats();
+    assert!(arrived, "{stats:#?}");
+    assert_eq!(stats.total.dropped, expected, "{stats:#?}");
+    assert_accounted(&stats, total, total);
+    let health = rig.client().request(&Request::Health).unwrap();
+    let Response::Health(health) = health else {
+        panic!("{health:?}")
+    };
+    assert_eq!(health.workers_running, health.workers);
+}
+
+/// Snapshots that move node 2 between its direct path and the path through
+/// node 3, a thousand times while traffic flows to node 2's site: every
+/// datagram arrives once, at node 2 or at node 3 (as relay), for node 2.
+#[test]
+fn netns_a_thousand_snapshot_swaps_under_traffic_lose_and_misroute_nothing() {
+    const SWAPS: u64 = 1000;
+    let rig = Rig::up(Family::V4);
+    let sockets: Vec<UdpSocket> = [2, 3]
+        .iter()
+        .map(|id| {
+            udp_socket(
+                &rig.net.peer,
+                SocketAddr::new(Family::V4.node(*id), OVERLAY_PORT),
+            )
+        })
+        .collect();
+    for s in &sockets {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+    }
+    let host = Arc::new(rig.host_socket());
+    let done = Arc::new(AtomicBool::new(false));
+    let (gw_lan, host_mac) = (rig.gw_lan, rig.host);
+    let sender = {
+        let (host, done) = (Arc::clone(&host), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let mut seq = 0u32;
+            while !done.load(Ordering::Relaxed) {
+                let inner = datagram(HOST, SITE2_HOST, HOST_PORT, REMOTE_PORT, 64, seq);
+                host.send(&ethernet(gw_lan, host_mac, &inner)).unwrap();
+                seq += 1;
+                // About 20,000 datagrams a second: well within what one
+                // worker in copy mode forwards, so that a loss is a bug.
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            seq
+        })
+    };
+    let receivers: Vec<_> = sockets
+        .into_iter()
+        .map(|s| {
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 2048];
+                let mut quiet_since = None;
+                loop {
+                    match s.recv(&mut buf) {
+                        Ok(n) => {
+                            quiet_since = None;
+                            // GENEVE header and option, then the inner packet.
+                            let option = &buf[8..20];
+                            let dst = u16::from_be_bytes([option[6], option[7]]);
+                            let inner = &buf[20..n];
+                            let seq = u32::from_be_bytes(inner[28..32].try_into().unwrap());
+                            seen.push((dst, seq));
+                        }
+                        Err(_) if done.load(Ordering::Relaxed) => {
+                            let since = *quiet_since.get_or_insert_with(Instant::now);
+                            if since.elapsed() > Duration::from_millis(500) {
+                                return seen;
+                            }
+                        }
+                        Err(_) => {}
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let started = Instant::now();
+    for version in 2..2 + SWAPS {
+        let via = if version % 2 == 0 { 3 } else { 2 };
+        rig.install(&rig.snapshot(version, via));
+    }
+    let swapping = started.elapsed();
+    done.store(true, Ordering::Relaxed);
+    let sent = sender.join().unwrap();
+    let mut arrivals: Vec<(usize, u16, u32)> = Vec::new();
+    for (i, r) in receivers.into_iter().enumerate() {
+        arrivals.extend(r.join().unwrap().into_iter().map(|(d, s)| (i, d, s)));
+    }
+    eprintln!(
+        "{SWAPS} swaps in {swapping:?}; {sent} datagrams, {} arrived ({} through the relay)",
+        arrivals.len(),
+        arrivals.iter().filter(|a| a.0 == 1).count()
+    );
+    assert!(
+        arrivals.iter().all(|(_, dst, _)| *dst == 2),
+        "every datagram is for node 2"
+    );
+    let mut seqs: Vec<u32> = arrivals.iter().map(|a| a.2).collect();
+    seqs.sort_unstable();
+    let expected: Vec<u32> = (0..sent).collect();
+    assert!(
+        seqs == expected,
+        "each of the {sent} datagrams arrives exactly once; got {} ({} distinct)",
+        seqs.len(),
+        {
+            let mut d = seqs.clone();
+            d.dedup();
+            d.len()
+        }
+    );
+    assert!(
+        arrivals.iter().any(|a| a.0 == 0) && arrivals.iter().any(|a| a.0 == 1),
+        "traffic took both paths"
+    );
+    let stats = rig.stats();
+    assert_accounted(&stats, u64::from(sent), 0);
+}
