@@ -9,7 +9,7 @@
 ///
 /// An odd trailing byte is padded with a zero byte, as RFC 1071 says; only
 /// the last piece of a checksummed region may have odd length.
-#[inline]
+#[inline(always)]
 pub fn sum(data: &[u8], acc: u64) -> u64 {
     let mut acc = acc;
     let mut words = data.chunks_exact(4);
@@ -76,14 +76,17 @@ pub fn update(hc: u16, old: u16, new: u16) -> u16 {
 ///
 /// `old` and `new` must have the same, even length (addresses and ports do);
 /// bytes past the shorter of the two, or an odd last byte, are ignored.
-#[inline]
+///
+/// Σ~m over the old words is ≡ −Σm (mod 0xffff), so the old bytes are
+/// summed like the new ones (32 bits at a time) and subtracted from a
+/// multiple of 0xffff that is never less than their sum (n·0xffff_ffff for
+/// n bytes: 0xffff_ffff = 0xffff · 0x10001). Always inlined: the callers pass short fixed-length
+/// slices, which then unroll into a handful of additions.
+#[inline(always)]
 pub fn update_bytes(hc: u16, old: &[u8], new: &[u8]) -> u16 {
-    let mut acc = u64::from(!hc);
-    for (o, n) in old.chunks_exact(2).zip(new.chunks_exact(2)) {
-        acc += u64::from(!u16::from_be_bytes([o[0], o[1]]));
-        acc += u64::from(u16::from_be_bytes([n[0], n[1]]));
-    }
-    !fold(acc)
+    let n = old.len().min(new.len()) & !1;
+    let acc = u64::from(!hc) + n as u64 * 0xffff_ffff - sum(&old[..n], 0);
+    !fold(sum(&new[..n], acc))
 }
 
 #[cfg(test)]

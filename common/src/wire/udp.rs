@@ -140,7 +140,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     }
 
     /// [`Self::update_checksum`] for a changed run of words (an address).
-    #[inline]
+    #[inline(always)]
     pub fn update_checksum_bytes(&mut self, old: &[u8], new: &[u8]) {
         let hc = self.checksum();
         if hc != 0 {
