@@ -752,3 +752,62 @@ fn netns_a_thousand_snapshot_swaps_under_traffic_lose_and_misroute_nothing() {
     let stats = rig.stats();
     assert_accounted(&stats, u64::from(sent), 0);
 }
+
+/// The API refuses a stale snapshot, an invalid one and a line that is not
+/// a request, each with a clear error, and keeps the installed table.
+#[test]
+fn netns_api_refuses_stale_invalid_and_malformed_requests_and_changes_nothing() {
+    use std::io::{BufRead, BufReader, Write};
+    let rig = Rig::up(Family::V4);
+    let installed = rig.snapshot(1, 2);
+    let refused = |snapshot: RouteSnapshot| match rig
+        .client()
+        .request(&Request::Install { snapshot })
+        .unwrap()
+    {
+        Response::Error { message } => message,
+        other => panic!("installed: {other:?}"),
+    };
+    assert_eq!(
+        refused(rig.snapshot(1, 3)),
+        "snapshot refused: snapshot version 1 is not newer than the installed 1"
+    );
+    let mut invalid = rig.snapshot(2, 2);
+    invalid.routes.push(invalid.routes[0]);
+    assert_eq!(refused(invalid), "snapshot refused: two routes to node 2");
+
+    let mut stream = std::os::unix::net::UnixStream::connect(rig.api.path()).unwrap();
+    stream.write_all(b"{\"request\": \"reboot\"}\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line).unwrap();
+    let response: Response = serde_json::from_str(&line).unwrap();
+    let Response::Error { message } = response else {
+        panic!("{line}")
+    };
+    assert!(
+        message.starts_with("malformed request: unknown variant `reboot`"),
+        "{message}"
+    );
+
+    let routes = rig.client().request(&Request::Routes).unwrap();
+    assert_eq!(
+        routes,
+        Response::Routes {
+            snapshot: Some(installed)
+        }
+    );
+    // Still forwarding by it.
+    let capture = rig.peer_socket();
+    let inner = datagram(HOST, SITE2_HOST, HOST_PORT, REMOTE_PORT, 20, 9);
+    rig.host_socket()
+        .send(&ethernet(rig.gw_lan, rig.host, &inner))
+        .unwrap();
+    let got = capture.receive(WAIT, 1, is_overlay);
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        OverlayFrame::parse(&got[0], OVERLAY_PORT)
+            .unwrap()
+            .outer_dst,
+        Family::V4.node(2)
+    );
+}
