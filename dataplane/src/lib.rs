@@ -3,10 +3,10 @@
 //! The packet path: the XDP classifier ([`xdp`]) hands overlay and
 //! remote-site frames to AF_XDP sockets ([`xsk`]); a pinned [`worker`] per
 //! queue rewrites each frame in place ([`rewrite`], [`icmp`]) by the route
-//! table ([`table`], [`lpm`]) that [`routes`] installs, with next-hop MACs
-//! from the kernel ([`neigh`]), from the control
-//! process's snapshots, which arrive over the local [`api`]. Counters and
-//! latency: [`stats`]. Settings: [`config`].
+//! table ([`table`], [`lpm`]). [`routes`] installs that table from the
+//! control process's snapshots, which arrive over the local [`api`], with
+//! next-hop MAC addresses from the kernel ([`neigh`]). Counters and latency:
+//! [`stats`]. Settings: [`config`]. The process: [`daemon`].
 
 pub mod api;
 pub mod config;
