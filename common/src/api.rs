@@ -4,9 +4,14 @@
 //! One JSON object per line each way; a connection may carry any number of
 //! requests, each answered in order. The shapes here are the contract
 //! (documented in docs/dataplane-api.md): fields are added, never renamed.
+//! [`Client`] speaks it, for the control process, `detourctl` and tests,
+//! none of which need the dataplane's crate for it.
 
 use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Write};
 use std::net::IpAddr;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -191,4 +196,37 @@ pub struct InterfaceHealth {
     pub xdp_mode: String,
     /// "zero-copy" or "copy", for each socket on it.
     pub afxdp_mode: String,
+}
+
+/// A client of the dataplane's API: one request, one response.
+pub struct Client {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Client {
+    pub fn connect(path: &Path) -> io::Result<Client> {
+        let stream = UnixStream::connect(path).map_err(|e| {
+            io::Error::new(e.kind(), format!("dataplane API {}: {e}", path.display()))
+        })?;
+        let writer = stream.try_clone()?;
+        Ok(Client {
+            reader: BufReader::new(stream),
+            writer,
+        })
+    }
+
+    pub fn request(&mut self, request: &Request) -> io::Result<Response> {
+        let mut out = serde_json::to_vec(request).map_err(io::Error::other)?;
+        out.push(b'\n');
+        self.writer.write_all(&out)?;
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the dataplane closed the connection",
+            ));
+        }
+        serde_json::from_str(&line).map_err(io::Error::other)
+    }
 }

@@ -246,37 +246,3 @@ fn serve(stream: UnixStream, state: &State) {
         }
     }
 }
-
-/// A client of the API: one request, one response (for `detourctl`, the
-/// control process and tests).
-pub struct Client {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
-}
-
-impl Client {
-    pub fn connect(path: &Path) -> io::Result<Client> {
-        let stream = UnixStream::connect(path).map_err(|e| {
-            io::Error::new(e.kind(), format!("dataplane API {}: {e}", path.display()))
-        })?;
-        let writer = stream.try_clone()?;
-        Ok(Client {
-            reader: BufReader::new(stream),
-            writer,
-        })
-    }
-
-    pub fn request(&mut self, request: &Request) -> io::Result<Response> {
-        let mut out = serde_json::to_vec(request).map_err(io::Error::other)?;
-        out.push(b'\n');
-        self.writer.write_all(&out)?;
-        let mut line = String::new();
-        if self.reader.read_line(&mut line)? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the dataplane closed the connection",
-            ));
-        }
-        serde_json::from_str(&line).map_err(io::Error::other)
-    }
-}

@@ -155,13 +155,12 @@ pub fn run(config: &Config, stop: &AtomicBool) -> anyhow::Result<()> {
         .zip(&config.afxdp.queues)
         .map(|(worker, queue)| {
             let stop = Arc::clone(&workers_stop);
-            let running = Arc::clone(&running);
-            running.fetch_add(1, Ordering::Relaxed);
+            let running = RunningGuard::enter(Arc::clone(&running));
             std::thread::Builder::new()
                 .name(format!("worker-q{queue}"))
                 .spawn(move || {
+                    let _running = running;
                     worker.run(&stop);
-                    running.fetch_sub(1, Ordering::Relaxed);
                 })
         })
         .collect::<Result<_, _>>()?;
@@ -217,6 +216,23 @@ pub fn run(config: &Config, stop: &AtomicBool) -> anyhow::Result<()> {
     drop(installer.take_classifier());
     tracing::info!("XDP programs detached");
     Ok(())
+}
+
+/// Counts a worker as running from its start until its thread ends, even
+/// by a panic, so that health never reports a dead worker as running.
+struct RunningGuard(Arc<AtomicUsize>);
+
+impl RunningGuard {
+    fn enter(count: Arc<AtomicUsize>) -> RunningGuard {
+        count.fetch_add(1, Ordering::Relaxed);
+        RunningGuard(count)
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The core of each queue's worker: as configured, or chosen from the last

@@ -461,12 +461,19 @@ pub fn link(ifindex: u32) -> io::Result<Link> {
 pub struct NetlinkSurvey {
     wan: u32,
     lan: Option<u32>,
+    /// Peers the kernel routes out of another interface than the WAN,
+    /// warned about once (the survey runs every second).
+    misrouted: Vec<IpAddr>,
 }
 
 impl NetlinkSurvey {
     /// Surveys next hops (which leave by `wan`) and the neighbours on `lan`.
     pub fn new(wan: u32, lan: Option<u32>) -> NetlinkSurvey {
-        NetlinkSurvey { wan, lan }
+        NetlinkSurvey {
+            wan,
+            lan,
+            misrouted: Vec::new(),
+        }
     }
 
     fn lan(&self, lan: u32) -> Vec<(IpNet, MacAddr)> {
@@ -486,7 +493,7 @@ impl NetlinkSurvey {
                 }
             }
         }
-        out.sort_by_key(|(p, _)| (*p, p.prefix_len()));
+        out.sort_by_key(|(p, _)| *p);
         out.dedup_by_key(|(p, _)| *p);
         out
     }
@@ -494,12 +501,16 @@ impl NetlinkSurvey {
 
 impl Survey for NetlinkSurvey {
     fn survey(&mut self, addrs: &[IpAddr]) -> Neighbourhood {
+        let mut misrouted = Vec::new();
         let underlay = addrs
             .iter()
-            .map(|addr| {
-                let mac = match next_hop(*addr) {
+            .map(|&addr| {
+                let mac = match next_hop(addr) {
                     Ok(hop) if hop.ifindex != self.wan => {
-                        tracing::warn!(%addr, ifindex = hop.ifindex, "the kernel routes this peer out of another interface than the WAN");
+                        if !self.misrouted.contains(&addr) {
+                            tracing::warn!(%addr, ifindex = hop.ifindex, "the kernel routes this peer out of another interface than the WAN; its packets count as unresolved");
+                        }
+                        misrouted.push(addr);
                         None
                     }
                     Ok(NextHop { mac: Some(mac), .. }) => Some(mac),
@@ -514,9 +525,10 @@ impl Survey for NetlinkSurvey {
                         None
                     }
                 };
-                (*addr, mac)
+                (addr, mac)
             })
             .collect();
+        self.misrouted = misrouted;
         Neighbourhood {
             underlay,
             lan: self.lan.map(|lan| self.lan(lan)).unwrap_or_default(),

@@ -15,7 +15,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use detour_common::wire::MacAddr;
+use detour_common::wire::{MacAddr, NodeId};
 use ipnet::IpNet;
 
 use crate::table::{LanNeighbours, Links, RouteSnapshot, RouteTable, SnapshotError};
@@ -168,20 +168,42 @@ impl Installer {
         )
     }
 
+    /// Swaps `table` in, then brings the classifier's maps into step. If a
+    /// map refuses the update, the previous table and (as far as the maps
+    /// allow) the previous maps come back: a refused snapshot leaves
+    /// nothing behind.
     fn publish(&mut self, table: RouteTable, snapshot: &RouteSnapshot) -> Result<(), XdpError> {
         let prefixes = table.remote_prefixes();
-        self.table.store(Some(Arc::new(table)));
-        if let Some(classifier) = &mut self.classifier {
-            let peers: Vec<_> = snapshot
-                .nodes
-                .iter()
-                .filter(|n| n.id != snapshot.local)
-                .map(|n| (n.underlay, n.id))
-                .collect();
-            classifier.set_peers(&peers)?;
-            classifier.set_remote_prefixes(&prefixes)?;
+        let previous = self.table.swap(Some(Arc::new(table)));
+        let Err(e) = self.set_maps(snapshot, &prefixes) else {
+            return Ok(());
+        };
+        self.table.store(previous.clone());
+        if let (Some(table), Some(installed)) = (previous, self.snapshot.take()) {
+            let _ = self.set_maps(&installed, &table.remote_prefixes());
+            self.snapshot = Some(installed);
         }
-        Ok(())
+        Err(e)
+    }
+
+    /// The classifier's peers (every node but this one) and remote
+    /// prefixes.
+    fn set_maps(
+        &mut self,
+        snapshot: &RouteSnapshot,
+        prefixes: &[(IpNet, NodeId)],
+    ) -> Result<(), XdpError> {
+        let Some(classifier) = &mut self.classifier else {
+            return Ok(());
+        };
+        let peers: Vec<_> = snapshot
+            .nodes
+            .iter()
+            .filter(|n| n.id != snapshot.local)
+            .map(|n| (n.underlay, n.id))
+            .collect();
+        classifier.set_peers(&peers)?;
+        classifier.set_remote_prefixes(prefixes)
     }
 }
 
@@ -203,7 +225,6 @@ mod tests {
     use super::*;
     use crate::table::tests::{links, snapshot};
     use arc_swap::ArcSwapOption;
-    use detour_common::wire::NodeId;
     use std::sync::Mutex;
 
     /// Every next hop resolved to one MAC address, or none; the test may

@@ -26,15 +26,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use detour_common::api::{
-    NodeSpec, PrefixSpec, Request, Response, RouteSnapshot, RouteSpec, Stats,
+    Client, NodeSpec, PrefixSpec, Request, Response, RouteSnapshot, RouteSpec, Stats,
 };
 use detour_common::wire::encap::IP_OVERHEAD_V4;
 use detour_common::wire::geneve::flags;
 use detour_common::wire::{
-    DetourOptionRepr, EncapRepr, EncapTemplate, EtherType, Ipv4Packet, MacAddr, NodeId,
-    OverlayFrame, UdpPacket, UdpRepr, Underlay, checksum,
+    DetourOptionRepr, EncapRepr, EtherType, Ipv4Packet, MacAddr, NodeId, OverlayFrame, UdpPacket,
+    UdpRepr, Underlay, checksum,
 };
-use detour_dataplane::api::Client;
 use detour_dataplane::rewrite::flow_port;
 use detour_testkit::frames::{self, OVERLAY_PORT};
 use detour_testkit::packet::PacketSocket;
@@ -92,21 +91,13 @@ struct Rig {
     host: MacAddr,
 }
 
-fn mac(text: &str) -> MacAddr {
-    let mut m = [0u8; 6];
-    for (b, part) in m.iter_mut().zip(text.split(':')) {
-        *b = u8::from_str_radix(part, 16).unwrap();
-    }
-    MacAddr(m)
-}
-
 impl Rig {
     fn up(family: Family) -> Rig {
         require_root();
         let net = Gateway::up();
         let (gw, peer, host) = (&net.gw, &net.peer, &net.host);
-        let peer_mac = peer.mac("eth0").unwrap();
-        let gw_wan = gw.mac("wan").unwrap();
+        let peer_mac = peer.mac_addr("eth0").unwrap();
+        let gw_wan = gw.mac_addr("wan").unwrap();
         if family == Family::V6 {
             for (ns, dev) in [(gw, "wan"), (peer, "eth0")] {
                 ns.sysctl(&format!("net.ipv6.conf.{dev}.accept_dad"), "0")
@@ -122,15 +113,15 @@ impl Rig {
                 peer.ip(&["addr", "add", a, "dev", "eth0", "nodad"])
                     .unwrap();
             }
-            peer.static_neighbour("eth0", "2001:db8::2", &gw_wan)
+            peer.static_neighbour("eth0", "2001:db8::2", &gw_wan.to_string())
                 .unwrap();
         }
         for id in [2, 3] {
-            gw.static_neighbour("wan", &family.node(id).to_string(), &peer_mac)
+            gw.static_neighbour("wan", &family.node(id).to_string(), &peer_mac.to_string())
                 .unwrap();
         }
-        let host_mac = host.mac("eth0").unwrap();
-        gw.static_neighbour("lan", &HOST.to_string(), &host_mac)
+        let host_mac = host.mac_addr("eth0").unwrap();
+        gw.static_neighbour("lan", &HOST.to_string(), &host_mac.to_string())
             .unwrap();
 
         let api = ScratchPath::new("api");
@@ -154,10 +145,10 @@ impl Rig {
             api.path().display()
         );
         let rig = Rig {
-            gw_wan: mac(&gw_wan),
-            gw_lan: mac(&net.gw.mac("lan").unwrap()),
-            peer: mac(&peer_mac),
-            host: mac(&host_mac),
+            gw_wan,
+            gw_lan: net.gw.mac_addr("lan").unwrap(),
+            peer: peer_mac,
+            host: host_mac,
             net,
             family,
             api,
@@ -260,7 +251,7 @@ impl Rig {
                 flags: 0,
             },
         };
-        encapsulate(&repr, inner, frames::FLOW_PORT)
+        frames::encapsulate(&repr, inner)
     }
 }
 
@@ -273,20 +264,6 @@ impl Drop for Rig {
             matches!(self.dataplane.child().try_wait(), Ok(Some(_)))
         });
     }
-}
-
-/// `inner` behind the outer headers `repr` describes, with UDP source port
-/// `src_port`.
-fn encapsulate(repr: &EncapRepr, inner: &[u8], src_port: u16) -> Vec<u8> {
-    let template = EncapTemplate::new(repr);
-    let hl = template.header_len();
-    let mut frame = vec![0; hl];
-    frame.extend_from_slice(inner);
-    let start = template
-        .write(&mut frame, hl, inner.len(), src_port)
-        .unwrap();
-    assert_eq!(start, 0);
-    frame
 }
 
 /// A UDP datagram as an IPv4 packet, checksums filled, TTL 64; the payload
@@ -322,12 +299,7 @@ fn forwarded(ip: &[u8]) -> Vec<u8> {
 }
 
 fn ethernet(dst: MacAddr, src: MacAddr, ip: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(14 + ip.len());
-    f.extend_from_slice(&dst.0);
-    f.extend_from_slice(&src.0);
-    f.extend_from_slice(&EtherType::IPV4.0.to_be_bytes());
-    f.extend_from_slice(ip);
-    f
+    frames::ethernet_between(src, dst, EtherType::IPV4, ip)
 }
 
 /// A UDP socket in `ns` bound to `addr`, with a timeout.
@@ -352,7 +324,7 @@ fn encap_case(family: Family) {
         .unwrap();
 
     let got = capture.receive(WAIT, 1, is_overlay);
-    let expected = encapsulate(
+    let expected = frames::encapsulate_from_port(
         &EncapRepr {
             src_mac: rig.gw_wan,
             dst_mac: rig.peer,
@@ -421,7 +393,7 @@ fn relay_case(family: Family) {
     // What node 1 sends node 3 when it relays for node 2: the outer headers
     // of a frame from node 1 to node 3, the option still from node 2, one
     // hop fewer, flagged relayed; the flow port and the inner packet kept.
-    let expected = encapsulate(
+    let expected = frames::encapsulate_from_port(
         &EncapRepr {
             src_mac: rig.gw_wan,
             dst_mac: rig.peer,

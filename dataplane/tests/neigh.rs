@@ -22,15 +22,6 @@ fn inside<R: Send>(ns: &Netns, f: impl FnOnce() -> R + Send) -> R {
     ns.enter(f).unwrap()
 }
 
-fn mac_of(ns: &Netns, iface: &str) -> MacAddr {
-    let text = ns.mac(iface).unwrap();
-    let bytes: Vec<u8> = text
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16).unwrap())
-        .collect();
-    MacAddr(bytes.try_into().unwrap())
-}
-
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
@@ -73,7 +64,7 @@ fn pair() -> (Netns, Netns) {
 #[test]
 fn netns_next_hop_on_link_gives_the_static_neighbours_mac() {
     let net = Gateway::up();
-    let peer_mac = mac_of(&net.peer, "eth0");
+    let peer_mac = net.peer.mac_addr("eth0").unwrap();
     let (hop, wan) = inside(&net.gw, || {
         (next_hop(ip("192.0.2.1")).unwrap(), ifindex("wan").unwrap())
     });
@@ -93,7 +84,7 @@ fn netns_next_hop_through_a_gateway_route_gives_the_gateways_mac() {
     net.gw
         .ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.1"])
         .unwrap();
-    let peer_mac = mac_of(&net.peer, "eth0");
+    let peer_mac = net.peer.mac_addr("eth0").unwrap();
     let (hop, wan) = inside(&net.gw, || {
         (
             next_hop(ip("198.51.100.7")).unwrap(),
@@ -154,8 +145,8 @@ fn netns_next_hop_without_a_usable_neighbour_entry_has_no_mac() {
 #[test]
 fn netns_neighbours_lists_the_usable_entries_of_one_interface() {
     let net = Gateway::up();
-    let host_mac = mac_of(&net.host, "eth0");
-    let peer_mac = mac_of(&net.peer, "eth0");
+    let host_mac = net.host.mac_addr("eth0").unwrap();
+    let peer_mac = net.peer.mac_addr("eth0").unwrap();
     let other = MacAddr([0x02, 0, 0, 0, 0, 0x06]);
     net.gw
         .static_neighbour("lan", "10.1.0.5", &host_mac.to_string())
@@ -291,7 +282,7 @@ fn netns_interface_addrs_gives_the_first_ipv4_and_the_preferred_ipv6() {
 #[test]
 fn netns_ipv6_next_hops_neighbours_and_gateway_routes() {
     let (a, b) = pair();
-    let b_mac = mac_of(&b, "eth0");
+    let b_mac = b.mac_addr("eth0").unwrap();
     a.static_neighbour("eth0", "fd00::2", &b_mac.to_string())
         .unwrap();
     a.ip(&["-6", "route", "add", "2001:db8:5::/48", "via", "fd00::2"])
@@ -342,7 +333,7 @@ fn netns_ipv6_next_hops_neighbours_and_gateway_routes() {
 #[test]
 fn netns_solicit_makes_the_kernel_resolve_an_unknown_neighbour() {
     let (a, b) = pair();
-    let b_mac = mac_of(&b, "eth0");
+    let b_mac = b.mac_addr("eth0").unwrap();
     let targets = [ip("10.9.0.2"), ip("fd00::2")];
     a.enter(|| {
         let eth0 = ifindex("eth0").unwrap();

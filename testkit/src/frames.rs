@@ -66,12 +66,17 @@ pub fn encap_repr(underlay: Underlay) -> EncapRepr {
 /// The IP packet `inner` behind the outer headers `repr` describes, written
 /// by the real encoder (UDP source port [`FLOW_PORT`]).
 pub fn encapsulate(repr: &EncapRepr, inner: &[u8]) -> Vec<u8> {
+    encapsulate_from_port(repr, inner, FLOW_PORT)
+}
+
+/// [`encapsulate`] with UDP source port `src_port`.
+pub fn encapsulate_from_port(repr: &EncapRepr, inner: &[u8], src_port: u16) -> Vec<u8> {
     let template = EncapTemplate::new(repr);
     let header_len = template.header_len();
     let mut frame = vec![0; header_len];
     frame.extend_from_slice(inner);
     let start = template
-        .write(&mut frame, header_len, inner.len(), FLOW_PORT)
+        .write(&mut frame, header_len, inner.len(), src_port)
         .expect("room for the outer headers, an IP packet inside");
     assert_eq!(start, 0);
     frame
@@ -155,11 +160,21 @@ pub fn udp(src: IpAddr, dst: IpAddr, src_port: u16, dst_port: u16, payload_len: 
     ethernet(ethertype, &frame)
 }
 
-/// `payload` behind an untagged Ethernet header.
+/// `payload` behind an untagged Ethernet header, [`SRC_MAC`] to [`DST_MAC`].
 pub fn ethernet(ethertype: EtherType, payload: &[u8]) -> Vec<u8> {
+    ethernet_between(SRC_MAC, DST_MAC, ethertype, payload)
+}
+
+/// `payload` behind an untagged Ethernet header from `src` to `dst`.
+pub fn ethernet_between(
+    src: MacAddr,
+    dst: MacAddr,
+    ethertype: EtherType,
+    payload: &[u8],
+) -> Vec<u8> {
     let eth = EthernetRepr {
-        dst: DST_MAC,
-        src: SRC_MAC,
+        dst,
+        src,
         vlan: None,
         ethertype,
     };

@@ -35,6 +35,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use detour_common::wire::MacAddr;
+
 const PREFIX: &str = "dt-";
 const NETNS_DIR: &str = "/run/netns";
 const BPFFS: &str = "/sys/fs/bpf";
@@ -174,6 +176,20 @@ impl Netns {
     pub fn mac(&self, iface: &str) -> io::Result<String> {
         let out = self.exec("cat", &[&format!("/sys/class/net/{iface}/address")])?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// The MAC address of `iface`, parsed.
+    pub fn mac_addr(&self, iface: &str) -> io::Result<MacAddr> {
+        let text = self.mac(iface)?;
+        let mut mac = [0u8; 6];
+        let mut parts = text.split(':');
+        for b in &mut mac {
+            *b = parts
+                .next()
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+                .ok_or_else(|| io::Error::other(format!("{iface}: no MAC address in {text:?}")))?;
+        }
+        Ok(MacAddr(mac))
     }
 
     /// A permanent neighbour entry: `addr` is at `mac` on `dev` (no ARP).
