@@ -9,7 +9,6 @@
 //! through the checked views of `detour_common::wire`, so no frame, however
 //! malformed, can make it panic.
 
-use std::net::IpAddr;
 use std::ops::Range;
 
 use detour_common::wire::checksum;
@@ -22,6 +21,7 @@ use detour_common::wire::{
     ipv6, udp,
 };
 
+use crate::lpm::IpKey;
 use crate::table::RouteTable;
 
 /// Where the outer addresses lie in an encapsulation template: behind the
@@ -268,15 +268,21 @@ fn forward_option(udp: &mut UdpPacket<&mut [u8]>, o: &OverlayFrame) {
 /// The destination and the length (without Ethernet padding) of the IP
 /// packet `ip`, which an EtherType says is IPv4 or IPv6.
 #[inline]
-fn inner_destination(ethertype: EtherType, ip: &[u8]) -> Result<(IpAddr, usize), Discard> {
+fn inner_destination(ethertype: EtherType, ip: &[u8]) -> Result<(IpKey, usize), Discard> {
     match ethertype {
         EtherType::IPV4 => {
             let p = Ipv4Packet::new_checked(ip).map_err(|_| Discard::Malformed)?;
-            Ok((IpAddr::V4(p.dst_addr()), usize::from(p.total_len())))
+            Ok((
+                IpKey::V4(p.dst_addr().to_bits()),
+                usize::from(p.total_len()),
+            ))
         }
         EtherType::IPV6 => {
             let p = Ipv6Packet::new_checked(ip).map_err(|_| Discard::Malformed)?;
-            Ok((IpAddr::V6(p.dst_addr()), 40 + usize::from(p.payload_len())))
+            Ok((
+                IpKey::V6(p.dst_addr().to_bits()),
+                40 + usize::from(p.payload_len()),
+            ))
         }
         _ => Err(Discard::Malformed),
     }
@@ -335,7 +341,7 @@ pub fn flow_port(ip: &[u8]) -> u16 {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     use detour_common::wire::checksum;
     use detour_common::wire::{DetourOptionRepr, MacAddr, NodeId, Underlay, ip_protocol};
@@ -487,7 +493,7 @@ mod tests {
                 "toward the next hop's MAC"
             );
             assert_eq!((o.option.src, o.option.hop_limit), (NodeId(1), 4));
-            assert_eq!(o.option.dst, t.node_for(dst.parse().unwrap()).unwrap());
+            assert_eq!(o.option.dst, t.node_for(dst.parse::<IpAddr>().unwrap()).unwrap());
             assert_eq!(
                 &frame[62..],
                 &forwarded(&inner)[..],

@@ -20,7 +20,7 @@ use ipnet::IpNet;
 
 pub use detour_common::api::{NodeSpec, PrefixSpec, RouteSnapshot, RouteSpec};
 
-use crate::lpm::IpLpm;
+use crate::lpm::{IpKey, IpLpm};
 
 /// Why a snapshot cannot be installed. Nothing of it is used then.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -127,7 +127,7 @@ impl LanNeighbours {
 
     /// The LAN MAC address packets to `addr` go to.
     #[inline]
-    pub fn lookup(&self, addr: IpAddr) -> Option<MacAddr> {
+    pub fn lookup(&self, addr: impl Into<IpKey>) -> Option<MacAddr> {
         self.0.lookup(addr).copied()
     }
 }
@@ -200,7 +200,7 @@ impl RouteTable {
     /// The remote node serving `addr`, by longest prefix; `None` for local
     /// and unknown destinations.
     #[inline]
-    pub fn node_for(&self, addr: IpAddr) -> Option<NodeId> {
+    pub fn node_for(&self, addr: impl Into<IpKey>) -> Option<NodeId> {
         self.remote.lookup(addr).copied()
     }
 
@@ -212,7 +212,7 @@ impl RouteTable {
 
     /// The LAN MAC address for a decapsulated packet to `addr`.
     #[inline]
-    pub fn lan_mac_for(&self, addr: IpAddr) -> Option<MacAddr> {
+    pub fn lan_mac_for(&self, addr: impl Into<IpKey>) -> Option<MacAddr> {
         self.lan.lookup(addr)
     }
 
@@ -358,7 +358,7 @@ pub(crate) mod tests {
     fn compiles_prefixes_routes_and_templates() {
         let t =
             RouteTable::compile(&snapshot(), &links(), LanNeighbours::default(), resolved).unwrap();
-        let node = |a: &str| t.node_for(a.parse().unwrap());
+        let node = |a: &str| t.node_for(a.parse::<IpAddr>().unwrap());
         assert_eq!(node("10.2.3.4"), Some(NodeId(2)));
         assert_eq!(node("10.3.7.1"), Some(NodeId(4)), "the longest prefix wins");
         assert_eq!(node("10.3.8.1"), Some(NodeId(3)));
@@ -455,7 +455,7 @@ pub(crate) mod tests {
             "2001:db8:1::/48".parse().unwrap(),
             MacAddr([2, 1, 1, 1, 1, 6]),
         );
-        let mac = |a: &str| lan.lookup(a.parse().unwrap()).map(|m| m.0[5]);
+        let mac = |a: &str| lan.lookup(a.parse::<IpAddr>().unwrap()).map(|m| m.0[5]);
         assert_eq!(mac("10.1.0.5"), Some(5));
         assert_eq!(mac("10.1.9.9"), Some(254));
         assert_eq!(mac("2001:db8:1::7"), Some(6));
