@@ -493,7 +493,10 @@ mod tests {
                 "toward the next hop's MAC"
             );
             assert_eq!((o.option.src, o.option.hop_limit), (NodeId(1), 4));
-            assert_eq!(o.option.dst, t.node_for(dst.parse::<IpAddr>().unwrap()).unwrap());
+            assert_eq!(
+                o.option.dst,
+                t.node_for(dst.parse::<IpAddr>().unwrap()).unwrap()
+            );
             assert_eq!(
                 &frame[62..],
                 &forwarded(&inner)[..],
