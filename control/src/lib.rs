@@ -1,7 +1,14 @@
-//! detour's control process, to come with its issue: configuration, the
-//! RON-style prober, link-state flooding, path selection, route installation
-//! into the dataplane, the local API, and the simulator that runs the same
-//! routing core on a virtual clock (DESIGN.md, "Routing").
+//! detour's control process: the RON-style routing core and, as they land,
+//! its drivers (DESIGN.md, "Routing").
 //!
-//! The crate exists now so that the workspace has its final shape; it holds
-//! no code until that issue lands.
+//! The routing core does no I/O (STYLE.md, after quinn-proto): it takes
+//! events with the current time and returns what to do. The daemon drives
+//! it with sockets and timers, `detour-control sim` with a virtual clock.
+//!
+//! - [`link`]: what a node knows of one overlay link (up, RTT, loss).
+//! - [`probe`]: probing one peer: the schedule, the estimators, up and down.
+//! - [`paths`]: the best direct or one-hop path to every node.
+
+pub mod link;
+pub mod paths;
+pub mod probe;

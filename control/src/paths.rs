@@ -1,0 +1,1 @@
+//! Path selection: to come.
