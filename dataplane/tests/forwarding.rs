@@ -468,6 +468,101 @@ fn netns_relay_over_ipv6() {
     relay_case(Family::V6);
 }
 
+/// A LAN host the gateway's kernel has never heard from (no neighbour
+/// entry, and decapsulated frames never pass through the kernel): the
+/// first frames for it are dropped as `unresolved`, the dataplane has the
+/// kernel solicit it, and within a bounded time frames reach it, byte for
+/// byte, after which none is dropped any more.
+#[test]
+fn netns_decap_to_a_silent_lan_host_solicits_it_and_then_delivers() {
+    const SILENT: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 6);
+    let rig = Rig::up(Family::V4);
+    let (gw, host) = (&rig.net.gw, &rig.net.host);
+    host.ip(&["addr", "add", "10.1.0.6/24", "dev", "eth0"])
+        .unwrap();
+    gw.ip(&["neigh", "flush", "to", "10.1.0.6", "dev", "lan"])
+        .unwrap();
+    let known = gw
+        .ip(&["neigh", "show", "to", "10.1.0.6", "dev", "lan"])
+        .unwrap();
+    assert!(
+        known.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&known.stdout)
+    );
+    // Bound, so that the host's kernel takes the datagrams quietly rather
+    // than answering port unreachable through the gateway.
+    let socket = udp_socket(host, SocketAddr::new(SILENT.into(), HOST_PORT));
+    let capture = rig.host_socket();
+    let peer = rig.peer_socket();
+    let datagram_to = |seq: u32| datagram(SITE2_HOST, SILENT, REMOTE_PORT, HOST_PORT, 32, seq);
+    let seq_of = |f: &[u8]| u32::from_be_bytes(f[14 + 28..14 + 32].try_into().unwrap());
+    let to_silent = |f: &[u8]| {
+        f.len() >= 14 + 28 + 32
+            && f[12..14] == [8, 0]
+            && f[14 + 9] == 17
+            && f[30..34] == SILENT.octets()
+    };
+    let expected = |seq: u32| ethernet(rig.host, rig.gw_lan, &forwarded(&datagram_to(seq)));
+
+    // A datagram every 50 ms until one arrives.
+    let started = Instant::now();
+    let mut sent = 0u32;
+    let first = loop {
+        assert!(
+            started.elapsed() < WAIT,
+            "nothing reached the host in {WAIT:?}: {:#?}",
+            rig.stats()
+        );
+        peer.send(&rig.overlay_to_gateway(2, 1, &datagram_to(sent)))
+            .unwrap();
+        sent += 1;
+        if let Some(f) = capture
+            .receive(Duration::from_millis(50), 1, to_silent)
+            .pop()
+        {
+            break f;
+        }
+    };
+    eprintln!(
+        "first datagram at the host after {:?}, {sent} sent",
+        started.elapsed()
+    );
+    assert_eq!(first, expected(seq_of(&first)), "with the host's MAC");
+    let mut buf = [0u8; 2048];
+    let n = socket.recv(&mut buf).expect("the host's kernel took it");
+    assert_eq!(&buf[..n], &datagram_to(seq_of(&first))[28..]);
+    let settled = eventually(WAIT, || rig.stats().total.received == u64::from(sent));
+    let stats = rig.stats();
+    assert!(settled, "{stats:#?}");
+    let unresolved = stats.total.dropped.get("unresolved").copied().unwrap_or(0);
+    assert!(
+        unresolved >= 1,
+        "the first datagram was dropped: {stats:#?}"
+    );
+    assert_accounted(&stats, u64::from(sent), unresolved);
+
+    // Resolved: every later datagram arrives, none is dropped.
+    let later = sent..sent + 5;
+    for seq in later.clone() {
+        peer.send(&rig.overlay_to_gateway(2, 1, &datagram_to(seq)))
+            .unwrap();
+    }
+    sent += 5;
+    let got = capture.receive(WAIT, 5, |f| to_silent(f) && later.contains(&seq_of(f)));
+    let want: Vec<_> = later.map(expected).collect();
+    assert_eq!(got, want);
+    let settled = eventually(WAIT, || rig.stats().total.received == u64::from(sent));
+    let stats = rig.stats();
+    assert!(settled, "{stats:#?}");
+    assert_eq!(
+        stats.total.dropped.get("unresolved").copied().unwrap_or(0),
+        unresolved,
+        "{stats:#?}"
+    );
+    assert_accounted(&stats, u64::from(sent), unresolved);
+}
+
 /// A datagram too big for the overlay is answered with ICMP fragmentation
 /// needed, and the host's kernel lowers its path MTU to what fits.
 #[test]
