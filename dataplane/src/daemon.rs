@@ -24,6 +24,7 @@ use crate::api::{Server, State, WorkerView};
 use crate::config::{Config, ZeroCopy};
 use crate::icmp::IcmpSource;
 use crate::neigh::{self, NetlinkSurvey};
+use crate::resolve::HostResolver;
 use crate::routes::Installer;
 use crate::table::Links;
 use crate::worker::{SharedTable, Worker, WorkerConfig};
@@ -33,6 +34,10 @@ use crate::xsk::BindMode;
 /// How often the neighbours behind the installed routes are looked at
 /// again.
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
+
+/// How often the daemon wakes: to stop, to take the LAN hosts the workers
+/// could not resolve, and to refresh when it is time.
+const TICK: Duration = Duration::from_millis(50);
 
 /// Runs the dataplane until `stop` is set (by a signal handler).
 pub fn run(config: &Config, stop: &AtomicBool) -> anyhow::Result<()> {
@@ -123,6 +128,12 @@ pub fn run(config: &Config, stop: &AtomicBool) -> anyhow::Result<()> {
             afxdp_mode: socket_modes(workers.iter().filter_map(|w| w.lan_socket()).map(|s| s.1)),
         });
     }
+    let mut resolver = lan.as_ref().map(|l| {
+        HostResolver::new(
+            l.ifindex,
+            workers.iter().map(Worker::unresolved_hosts).collect(),
+        )
+    });
     let survey = NetlinkSurvey::new(wan.ifindex, lan.as_ref().map(|l| l.ifindex));
     let installer = Installer::new(
         links,
@@ -171,11 +182,17 @@ pub fn run(config: &Config, stop: &AtomicBool) -> anyhow::Result<()> {
         "forwarding; waiting for a route snapshot; SIGINT or SIGTERM stops"
     );
 
-    let mut last_refresh = Instant::now();
+    let mut next_refresh = Instant::now() + REFRESH_EVERY;
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
-        if last_refresh.elapsed() >= REFRESH_EVERY {
-            last_refresh = Instant::now();
+        std::thread::sleep(TICK);
+        let now = Instant::now();
+        // A LAN host solicited now is likely resolved by the time given:
+        // refresh early then, rather than up to a second later.
+        if let Some(at) = resolver.as_mut().and_then(|r| r.poll(now)) {
+            next_refresh = next_refresh.min(at);
+        }
+        if now >= next_refresh {
+            next_refresh = now + REFRESH_EVERY;
             let mut installer = state.installer.lock().unwrap_or_else(|e| e.into_inner());
             match installer.refresh() {
                 Ok(true) => tracing::info!("next-hop addresses changed; route table recompiled"),

@@ -5,7 +5,9 @@
 //! queue rewrites each frame in place ([`rewrite`], [`icmp`]) by the route
 //! table ([`table`], [`lpm`]). [`routes`] installs that table from the
 //! control process's snapshots, which arrive over the local [`api`], with
-//! next-hop MAC addresses from the kernel ([`neigh`]). Counters and latency:
+//! next-hop MAC addresses from the kernel ([`neigh`]); LAN hosts that
+//! decapsulated packets were dropped for are resolved through it
+//! ([`resolve`]). Counters and latency:
 //! [`stats`]. Settings: [`config`]. The process: [`daemon`].
 
 pub mod api;
@@ -15,6 +17,7 @@ pub mod icmp;
 pub mod lpm;
 pub mod neigh;
 mod netlink;
+pub mod resolve;
 pub mod rewrite;
 pub mod routes;
 pub mod stats;

@@ -66,7 +66,7 @@ impl Stat {
             Discard::Malformed => Stat::Malformed,
             Discard::NoRoute => Stat::NoRoute,
             Discard::Unreachable => Stat::Unreachable,
-            Discard::Unresolved => Stat::Unresolved,
+            Discard::Unresolved | Discard::UnresolvedHost { .. } => Stat::Unresolved,
             Discard::HopLimit => Stat::HopLimit,
             Discard::TtlExpired => Stat::TtlExpired,
             Discard::TooBig { .. } => Stat::TooBig,

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 
 use crate::icmp::{self, IcmpSource};
+use crate::resolve::UnresolvedHosts;
 use crate::rewrite::{self, Discard, Egress, Forward};
 use crate::stats::{LatencyRecorder, Published, Stat, Tally};
 use crate::table::RouteTable;
@@ -79,6 +80,9 @@ pub struct Worker {
     tally: Tally,
     latency: LatencyRecorder,
     published: Arc<Published>,
+    /// LAN hosts this worker dropped decapsulated packets for, for the
+    /// daemon to have resolved.
+    unresolved: Arc<UnresolvedHosts>,
     table: SharedTable,
 }
 
@@ -117,6 +121,7 @@ impl Worker {
             tally: Tally::default(),
             latency: LatencyRecorder::default(),
             published: Arc::new(Published::default()),
+            unresolved: Arc::new(UnresolvedHosts::default()),
             table,
             config,
         })
@@ -135,6 +140,12 @@ impl Worker {
     /// What readers see of this worker's counters and latency.
     pub fn published(&self) -> Arc<Published> {
         Arc::clone(&self.published)
+    }
+
+    /// The LAN hosts this worker could not send decapsulated packets to,
+    /// for the daemon to take.
+    pub fn unresolved_hosts(&self) -> Arc<UnresolvedHosts> {
+        Arc::clone(&self.unresolved)
     }
 
     /// Forwards until `stop` is set, then sends what it already took and
@@ -275,6 +286,15 @@ impl Worker {
                 }
             }
             Err(discard) => {
+                if let Discard::UnresolvedHost { inner_at } = discard
+                    && let Some(dst) = frame
+                        .get(usize::from(inner_at)..at + len)
+                        .and_then(rewrite::host_address)
+                {
+                    // Only on this drop: a few atomic operations, no lock,
+                    // no allocation, no system call (resolve.rs).
+                    self.unresolved.record(dst);
+                }
                 self.tally.add(Stat::of(discard), 1);
                 self.free.push(base);
                 return;

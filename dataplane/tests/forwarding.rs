@@ -19,7 +19,7 @@
 //!
 //! Needs root; fails without it.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,11 +28,11 @@ use std::time::{Duration, Instant};
 use detour_common::api::{
     Client, NodeSpec, PrefixSpec, Request, Response, RouteSnapshot, RouteSpec, Stats,
 };
-use detour_common::wire::encap::IP_OVERHEAD_V4;
+use detour_common::wire::encap::{IP_OVERHEAD_V4, IP_OVERHEAD_V6};
 use detour_common::wire::geneve::flags;
 use detour_common::wire::{
-    DetourOptionRepr, EncapRepr, EtherType, Ipv4Packet, MacAddr, NodeId, OverlayFrame, UdpPacket,
-    UdpRepr, Underlay, checksum,
+    DetourOptionRepr, EncapRepr, EtherType, Ipv4Packet, Ipv6Packet, MacAddr, NodeId, OverlayFrame,
+    UdpPacket, UdpRepr, Underlay, checksum,
 };
 use detour_dataplane::rewrite::flow_port;
 use detour_testkit::frames::{self, OVERLAY_PORT};
@@ -43,6 +43,10 @@ const HOST: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 5);
 /// A host at node 2's site, and one at node 3's.
 const SITE2_HOST: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 7);
 const SITE3_HOST: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 7);
+/// The host and a host at node 2's site on IPv6 (IPv6 tests only).
+const HOST_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 5);
+const GW_LAN_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+const SITE2_HOST_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 7);
 const HOST_PORT: u16 = 40000;
 const REMOTE_PORT: u16 = 7000;
 const WAIT: Duration = Duration::from_secs(3);
@@ -93,6 +97,13 @@ struct Rig {
 
 impl Rig {
     fn up(family: Family) -> Rig {
+        Rig::up_with(family, |_| {})
+    }
+
+    /// The testbed, with `before_dataplane` setting more of it up before
+    /// the dataplane starts (it reads the interfaces' addresses once, at
+    /// start).
+    fn up_with(family: Family, before_dataplane: impl FnOnce(&Gateway)) -> Rig {
         require_root();
         let net = Gateway::up();
         let (gw, peer, host) = (&net.gw, &net.peer, &net.host);
@@ -123,6 +134,7 @@ impl Rig {
         let host_mac = host.mac_addr("eth0").unwrap();
         gw.static_neighbour("lan", &HOST.to_string(), &host_mac.to_string())
             .unwrap();
+        before_dataplane(&net);
 
         let api = ScratchPath::new("api");
         let dataplane = Process::spawn(
@@ -468,6 +480,101 @@ fn netns_relay_over_ipv6() {
     relay_case(Family::V6);
 }
 
+/// A LAN host the gateway's kernel has never heard from (no neighbour
+/// entry, and decapsulated frames never pass through the kernel): the
+/// first frames for it are dropped as `unresolved`, the dataplane has the
+/// kernel solicit it, and within a bounded time frames reach it, byte for
+/// byte, after which none is dropped any more.
+#[test]
+fn netns_decap_to_a_silent_lan_host_solicits_it_and_then_delivers() {
+    const SILENT: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 6);
+    let rig = Rig::up(Family::V4);
+    let (gw, host) = (&rig.net.gw, &rig.net.host);
+    host.ip(&["addr", "add", "10.1.0.6/24", "dev", "eth0"])
+        .unwrap();
+    gw.ip(&["neigh", "flush", "to", "10.1.0.6", "dev", "lan"])
+        .unwrap();
+    let known = gw
+        .ip(&["neigh", "show", "to", "10.1.0.6", "dev", "lan"])
+        .unwrap();
+    assert!(
+        known.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&known.stdout)
+    );
+    // Bound, so that the host's kernel takes the datagrams quietly rather
+    // than answering port unreachable through the gateway.
+    let socket = udp_socket(host, SocketAddr::new(SILENT.into(), HOST_PORT));
+    let capture = rig.host_socket();
+    let peer = rig.peer_socket();
+    let datagram_to = |seq: u32| datagram(SITE2_HOST, SILENT, REMOTE_PORT, HOST_PORT, 32, seq);
+    let seq_of = |f: &[u8]| u32::from_be_bytes(f[14 + 28..14 + 32].try_into().unwrap());
+    let to_silent = |f: &[u8]| {
+        f.len() >= 14 + 28 + 32
+            && f[12..14] == [8, 0]
+            && f[14 + 9] == 17
+            && f[30..34] == SILENT.octets()
+    };
+    let expected = |seq: u32| ethernet(rig.host, rig.gw_lan, &forwarded(&datagram_to(seq)));
+
+    // A datagram every 50 ms until one arrives.
+    let started = Instant::now();
+    let mut sent = 0u32;
+    let first = loop {
+        assert!(
+            started.elapsed() < WAIT,
+            "nothing reached the host in {WAIT:?}: {:#?}",
+            rig.stats()
+        );
+        peer.send(&rig.overlay_to_gateway(2, 1, &datagram_to(sent)))
+            .unwrap();
+        sent += 1;
+        if let Some(f) = capture
+            .receive(Duration::from_millis(50), 1, to_silent)
+            .pop()
+        {
+            break f;
+        }
+    };
+    eprintln!(
+        "first datagram at the host after {:?}, {sent} sent",
+        started.elapsed()
+    );
+    assert_eq!(first, expected(seq_of(&first)), "with the host's MAC");
+    let mut buf = [0u8; 2048];
+    let n = socket.recv(&mut buf).expect("the host's kernel took it");
+    assert_eq!(&buf[..n], &datagram_to(seq_of(&first))[28..]);
+    let settled = eventually(WAIT, || rig.stats().total.received == u64::from(sent));
+    let stats = rig.stats();
+    assert!(settled, "{stats:#?}");
+    let unresolved = stats.total.dropped.get("unresolved").copied().unwrap_or(0);
+    assert!(
+        unresolved >= 1,
+        "the first datagram was dropped: {stats:#?}"
+    );
+    assert_accounted(&stats, u64::from(sent), unresolved);
+
+    // Resolved: every later datagram arrives, none is dropped.
+    let later = sent..sent + 5;
+    for seq in later.clone() {
+        peer.send(&rig.overlay_to_gateway(2, 1, &datagram_to(seq)))
+            .unwrap();
+    }
+    sent += 5;
+    let got = capture.receive(WAIT, 5, |f| to_silent(f) && later.contains(&seq_of(f)));
+    let want: Vec<_> = later.map(expected).collect();
+    assert_eq!(got, want);
+    let settled = eventually(WAIT, || rig.stats().total.received == u64::from(sent));
+    let stats = rig.stats();
+    assert!(settled, "{stats:#?}");
+    assert_eq!(
+        stats.total.dropped.get("unresolved").copied().unwrap_or(0),
+        unresolved,
+        "{stats:#?}"
+    );
+    assert_accounted(&stats, u64::from(sent), unresolved);
+}
+
 /// A datagram too big for the overlay is answered with ICMP fragmentation
 /// needed, and the host's kernel lowers its path MTU to what fits.
 #[test]
@@ -508,15 +615,28 @@ fn netns_too_big_is_answered_and_path_mtu_discovery_follows() {
     assert_eq!(stats.total.encapsulated, 1, "{stats:#?}");
 }
 
+/// Path MTU discovery on, for the socket's family: the kernel fragments
+/// nothing and learns the path MTU from ICMP.
 fn set_dont_fragment(socket: &UdpSocket) {
     use std::os::fd::AsRawFd;
-    let on: libc::c_int = libc::IP_PMTUDISC_DO;
+    let (level, name, on) = match socket.local_addr().unwrap() {
+        SocketAddr::V4(_) => (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        ),
+        SocketAddr::V6(_) => (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DO,
+        ),
+    };
     // SAFETY: an int option of the size passed.
     let r = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
+            level,
+            name,
             (&raw const on).cast(),
             size_of::<libc::c_int>() as u32,
         )
@@ -524,22 +644,174 @@ fn set_dont_fragment(socket: &UdpSocket) {
     assert_eq!(r, 0);
 }
 
+/// The kernel's path MTU toward the socket's peer (`IP_MTU`, `IPV6_MTU`).
 fn path_mtu(socket: &UdpSocket) -> u16 {
     use std::os::fd::AsRawFd;
+    let (level, name) = match socket.local_addr().unwrap() {
+        SocketAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_MTU),
+        SocketAddr::V6(_) => (libc::IPPROTO_IPV6, libc::IPV6_MTU),
+    };
     let mut mtu: libc::c_int = 0;
     let mut len = size_of::<libc::c_int>() as u32;
     // SAFETY: an int option of the size passed.
     let r = unsafe {
         libc::getsockopt(
             socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU,
+            level,
+            name,
             (&raw mut mtu).cast(),
             &mut len,
         )
     };
     assert_eq!(r, 0);
     mtu as u16
+}
+
+/// The gateway's and the host's LAN ends on IPv6 too (the testbed has it
+/// off): the gateway at [`GW_LAN_V6`], before the dataplane starts, so that
+/// it answers ICMPv6 from that address; the host at [`HOST_V6`], routing
+/// through it. No duplicate address detection, no router solicitation.
+fn lan_v6(net: &Gateway) {
+    for (ns, dev) in [(&net.gw, "lan"), (&net.host, "eth0")] {
+        for (key, value) in [
+            ("accept_dad", "0"),
+            ("router_solicitations", "0"),
+            ("disable_ipv6", "0"),
+        ] {
+            ns.sysctl(&format!("net.ipv6.conf.{dev}.{key}"), value)
+                .unwrap();
+        }
+    }
+    net.gw
+        .ip(&[
+            "addr",
+            "add",
+            &format!("{GW_LAN_V6}/64"),
+            "dev",
+            "lan",
+            "nodad",
+        ])
+        .unwrap();
+    net.host
+        .ip(&[
+            "addr",
+            "add",
+            &format!("{HOST_V6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+        .unwrap();
+    net.host
+        .ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &GW_LAN_V6.to_string(),
+        ])
+        .unwrap();
+    net.host
+        .static_neighbour("eth0", &GW_LAN_V6.to_string(), &net.gw.mac("lan").unwrap())
+        .unwrap();
+}
+
+/// An IPv6 datagram too big for the overlay is answered with ICMPv6
+/// packet too big, from the gateway's LAN address, with the inner MTU of
+/// the underlay's family; the host's kernel lowers its path MTU to it.
+fn too_big_v6_case(family: Family) {
+    let rig = Rig::up_with(family, lan_v6);
+    let mut snapshot = rig.snapshot(2, 2);
+    for (prefix, node) in [("2001:db8:1::/64", 1), ("2001:db8:2::/64", 2)] {
+        snapshot.prefixes.push(PrefixSpec {
+            prefix: prefix.parse().unwrap(),
+            node: NodeId(node),
+        });
+    }
+    rig.install(&snapshot);
+    let overhead = match family {
+        Family::V4 => IP_OVERHEAD_V4,
+        Family::V6 => IP_OVERHEAD_V6,
+    };
+    let inner_mtu = 1500 - overhead;
+    let capture = rig.host_socket();
+    let socket = udp_socket(&rig.net.host, SocketAddr::new(HOST_V6.into(), HOST_PORT));
+    socket
+        .connect(SocketAddr::new(SITE2_HOST_V6.into(), REMOTE_PORT))
+        .unwrap();
+    set_dont_fragment(&socket);
+    // 1452 bytes of payload: a 1500-byte IPv6 packet, which fits the LAN
+    // but not the WAN once encapsulated.
+    let big = vec![0u8; 1452];
+    socket.send(&big).unwrap();
+
+    let is_too_big = |f: &[u8]| {
+        f.len() > 14 + 40 + 8 && f[12..14] == [0x86, 0xdd] && f[14 + 6] == 58 && f[14 + 40] == 2
+    };
+    let got = capture.receive(WAIT, 1, is_too_big);
+    assert_eq!(got.len(), 1, "no packet too big reached the host");
+    let f = &got[0];
+    assert_eq!((&f[..6], &f[6..12]), (&rig.host.0[..], &rig.gw_lan.0[..]));
+    let ip = Ipv6Packet::new_checked(&f[14..]).unwrap();
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (GW_LAN_V6, HOST_V6));
+    let icmp = ip.payload();
+    assert_eq!(icmp[..2], [2, 0], "type 2 packet too big, code 0");
+    assert_eq!(
+        u32::from_be_bytes(icmp[4..8].try_into().unwrap()) as usize,
+        inner_mtu,
+        "the MTU inside the overlay over {family:?}"
+    );
+    let ph = checksum::pseudo_header_v6(
+        &GW_LAN_V6.octets(),
+        &HOST_V6.octets(),
+        58,
+        icmp.len() as u32,
+    );
+    assert_eq!(checksum::finish(checksum::sum(icmp, ph)), 0, "checksum");
+    // The quote: the offending packet's start, the reply within 1280 bytes.
+    assert_eq!(f.len(), 14 + 1280);
+    // (Cut short, so read by hand: a checked view refuses it.)
+    let quoted = &icmp[8..];
+    let addr = |at: usize| Ipv6Addr::from(<[u8; 16]>::try_from(&quoted[at..at + 16]).unwrap());
+    assert_eq!(
+        (
+            u16::from_be_bytes([quoted[4], quoted[5]]),
+            addr(8),
+            addr(24)
+        ),
+        (8 + 1452, HOST_V6, SITE2_HOST_V6)
+    );
+
+    let lowered = eventually(WAIT, || path_mtu(&socket) < 1500);
+    let mtu = path_mtu(&socket);
+    assert!(lowered, "the host's path MTU stayed {mtu}");
+    assert_eq!(usize::from(mtu), inner_mtu);
+    // The kernel now refuses what would not fit, and sends what does.
+    let _ = socket.take_error();
+    assert_eq!(
+        socket.send(&big).unwrap_err().raw_os_error(),
+        Some(libc::EMSGSIZE)
+    );
+    let peer = rig.peer_socket();
+    let _ = socket.take_error();
+    socket.send(&vec![0u8; inner_mtu - 48]).unwrap();
+    let got = peer.receive(WAIT, 1, is_overlay);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].len(), 14 + 1500, "a full-size outer packet");
+    let stats = rig.stats();
+    assert_eq!(stats.total.answered, 1, "{stats:#?}");
+    assert_eq!(stats.total.encapsulated, 1, "{stats:#?}");
+}
+
+#[test]
+fn netns_ipv6_too_big_is_answered_over_an_ipv4_underlay() {
+    too_big_v6_case(Family::V4);
+}
+
+#[test]
+fn netns_ipv6_too_big_is_answered_over_an_ipv6_underlay() {
+    too_big_v6_case(Family::V6);
 }
 
 /// Frames that pass the classifier but that no worker may forward: each
