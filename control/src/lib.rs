@@ -8,7 +8,12 @@
 //! - [`link`]: what a node knows of one overlay link (up, RTT, loss).
 //! - [`probe`]: probing one peer: the schedule, the estimators, up and down.
 //! - [`paths`]: the best direct or one-hop path to every node.
+//! - [`message`]: control messages (probe, reply, link state) on the wire,
+//!   authenticated under the overlay key; why a message was dropped.
+//! - [`replay`]: per-sender sliding windows that refuse replayed messages.
 
 pub mod link;
+pub mod message;
 pub mod paths;
 pub mod probe;
+pub mod replay;
