@@ -122,6 +122,7 @@ fn paths(c: &mut Criterion) {
     let relay4 = overlay_frame(false, 4, 2, &inner("10.4.0.9", "10.2.0.5"));
     let relay6 = overlay_frame(true, 4, 2, &inner("10.4.0.9", "10.2.0.5"));
     let decap4 = overlay_frame(false, 4, 1, &inner("10.4.0.9", "10.1.0.5"));
+    let decap6 = overlay_frame(true, 4, 1, &inner("10.4.0.9", "10.1.0.5"));
     let mut batch = Batch::default();
 
     let mut g = c.benchmark_group("forwarding");
@@ -147,6 +148,7 @@ fn paths(c: &mut Criterion) {
         ("relay_v4", &v4, &relay4),
         ("relay_v6", &v6, &relay6),
         ("decap_v4", &v4, &decap4),
+        ("decap_v6", &v6, &decap6),
     ] {
         g.bench_function(name, |b| {
             batch.fill(frame);
