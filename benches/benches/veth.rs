@@ -24,13 +24,10 @@
 //! as root. Prints a Markdown table; results go in docs/benchmarks.md.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use detour_common::api::{
-    Client, NodeSpec, PrefixSpec, Request, Response, RouteSnapshot, RouteSpec, Stats,
-};
+use detour_common::api::{Client, NodeSpec, PrefixSpec, RouteSnapshot, RouteSpec, Stats};
 use detour_common::wire::{DetourOptionRepr, EncapRepr, EtherType, NodeId, Underlay};
 use detour_dataplane::config::ConfigFile;
 use detour_dataplane::daemon;
@@ -329,24 +326,17 @@ impl Dataplane {
         .check(2)
         .unwrap();
         let stop = std::sync::Arc::new(AtomicBool::new(false));
-        let ns = Path::new("/run/netns").join(gw.name());
+        // The workers the daemon starts inherit the namespace.
         let thread = {
             let stop = stop.clone();
-            std::thread::spawn(move || {
-                let file = std::fs::File::open(&ns).unwrap();
-                // SAFETY: setns on a valid namespace fd; it changes only
-                // this thread's namespace, and the workers it starts
-                // inherit it.
-                let entered = unsafe {
-                    libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET)
-                };
-                assert_eq!(entered, 0, "setns: {}", std::io::Error::last_os_error());
-                daemon::run(&config, &stop).expect("the dataplane stopped with an error");
+            gw.spawn(move || {
+                daemon::run(&config, &stop).expect("the dataplane stopped with an error")
             })
+            .unwrap()
         };
         let up = eventually(Duration::from_secs(10), || {
             Client::connect(api.path())
-                .and_then(|mut c| c.request(&Request::Health))
+                .and_then(|mut c| c.health())
                 .is_ok()
         });
         assert!(up, "the dataplane's API never answered");
@@ -388,20 +378,16 @@ impl Dataplane {
                 prefix("10.3.0.0/24", 3),
             ],
         };
-        let answer = Client::connect(self.api.path())
-            .and_then(|mut c| c.request(&Request::Install { snapshot }))
+        let version = Client::connect(self.api.path())
+            .and_then(|mut c| c.install(snapshot))
             .unwrap();
-        assert_eq!(answer, Response::Installed { version: 1 });
+        assert_eq!(version, 1);
     }
 
     fn stats(&self) -> Stats {
-        match Client::connect(self.api.path())
-            .and_then(|mut c| c.request(&Request::Stats))
+        Client::connect(self.api.path())
+            .and_then(|mut c| c.stats())
             .unwrap()
-        {
-            Response::Stats(s) => s,
-            other => panic!("stats answered with {other:?}"),
-        }
     }
 }
 

@@ -229,4 +229,36 @@ impl Client {
         }
         serde_json::from_str(&line).map_err(io::Error::other)
     }
+
+    /// Installs `snapshot`; its version once it is the route table. A
+    /// refusal (stale, invalid) is an error carrying the dataplane's reason.
+    pub fn install(&mut self, snapshot: RouteSnapshot) -> io::Result<u64> {
+        match self.request(&Request::Install { snapshot })? {
+            Response::Installed { version } => Ok(version),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn stats(&mut self) -> io::Result<Stats> {
+        match self.request(&Request::Stats)? {
+            Response::Stats(stats) => Ok(stats),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn health(&mut self) -> io::Result<Health> {
+        match self.request(&Request::Health)? {
+            Response::Health(health) => Ok(health),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// The error for an answer of the wrong kind: the dataplane's own message
+/// for a refusal, the answer itself otherwise.
+fn unexpected(response: Response) -> io::Error {
+    match response {
+        Response::Error { message } => io::Error::other(message),
+        other => io::Error::other(format!("unexpected answer from the dataplane: {other:?}")),
+    }
 }

@@ -148,7 +148,7 @@ impl Rig {
         .unwrap();
         let up = eventually(Duration::from_secs(10), || {
             Client::connect(api.path())
-                .and_then(|mut c| c.request(&Request::Health))
+                .and_then(|mut c| c.health())
                 .is_ok()
         });
         assert!(
@@ -208,25 +208,12 @@ impl Rig {
     }
 
     fn install(&self, snapshot: &RouteSnapshot) {
-        let response = self
-            .client()
-            .request(&Request::Install {
-                snapshot: snapshot.clone(),
-            })
-            .unwrap();
-        assert_eq!(
-            response,
-            Response::Installed {
-                version: snapshot.version
-            }
-        );
+        let version = self.client().install(snapshot.clone()).unwrap();
+        assert_eq!(version, snapshot.version);
     }
 
     fn stats(&self) -> Stats {
-        match self.client().request(&Request::Stats).unwrap() {
-            Response::Stats(s) => s,
-            other => panic!("stats answered with {other:?}"),
-        }
+        self.client().stats().unwrap()
     }
 
     /// A raw socket on the peer's or the host's interface.
@@ -878,10 +865,7 @@ fn netns_frames_a_worker_refuses_are_dropped_and_counted() {
     assert!(arrived, "{stats:#?}");
     assert_eq!(stats.total.dropped, expected, "{stats:#?}");
     assert_accounted(&stats, total, total);
-    let health = rig.client().request(&Request::Health).unwrap();
-    let Response::Health(health) = health else {
-        panic!("{health:?}")
-    };
+    let health = rig.client().health().unwrap();
     assert_eq!(health.workers_running, health.workers);
 }
 

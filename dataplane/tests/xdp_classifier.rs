@@ -7,6 +7,8 @@
 //!
 //! All of these need root (CAP_BPF, CAP_NET_ADMIN); they fail without it.
 
+mod support;
+
 use std::io::Read;
 use std::net::{IpAddr, UdpSocket};
 use std::process::{Command, Stdio};
@@ -633,15 +635,9 @@ fn netns_frames_reach_the_socket_of_their_receive_queue() {
             .unwrap();
     }
 
-    let mut classifier = Classifier::load(XdpConfig::new(OVERLAY_PORT, NoSocket::Drop)).unwrap();
-    let mut sockets = gw
+    let (classifier, mut sockets) = gw
         .enter(|| {
-            classifier
-                .attach(Role::Wan, "wan", AttachMode::Native, false)
-                .unwrap();
-            classifier
-                .set_peers(&[("192.0.2.1".parse().unwrap(), NodeId(1))])
-                .unwrap();
+            let mut classifier = support::wan_classifier();
             let sockets: Vec<Receiver> =
                 (0..2).map(|q| Receiver::bind("wan", q).unwrap()).collect();
             for (q, s) in sockets.iter().enumerate() {
@@ -649,7 +645,7 @@ fn netns_frames_reach_the_socket_of_their_receive_queue() {
                     .register_socket(Role::Wan, q as u32, s.fd())
                     .unwrap();
             }
-            sockets
+            (classifier, sockets)
         })
         .unwrap();
 

@@ -5,28 +5,15 @@
 //!
 //! Needs root; fails without it.
 
+mod support;
+
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use detour_common::maps::{NoSocket, XdpConfig};
-use detour_common::wire::NodeId;
-use detour_dataplane::xdp::{AttachMode, Classifier, Role};
+use detour_dataplane::xdp::Role;
 use detour_dataplane::xsk::{BindMode, EMPTY, Umem};
-use detour_testkit::frames::{self, OVERLAY_PORT};
+use detour_testkit::frames;
 use detour_testkit::{Gateway, Netns, require_root};
-
-/// The classifier on the gateway's WAN, overlay data from the peer going
-/// to the sockets; in the calling thread's namespace.
-fn wan_classifier() -> Classifier {
-    let mut classifier = Classifier::load(XdpConfig::new(OVERLAY_PORT, NoSocket::Drop)).unwrap();
-    classifier
-        .attach(Role::Wan, "wan", AttachMode::Native, false)
-        .unwrap();
-    classifier
-        .set_peers(&[("192.0.2.1".parse().unwrap(), NodeId(1))])
-        .unwrap();
-    classifier
-}
 
 /// Swaps source and destination of Ethernet, IPv4 and UDP in place: the
 /// datagram goes back where it came from.
@@ -63,7 +50,7 @@ fn netns_frames_come_in_on_rx_and_leave_on_tx_from_the_headroom() {
     let echoed = net
         .gw
         .enter(|| {
-            let mut classifier = wan_classifier();
+            let mut classifier = support::wan_classifier();
             let mut umem = Umem::new(4096, 256, 128).unwrap();
             let mut socket = umem.socket("wan", 0, None).unwrap();
             assert_eq!(socket.mode(), BindMode::Copy, "veth has no zero-copy");
@@ -176,7 +163,7 @@ fn netns_a_shared_umem_forwards_between_interfaces_without_copying() {
     let (forwarded, recycled) = net
         .gw
         .enter(|| {
-            let mut classifier = wan_classifier();
+            let mut classifier = support::wan_classifier();
             let mut umem = Umem::new(4096, 256, 64).unwrap();
             let mut wan = umem.socket("wan", 0, Some(false)).unwrap();
             let mut lan = umem.socket("lan", 0, Some(false)).unwrap();

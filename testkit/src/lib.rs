@@ -239,20 +239,55 @@ impl Netns {
         F: FnOnce() -> R + Send,
         R: Send,
     {
-        let file = File::open(Path::new(NETNS_DIR).join(&self.name))?;
+        let file = self.file()?;
         std::thread::scope(|s| {
             s.spawn(move || {
-                // SAFETY: setns on a valid namespace fd; it changes only the
-                // namespace of this thread, which ends with the scope.
-                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(io::Error::last_os_error());
-                }
+                join_namespace(&file)?;
                 Ok(f())
             })
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     }
+
+    /// Like [`Netns::enter`], for work that outlives the call (a daemon
+    /// run in process): `f` runs on a new thread in this namespace, and so
+    /// do the threads it starts. The namespace must outlive the thread.
+    pub fn spawn<F, R>(&self, f: F) -> io::Result<std::thread::JoinHandle<R>>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let file = self.file()?;
+        let (entered, joined) = std::sync::mpsc::channel();
+        let handle = std::thread::spawn(move || {
+            if let Err(e) = join_namespace(&file) {
+                let _ = entered.send(Err(e));
+                // Ends the thread without running `f` in the wrong
+                // namespace (and without the panic message: the caller
+                // gets the error).
+                std::panic::resume_unwind(Box::new("setns failed"));
+            }
+            let _ = entered.send(Ok(()));
+            f()
+        });
+        joined.recv().map_err(io::Error::other)??;
+        Ok(handle)
+    }
+
+    fn file(&self) -> io::Result<File> {
+        File::open(Path::new(NETNS_DIR).join(&self.name))
+    }
+}
+
+/// Moves the calling thread into the network namespace `file` is open on.
+fn join_namespace(file: &File) -> io::Result<()> {
+    // SAFETY: setns on a valid namespace fd; it changes only the namespace
+    // of the calling thread.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl Drop for Netns {

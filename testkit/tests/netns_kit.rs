@@ -39,6 +39,24 @@ fn netns_veth_lives_inside_its_namespaces_and_goes_with_them() {
 }
 
 #[test]
+fn netns_spawned_thread_and_the_threads_it_starts_live_in_the_namespace() {
+    require_root();
+    let a = Netns::new("a").unwrap();
+    let b = Netns::new("b").unwrap();
+    a.veth("kit2", &b, "kit3").unwrap();
+    let seen = a
+        .spawn(|| {
+            let child = std::thread::spawn(|| has_interface("kit2"));
+            (has_interface("kit2"), child.join().unwrap())
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(seen, (true, true));
+    assert!(!has_interface("kit2"), "the caller's namespace is untouched");
+}
+
+#[test]
 fn netns_is_removed_when_the_test_panics() {
     require_root();
     let name = Mutex::new(String::new());
