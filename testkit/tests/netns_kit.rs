@@ -53,7 +53,10 @@ fn netns_spawned_thread_and_the_threads_it_starts_live_in_the_namespace() {
         .join()
         .unwrap();
     assert_eq!(seen, (true, true));
-    assert!(!has_interface("kit2"), "the caller's namespace is untouched");
+    assert!(
+        !has_interface("kit2"),
+        "the caller's namespace is untouched"
+    );
 }
 
 #[test]
