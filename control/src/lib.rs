@@ -13,7 +13,9 @@
 //! - [`replay`]: per-sender sliding windows that refuse replayed messages.
 
 pub mod link;
+pub mod linkstate;
 pub mod message;
+pub mod node;
 pub mod paths;
 pub mod probe;
 pub mod replay;
