@@ -36,6 +36,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use detour_common::wire::NodeId;
@@ -181,8 +182,9 @@ pub enum Message {
     Probe { seq: u64 },
     /// The answer to probe `seq`.
     ProbeReply { seq: u64 },
-    /// A node's measured row of the link table.
-    LinkState(LinkState),
+    /// A node's measured row of the link table; shared, because one row
+    /// goes to every peer.
+    LinkState(Arc<LinkState>),
 }
 
 impl Message {
@@ -278,16 +280,21 @@ pub enum Reject {
     /// the link-state database).
     #[error("stale link-state row")]
     Stale,
+    /// Authentic, but its sender (or a row's origin) is not a member of
+    /// this node's overlay: a node missing from the configuration.
+    #[error("control message from a node not in the overlay")]
+    UnknownNode,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 6] = [
+    pub const ALL: [Reject; 7] = [
         Reject::Malformed,
         Reject::UnknownVersion,
         Reject::BadMac,
         Reject::NotForUs,
         Reject::Replayed,
         Reject::Stale,
+        Reject::UnknownNode,
     ];
 
     /// The reason's name as a metric label.
@@ -299,6 +306,7 @@ impl Reject {
             Reject::NotForUs => "not_for_us",
             Reject::Replayed => "replayed",
             Reject::Stale => "stale",
+            Reject::UnknownNode => "unknown_node",
         }
     }
 }
@@ -514,11 +522,11 @@ fn read_body(kind: u8, mut r: Reader<'_>) -> Result<Message, Reject> {
                 previous = node.0;
                 links.push((node, LinkEstimate { up, rtt, loss }));
             }
-            Message::LinkState(LinkState {
+            Message::LinkState(Arc::new(LinkState {
                 origin,
                 version,
                 links,
-            })
+            }))
         }
         _ => return Err(Reject::Malformed),
     };
@@ -711,11 +719,11 @@ mod tests {
     }
 
     fn row(links: &[(u16, LinkEstimate)]) -> Message {
-        Message::LinkState(LinkState {
+        Message::LinkState(Arc::new(LinkState {
             origin: NodeId(3),
             version: 1_700_000_000_000_123,
             links: links.iter().map(|&(n, e)| (NodeId(n), e)).collect(),
-        })
+        }))
     }
 
     fn sample_row() -> Message {
@@ -1054,6 +1062,7 @@ mod tests {
                 ("not_for_us", 0),
                 ("replayed", 0),
                 ("stale", 1),
+                ("unknown_node", 0),
             ]
         );
         assert_eq!(c.total(), 3);
@@ -1100,17 +1109,17 @@ mod tests {
         // database, once it exists, also refuses rows no newer than its own).
         let receive = |local: &mut Endpoint, links: &mut LinkMatrix, datagram: &[u8]| {
             if let Ok((_, Message::LinkState(row))) = local.open(datagram) {
-                for (to, estimate) in row.links {
+                for &(to, estimate) in &row.links {
                     links.set(row.origin, to, estimate);
                 }
             }
         };
         let row3 = |version, estimate| {
-            Message::LinkState(LinkState {
+            Message::LinkState(Arc::new(LinkState {
                 origin: three,
                 version,
                 links: vec![(two, estimate)],
-            })
+            }))
         };
         assert_eq!(route_to_two(&links), Some(Hop::Direct));
 
@@ -1217,13 +1226,13 @@ mod tests {
 
         #[test]
         fn link_state_rows_round_trip(row in arb_row(), seq in any::<u64>()) {
-            let bytes = sealed(&header(seq), &Message::LinkState(row.clone()));
+            let bytes = sealed(&header(seq), &Message::LinkState(Arc::new(row.clone())));
             prop_assert_eq!(bytes.len(), 44 + 9 * row.links.len());
             let expected = LinkState {
                 links: row.links.iter().map(|&(n, e)| (n, quantise(e))).collect(),
                 ..row
             };
-            prop_assert_eq!(open(&bytes), Ok((header(seq), Message::LinkState(expected))));
+            prop_assert_eq!(open(&bytes), Ok((header(seq), Message::LinkState(Arc::new(expected)))));
         }
 
         #[test]
@@ -1233,7 +1242,7 @@ mod tests {
             mask in 1u8..=255,
             cut in any::<prop::sample::Index>(),
         ) {
-            let bytes = sealed(&header(3), &Message::LinkState(row));
+            let bytes = sealed(&header(3), &Message::LinkState(Arc::new(row)));
             let mut altered = bytes.clone();
             altered[at.index(bytes.len())] ^= mask;
             prop_assert!(open(&altered).is_err());

@@ -1,14 +1,55 @@
-//! One overlay node's routing core: prober, link state and path selection
-//! together, driven by events and the time, doing no I/O.
+//! One overlay node's routing core: the prober, the link-state database and
+//! the path selector together, driven by messages and the time, doing no
+//! I/O (STYLE.md, after quinn-proto).
+//!
+//! A driver (the daemon with a UDP socket and the real clock, the simulator
+//! with a virtual one) does four things, in any order, as often as it
+//! likes:
+//!
+//! - hands each authentic message it receives to [`Node::handle_message`];
+//! - calls [`Node::handle_timeout`] once [`Node::poll_timeout`] has passed;
+//! - sends what [`Node::poll_transmit`] returns, until it returns `None`;
+//! - after either call, reads [`Node::routes`] when
+//!   [`Node::take_routes_changed`] says they changed, and installs them
+//!   once [`Node::is_settled`].
+//!
+//! ## When routes are computed
+//!
+//! A computation is due when anything it reads changed: a link of ours
+//! going up or down or moving materially (`linkstate::is_material`), a row
+//! that says something new, a row expiring, the policy. A link of ours
+//! going down is acted on at once, since that is a failover; everything
+//! else waits until `compute_interval` has passed since the last
+//! computation, so that a burst of rows (a node coming up, or everyone
+//! reporting the same failure) costs one computation, not one per row.
+//!
+//! ## Settling
+//!
+//! A node that just started knows nothing: every link reads down until its
+//! probes answer. It is *settled* once the probes reached a verdict on
+//! every peer (up, or down after `down_after` misses) and every peer that
+//! is up has sent its row, or [`SETTLE_LIMIT`] after the start, whichever
+//! comes first. Until then its routes are not fit to install: a restarted
+//! control process would otherwise tell the dataplane, which kept
+//! forwarding by its last table, that nothing is reachable.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::linkstate::LinkStateConfig;
-use crate::paths::Policy;
-use crate::probe::ProbeConfig;
+use detour_common::wire::NodeId;
+
+use crate::link::{LinkEstimate, Time};
+use crate::linkstate::{Accepted, Advertiser, LinkStateConfig, LinkStateDb};
+use crate::message::{Message, Reject};
+use crate::paths::{Hop, PathSelector, Policy, Route};
+use crate::probe::{Action, ProbeConfig, Prober, Transition};
+
+/// The longest a started node waits for its view to settle.
+pub const SETTLE_LIMIT: Duration = Duration::from_secs(3);
 
 /// Everything that tunes one node's routing core.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NodeConfig {
     pub probe: ProbeConfig,
     pub linkstate: LinkStateConfig,
@@ -16,4 +57,468 @@ pub struct NodeConfig {
     /// The shortest gap between two route computations, except that a link
     /// of this node going down is acted on at once.
     pub compute_interval: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            probe: ProbeConfig::default(),
+            linkstate: LinkStateConfig::default(),
+            policy: Policy::default(),
+            compute_interval: Duration::from_millis(50),
+        }
+    }
+}
+
+/// What a node did, for metrics and the simulator. Counts only grow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeCounters {
+    pub probes_sent: u64,
+    /// Probes of peers answered.
+    pub replies_sent: u64,
+    /// Answers to our probes, and those that answered no probe outstanding
+    /// (late, duplicated).
+    pub replies_received: u64,
+    pub stray_replies: u64,
+    /// Rows sent (one per peer per advertisement), received, and received
+    /// with news.
+    pub rows_sent: u64,
+    pub rows_received: u64,
+    pub rows_changed: u64,
+    /// Rows dropped for silence.
+    pub rows_expired: u64,
+    pub links_up: u64,
+    pub links_down: u64,
+    pub computations: u64,
+    /// Destinations whose route changed, over all computations.
+    pub route_changes: u64,
+}
+
+/// One node's routing core.
+#[derive(Debug)]
+pub struct Node {
+    local: NodeId,
+    /// The overlay, this node included, ascending.
+    members: Vec<NodeId>,
+    config: NodeConfig,
+    start: Time,
+    prober: Prober,
+    advertiser: Advertiser,
+    db: LinkStateDb,
+    selector: PathSelector,
+    outbox: VecDeque<(NodeId, Message)>,
+    /// When the next computation is due; `None` when nothing changed.
+    compute_due: Option<Time>,
+    last_compute: Option<Time>,
+    routes_changed: bool,
+    settled: bool,
+    counters: NodeCounters,
+}
+
+impl Node {
+    /// Node `local` of an overlay of `members` (`local` among them or not),
+    /// starting at `now`. `version_base` numbers this node's rows: above
+    /// any it used before (microseconds since the Unix epoch at start).
+    pub fn new(
+        local: NodeId,
+        members: impl IntoIterator<Item = NodeId>,
+        config: NodeConfig,
+        version_base: u64,
+        now: Time,
+    ) -> Node {
+        let mut members: Vec<_> = members.into_iter().chain([local]).collect();
+        members.sort_unstable();
+        members.dedup();
+        let peers = members.iter().copied().filter(|m| *m != local);
+        let mut prober = Prober::new(config.probe.clone());
+        for peer in peers.clone() {
+            prober.add_peer(peer, now);
+        }
+        Node {
+            local,
+            advertiser: Advertiser::new(config.linkstate.clone(), local, peers, version_base),
+            db: LinkStateDb::new(local, members.iter().copied(), config.linkstate.max_age),
+            members,
+            start: now,
+            prober,
+            selector: PathSelector::new(),
+            outbox: VecDeque::new(),
+            compute_due: Some(now),
+            last_compute: None,
+            routes_changed: false,
+            settled: false,
+            counters: NodeCounters::default(),
+            config,
+        }
+    }
+
+    pub fn local(&self) -> NodeId {
+        self.local
+    }
+
+    /// The overlay's members, this node included, ascending.
+    pub fn members(&self) -> &[NodeId] {
+        &self.members
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    pub fn counters(&self) -> &NodeCounters {
+        &self.counters
+    }
+
+    /// Our probes' view of every peer.
+    pub fn prober(&self) -> &Prober {
+        &self.prober
+    }
+
+    /// The other nodes' rows.
+    pub fn link_state(&self) -> &LinkStateDb {
+        &self.db
+    }
+
+    /// The link from `from` to `to` as this node sees it: its own probes
+    /// for its links, the last row of `from` otherwise.
+    pub fn link(&self, from: NodeId, to: NodeId) -> Option<LinkEstimate> {
+        if from == self.local {
+            self.prober.peer(to).map(|p| p.estimate())
+        } else {
+            self.db.link(from, to)
+        }
+    }
+
+    /// A message from `from`, authentic and not a replay (the driver
+    /// checked that with `message::Endpoint`). Refused, for the driver to
+    /// count: a sender outside the overlay, a stale row.
+    pub fn handle_message(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        message: &Message,
+    ) -> Result<(), Reject> {
+        if from == self.local || self.members.binary_search(&from).is_err() {
+            return Err(Reject::UnknownNode);
+        }
+        match message {
+            Message::Probe { seq } => {
+                self.counters.replies_sent += 1;
+                self.outbox
+                    .push_back((from, Message::ProbeReply { seq: *seq }));
+            }
+            Message::ProbeReply { seq } => {
+                self.counters.replies_received += 1;
+                match self.prober.handle_reply(now, from, *seq) {
+                    Ok(transition) => self.link_changed(now, from, transition),
+                    Err(_) => self.counters.stray_replies += 1,
+                }
+            }
+            Message::LinkState(row) => {
+                self.counters.rows_received += 1;
+                if self.db.accept(now, row)? == Accepted::Changed {
+                    self.counters.rows_changed += 1;
+                    self.routes_due(now, false);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// When [`Self::handle_timeout`] is next needed.
+    pub fn poll_timeout(&self) -> Time {
+        let mut next = self.advertiser.poll_timeout();
+        for t in [
+            self.prober.poll_timeout(),
+            self.db.poll_timeout(),
+            self.compute_due,
+            (!self.settled).then_some(self.start + SETTLE_LIMIT),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            next = next.min(t);
+        }
+        next
+    }
+
+    /// Does what is due at `now`: probes to send or give up on, rows to
+    /// expire, routes to compute, our row to advertise.
+    pub fn handle_timeout(&mut self, now: Time) {
+        loop {
+            match self.prober.poll(now) {
+                Action::Send(peer, seq) => {
+                    self.counters.probes_sent += 1;
+                    self.outbox.push_back((peer, Message::Probe { seq }));
+                }
+                Action::Transition(peer, t) => self.link_changed(now, peer, Some(t)),
+                Action::Lost(peer) => self.link_changed(now, peer, None),
+                Action::Idle => break,
+            }
+        }
+        let expired = self.db.len();
+        if self.db.expire(now) {
+            self.counters.rows_expired += (expired - self.db.len()) as u64;
+            self.routes_due(now, false);
+        }
+        if !self.settled {
+            self.settled = now >= self.start + SETTLE_LIMIT || self.view_is_complete();
+        }
+        if self.compute_due.is_some_and(|due| due <= now) {
+            self.compute(now);
+        }
+        if let Some(row) = self.advertiser.poll_transmit(now) {
+            let row = Arc::new(row);
+            for (peer, probe) in self.prober.peers() {
+                if probe.is_up() {
+                    self.counters.rows_sent += 1;
+                    self.outbox
+                        .push_back((peer, Message::LinkState(Arc::clone(&row))));
+                }
+            }
+        }
+    }
+
+    /// The next message to send, and to whom.
+    pub fn poll_transmit(&mut self) -> Option<(NodeId, Message)> {
+        self.outbox.pop_front()
+    }
+
+    /// The routes of the last computation, by destination.
+    pub fn routes(&self) -> &[Route] {
+        self.selector.routes()
+    }
+
+    /// The hop in use toward `dst`.
+    pub fn route(&self, dst: NodeId) -> Option<Hop> {
+        self.selector.current(dst)
+    }
+
+    /// Whether the routes changed since the last call.
+    pub fn take_routes_changed(&mut self) -> bool {
+        std::mem::take(&mut self.routes_changed)
+    }
+
+    /// Whether the routes are fit to install (see "Settling" above).
+    pub fn is_settled(&self) -> bool {
+        self.settled
+    }
+
+    /// Adopts the routes a dataplane already forwards by, before the first
+    /// computation (see [`PathSelector::assume`]).
+    pub fn assume_routes(&mut self, routes: impl IntoIterator<Item = (NodeId, Hop)>) {
+        for (dst, hop) in routes {
+            self.selector.assume(dst, Some(hop));
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.config.policy
+    }
+
+    /// Replaces the policy (pins, drains, metric); routes follow at once.
+    pub fn set_policy(&mut self, now: Time, policy: Policy) {
+        self.config.policy = policy;
+        self.routes_due(now, true);
+    }
+
+    /// Our link to `peer` changed: tell the overlay if it matters, and
+    /// compute routes (at once if it went down).
+    fn link_changed(&mut self, now: Time, peer: NodeId, transition: Option<Transition>) {
+        match transition {
+            Some(Transition::Up) => self.counters.links_up += 1,
+            Some(Transition::Down) => self.counters.links_down += 1,
+            None => {}
+        }
+        let Some(probe) = self.prober.peer(peer) else {
+            return;
+        };
+        if self.advertiser.update(peer, probe.estimate()) || transition.is_some() {
+            self.routes_due(now, transition == Some(Transition::Down));
+        }
+    }
+
+    fn routes_due(&mut self, now: Time, urgent: bool) {
+        let due = match self.last_compute {
+            Some(last) if !urgent => now.max(last + self.config.compute_interval),
+            _ => now,
+        };
+        self.compute_due = Some(self.compute_due.map_or(due, |d| d.min(due)));
+    }
+
+    fn compute(&mut self, now: Time) {
+        self.compute_due = None;
+        self.last_compute = Some(now);
+        self.counters.computations += 1;
+        let (local, prober, db) = (self.local, &self.prober, &self.db);
+        let links = |from: NodeId, to: NodeId| {
+            if from == local {
+                prober.peer(to).map(|p| p.estimate())
+            } else {
+                db.link(from, to)
+            }
+        };
+        let selection = self
+            .selector
+            .select(local, &self.members, &links, &self.config.policy);
+        if selection.changed() {
+            self.counters.route_changes += selection.changes.len() as u64;
+            self.routes_changed = true;
+        }
+    }
+
+    /// Every peer has a verdict, and every live one sent its row.
+    fn view_is_complete(&self) -> bool {
+        self.prober
+            .peers()
+            .all(|(peer, p)| p.is_settled() && (!p.is_up() || self.db.row_info(peer).is_some()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: NodeId = NodeId(1);
+    const B: NodeId = NodeId(2);
+    const C: NodeId = NodeId(3);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Three nodes over links with the given one-way delays (a missing
+    /// pair is cut), driven in 1 ms steps: messages arrive after the delay.
+    struct Trio {
+        nodes: Vec<Node>,
+        delay: fn(NodeId, NodeId) -> Option<Duration>,
+        in_flight: Vec<(Time, NodeId, NodeId, Message)>,
+        now: Time,
+    }
+
+    impl Trio {
+        fn new(delay: fn(NodeId, NodeId) -> Option<Duration>) -> Trio {
+            let nodes = [A, B, C]
+                .map(|id| Node::new(id, [A, B, C], NodeConfig::default(), 1, Time::ZERO))
+                .into();
+            Trio {
+                nodes,
+                delay,
+                in_flight: Vec::new(),
+                now: Time::ZERO,
+            }
+        }
+
+        fn node(&mut self, id: NodeId) -> &mut Node {
+            &mut self.nodes[usize::from(id.0) - 1]
+        }
+
+        fn run_until(&mut self, until: Time) {
+            while self.now <= until {
+                let now = self.now;
+                let (due, later): (Vec<_>, Vec<_>) =
+                    self.in_flight.drain(..).partition(|(at, ..)| *at <= now);
+                self.in_flight = later;
+                for (_, from, to, message) in due {
+                    self.node(to).handle_message(now, from, &message).unwrap();
+                }
+                for i in 0..self.nodes.len() {
+                    let node = &mut self.nodes[i];
+                    if node.poll_timeout() <= now {
+                        node.handle_timeout(now);
+                    }
+                    let from = node.local();
+                    while let Some((to, message)) = self.nodes[i].poll_transmit() {
+                        if let Some(d) = (self.delay)(from, to) {
+                            self.in_flight.push((now + d, from, to, message));
+                        }
+                    }
+                }
+                self.now += ms(1);
+            }
+        }
+    }
+
+    #[test]
+    fn three_nodes_settle_route_and_fail_over_through_the_relay() {
+        // A–B is slow (50 ms), A–C and C–B fast (5 ms): A reaches B via C.
+        fn delay(a: NodeId, b: NodeId) -> Option<Duration> {
+            let pair = (a.0.min(b.0), a.0.max(b.0));
+            Some(match pair {
+                (1, 2) => ms(50),
+                _ => ms(5),
+            })
+        }
+        let mut trio = Trio::new(delay);
+        trio.run_until(ms(2000));
+        let a = trio.node(A);
+        assert!(a.is_settled());
+        assert!(a.take_routes_changed());
+        assert_eq!(a.route(B), Some(Hop::Via(C)));
+        assert_eq!(a.route(C), Some(Hop::Direct));
+        assert!(a.counters().rows_changed > 0);
+        assert!(a.link_state().row_info(C).is_some());
+
+        // Steady: no more changes.
+        trio.run_until(ms(6000));
+        assert!(!trio.node(A).take_routes_changed());
+
+        // C dies: A falls back to the direct path within a second.
+        fn without_c(a: NodeId, b: NodeId) -> Option<Duration> {
+            (a != C && b != C).then_some(ms(50))
+        }
+        trio.delay = without_c;
+        let cut = trio.now;
+        let mut switched = None;
+        while trio.now < cut + ms(2000) && switched.is_none() {
+            let step = trio.now;
+            trio.run_until(step);
+            if trio.node(A).route(B) == Some(Hop::Direct) {
+                switched = Some(trio.now - cut);
+            }
+        }
+        let took = switched.expect("A fails over to the direct path");
+        assert!(took < ms(1000), "took {took:?}");
+        // Once B's row says that it lost C too, C is unreachable.
+        trio.run_until(cut + ms(2000));
+        assert_eq!(trio.node(A).route(C), None, "C is unreachable");
+        assert!(trio.node(A).counters().links_down >= 1);
+    }
+
+    #[test]
+    fn a_node_with_a_dead_peer_settles_once_the_peer_is_judged_down() {
+        fn delay(a: NodeId, b: NodeId) -> Option<Duration> {
+            (a != C && b != C).then_some(ms(5))
+        }
+        let mut trio = Trio::new(delay);
+        trio.run_until(ms(500));
+        assert!(!trio.node(A).is_settled(), "C has no verdict yet");
+        trio.run_until(ms(1500));
+        assert!(trio.node(A).is_settled(), "C is down");
+        assert!(trio.node(A).view_is_complete(), "before SETTLE_LIMIT");
+    }
+
+    #[test]
+    fn strangers_are_refused_and_probes_answered() {
+        let mut node = Node::new(A, [A, B], NodeConfig::default(), 1, Time::ZERO);
+        assert_eq!(
+            node.handle_message(ms(1), NodeId(9), &Message::Probe { seq: 1 }),
+            Err(Reject::UnknownNode)
+        );
+        assert_eq!(
+            node.handle_message(ms(1), A, &Message::Probe { seq: 1 }),
+            Err(Reject::UnknownNode),
+            "not from ourselves"
+        );
+        assert_eq!(node.poll_transmit(), None);
+        node.handle_message(ms(1), B, &Message::Probe { seq: 7 })
+            .unwrap();
+        assert_eq!(
+            node.poll_transmit(),
+            Some((B, Message::ProbeReply { seq: 7 }))
+        );
+        node.handle_message(ms(2), B, &Message::ProbeReply { seq: 99 })
+            .unwrap();
+        assert_eq!(node.counters().stray_replies, 1);
+    }
 }

@@ -479,6 +479,14 @@ impl PathSelector {
         self.current.get(&dst).copied().flatten()
     }
 
+    /// Takes `hop` as the path in use for `dst`, as if a call had chosen
+    /// it: a restarted control process adopts the routes the dataplane
+    /// still forwards by, so that hysteresis keeps them rather than
+    /// switching for no clear gain.
+    pub fn assume(&mut self, dst: NodeId, hop: Option<Hop>) {
+        self.current.insert(dst, hop);
+    }
+
     /// The routes of the last call.
     pub fn routes(&self) -> &[Route] {
         &self.routes

@@ -214,6 +214,13 @@ impl PeerProbe {
         self.up
     }
 
+    /// Whether the probes have reached a verdict on the link: up, or
+    /// enough misses in a row to call it down. A new peer is down but not
+    /// yet settled until then.
+    pub fn is_settled(&self) -> bool {
+        self.up || self.misses >= self.config.down_after
+    }
+
     /// When this peer next needs attention: a probe to send or one to give
     /// up on.
     pub fn poll_timeout(&self) -> Time {
@@ -340,6 +347,11 @@ impl Prober {
         self.peers.get(&peer)
     }
 
+    /// Every peer's probe state, by id.
+    pub fn peers(&self) -> impl Iterator<Item = (NodeId, &PeerProbe)> + '_ {
+        self.peers.iter().map(|(id, p)| (*id, p))
+    }
+
     /// This node's row of the link table: every peer's estimate.
     pub fn row(&self) -> impl Iterator<Item = (NodeId, LinkEstimate)> + '_ {
         self.peers.iter().map(|(id, p)| (*id, p.estimate()))
@@ -353,7 +365,8 @@ impl Prober {
     /// Expires overdue probes and picks the next probe due, for one peer
     /// whose deadline has come: call it until it returns
     /// [`Action::Idle`]. Losses that take a link down come back as
-    /// [`Action::Transition`]; a probe to send as [`Action::Send`].
+    /// [`Action::Transition`], other losses as [`Action::Lost`]; a probe to
+    /// send as [`Action::Send`].
     pub fn poll(&mut self, now: Time) -> Action {
         loop {
             let Some(&(deadline, peer)) = self.deadlines.first() else {
@@ -363,8 +376,12 @@ impl Prober {
                 return Action::Idle;
             }
             let action = self.with_peer(peer, |p| {
+                let outstanding = p.outstanding.len();
                 if let Some(t) = p.handle_timeout(now) {
                     return Some(Action::Transition(peer, t));
+                }
+                if p.outstanding.len() < outstanding {
+                    return Some(Action::Lost(peer));
                 }
                 p.poll_transmit(now).map(|seq| Action::Send(peer, seq))
             });
@@ -404,6 +421,9 @@ pub enum Action {
     Send(NodeId, u64),
     /// The link to the peer went up or down.
     Transition(NodeId, Transition),
+    /// A probe to the peer went unanswered, which moved its loss estimate
+    /// but not its state.
+    Lost(NodeId),
     /// Nothing more until [`Prober::poll_timeout`].
     Idle,
 }
@@ -450,6 +470,7 @@ mod tests {
                         }
                     }
                     Action::Transition(_, t) => transitions.push((now, t)),
+                    Action::Lost(_) => {}
                     Action::Idle => break,
                 }
             }
@@ -602,6 +623,7 @@ mod tests {
         let Action::Send(_, late) = p.poll(ms(200)) else {
             panic!("the next probe")
         };
+        assert_eq!(p.poll(ms(700)), Action::Lost(PEER));
         assert_eq!(p.poll(ms(700)), Action::Send(PEER, late + 1));
         assert_eq!(p.handle_reply(ms(701), PEER, late), Err(StrayReply));
     }
