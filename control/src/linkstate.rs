@@ -477,7 +477,7 @@ mod tests {
         let r = row(B, 1, &[(A, up(1, 0.0)), (NodeId(77), up(1, 0.0))]);
         assert_eq!(db.accept(ms(0), &r), Ok(Accepted::Changed));
         assert_eq!(db.link(B, NodeId(77)), None);
-        assert!(db.is_empty() == false && db.len() == 1);
+        assert!(!db.is_empty() && db.len() == 1);
     }
 
     #[test]
