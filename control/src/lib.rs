@@ -11,6 +11,9 @@
 //! - [`message`]: control messages (probe, reply, link state) on the wire,
 //!   authenticated under the overlay key; why a message was dropped.
 //! - [`replay`]: per-sender sliding windows that refuse replayed messages.
+//! - [`linkstate`]: flooding this node's row; the rows of the others.
+//! - [`node`]: all of the above for one node, driven by events and time.
+//! - [`sim`]: every node of a synthetic overlay on a virtual clock.
 
 pub mod link;
 pub mod linkstate;
@@ -19,3 +22,4 @@ pub mod node;
 pub mod paths;
 pub mod probe;
 pub mod replay;
+pub mod sim;

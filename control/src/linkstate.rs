@@ -67,8 +67,8 @@ pub const MATERIAL_RTT_FRACTION: f64 = 0.05;
 /// ...and this much: half the path hysteresis (`paths::Hysteresis`), so
 /// that an advertised row is never off by enough to hide a clear gain.
 pub const MATERIAL_RTT: Duration = Duration::from_millis(2);
-/// A loss change is material from this much: three probes of the default
-/// 50-probe window, so that one or two stray losses go unannounced.
+/// A loss change is material from this much: five probes of the default
+/// 100-probe window, so that a few stray losses go unannounced.
 pub const MATERIAL_LOSS: f64 = 0.05;
 
 /// Whether the link moved from `advertised` to `now` by enough to tell the
@@ -223,6 +223,11 @@ pub struct LinkStateDb {
     local: NodeId,
     /// The overlay's members, ascending.
     members: Vec<NodeId>,
+    /// Each member's index in `members`, by `NodeId.0`; `u32::MAX` for
+    /// none. Lookups are the path selector's inner loop, so no search.
+    slots: Vec<u32>,
+    /// The destinations whose link changed in the last row accepted.
+    changed: Vec<NodeId>,
     /// Per member, in `members` order: the row's version and when it was
     /// last heard; `None` for no row.
     rows: Vec<Option<(u64, Time)>>,
@@ -254,8 +259,15 @@ impl LinkStateDb {
         members.sort_unstable();
         members.dedup();
         let n = members.len();
+        let top = members.last().map_or(0, |m| usize::from(m.0));
+        let mut slots = vec![u32::MAX; top + 1];
+        for (i, m) in members.iter().enumerate() {
+            slots[usize::from(m.0)] = i as u32;
+        }
         LinkStateDb {
             local,
+            slots,
+            changed: Vec::new(),
             rows: vec![None; n],
             links: vec![StoredLink::UNKNOWN; n * n],
             members,
@@ -265,13 +277,18 @@ impl LinkStateDb {
     }
 
     fn index(&self, node: NodeId) -> Option<usize> {
-        self.members.binary_search(&node).ok()
+        match self.slots.get(usize::from(node.0)) {
+            Some(&slot) if slot != u32::MAX => Some(slot as usize),
+            _ => None,
+        }
     }
 
     /// Takes in a row heard at `now`. Refused: a row of this node (ours is
     /// never learnt back), of a node outside the overlay, or older than
-    /// the one stored.
+    /// the one stored. After [`Accepted::Changed`], [`Self::last_changed`]
+    /// names the links that changed.
     pub fn accept(&mut self, now: Time, row: &LinkState) -> Result<Accepted, Reject> {
+        self.changed.clear();
         if row.origin == self.local {
             return Err(Reject::Stale);
         }
@@ -303,14 +320,23 @@ impl LinkStateDb {
                 Some((_, estimate)) => StoredLink::new(estimate),
                 None => StoredLink::UNKNOWN,
             };
-            changed |= *slot != link;
-            *slot = link;
+            if *slot != link {
+                self.changed.push(*member);
+                *slot = link;
+            }
         }
+        changed |= !self.changed.is_empty();
         Ok(if changed {
             Accepted::Changed
         } else {
             Accepted::Refreshed
         })
+    }
+
+    /// The destinations toward which the origin of the last row accepted
+    /// reported a changed link (all it names, for a first row).
+    pub fn last_changed(&self) -> &[NodeId] {
+        &self.changed
     }
 
     /// When the next row expires.
@@ -456,6 +482,7 @@ mod tests {
 
         let v7 = row(B, 7, &[(A, up(10, 0.0)), (C, LinkEstimate::DOWN)]);
         assert_eq!(db.accept(ms(40), &v7), Ok(Accepted::Changed));
+        assert_eq!(db.last_changed(), [C]);
         assert_eq!(db.link(B, C).map(|l| l.up), Some(false));
 
         // A link the row no longer names is unknown, not kept from before.

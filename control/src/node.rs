@@ -42,7 +42,7 @@ use detour_common::wire::NodeId;
 use crate::link::{LinkEstimate, Time};
 use crate::linkstate::{Accepted, Advertiser, LinkStateConfig, LinkStateDb};
 use crate::message::{Message, Reject};
-use crate::paths::{Hop, PathSelector, Policy, Route};
+use crate::paths::{Change, Hop, PathSelector, Policy, Route};
 use crate::probe::{Action, ProbeConfig, Prober, Transition};
 
 /// The longest a started node waits for its view to settle.
@@ -109,6 +109,11 @@ pub struct Node {
     outbox: VecDeque<(NodeId, Message)>,
     /// When the next computation is due; `None` when nothing changed.
     compute_due: Option<Time>,
+    /// What it must cover: every destination, or only these (whose links
+    /// from some relay changed), by member index.
+    full: bool,
+    dirty: Vec<bool>,
+    dirty_dsts: Vec<NodeId>,
     last_compute: Option<Time>,
     routes_changed: bool,
     settled: bool,
@@ -134,6 +139,7 @@ impl Node {
         for peer in peers.clone() {
             prober.add_peer(peer, now);
         }
+        let count = members.len();
         Node {
             local,
             advertiser: Advertiser::new(config.linkstate.clone(), local, peers, version_base),
@@ -144,6 +150,9 @@ impl Node {
             selector: PathSelector::new(),
             outbox: VecDeque::new(),
             compute_due: Some(now),
+            full: true,
+            dirty: vec![false; count],
+            dirty_dsts: Vec::new(),
             last_compute: None,
             routes_changed: false,
             settled: false,
@@ -218,6 +227,16 @@ impl Node {
                 self.counters.rows_received += 1;
                 if self.db.accept(now, row)? == Accepted::Changed {
                     self.counters.rows_changed += 1;
+                    // Only the paths through the origin toward the
+                    // destinations it reported anew can have changed.
+                    for i in 0..self.db.last_changed().len() {
+                        let dst = self.db.last_changed()[i];
+                        if let Ok(k) = self.members.binary_search(&dst)
+                            && !std::mem::replace(&mut self.dirty[k], true)
+                        {
+                            self.dirty_dsts.push(dst);
+                        }
+                    }
                     self.routes_due(now, false);
                 }
             }
@@ -259,6 +278,7 @@ impl Node {
         let expired = self.db.len();
         if self.db.expire(now) {
             self.counters.rows_expired += (expired - self.db.len()) as u64;
+            self.full = true;
             self.routes_due(now, false);
         }
         if !self.settled {
@@ -287,6 +307,11 @@ impl Node {
     /// The routes of the last computation, by destination.
     pub fn routes(&self) -> &[Route] {
         self.selector.routes()
+    }
+
+    /// What the last computation changed.
+    pub fn last_changes(&self) -> &[Change] {
+        self.selector.changes()
     }
 
     /// The hop in use toward `dst`.
@@ -319,6 +344,7 @@ impl Node {
     /// Replaces the policy (pins, drains, metric); routes follow at once.
     pub fn set_policy(&mut self, now: Time, policy: Policy) {
         self.config.policy = policy;
+        self.full = true;
         self.routes_due(now, true);
     }
 
@@ -334,6 +360,8 @@ impl Node {
             return;
         };
         if self.advertiser.update(peer, probe.estimate()) || transition.is_some() {
+            // Our leg to `peer` is in every path through it.
+            self.full = true;
             self.routes_due(now, transition == Some(Transition::Down));
         }
     }
@@ -350,17 +378,34 @@ impl Node {
         self.compute_due = None;
         self.last_compute = Some(now);
         self.counters.computations += 1;
-        let (local, prober, db) = (self.local, &self.prober, &self.db);
+        // Our own links as advertised, not as last measured: the advertised
+        // row moves only on a material change, so estimates wandering
+        // within the noise of the probes (a loss more or less in the
+        // window) cannot flip a near tie back and forth. The relays' legs
+        // are filtered the same way, by their origins.
+        let (local, advertised, db) = (self.local, self.advertiser.row(), &self.db);
         let links = |from: NodeId, to: NodeId| {
             if from == local {
-                prober.peer(to).map(|p| p.estimate())
+                advertised
+                    .binary_search_by_key(&to, |(peer, _)| *peer)
+                    .ok()
+                    .map(|i| advertised[i].1)
             } else {
                 db.link(from, to)
             }
         };
-        let selection = self
-            .selector
-            .select(local, &self.members, &links, &self.config.policy);
+        let policy = &self.config.policy;
+        let selection = if self.full {
+            self.selector.select(local, &self.members, &links, policy)
+        } else {
+            self.selector
+                .reselect(local, &self.members, &self.dirty_dsts, &links, policy)
+        };
+        self.full = false;
+        for dst in self.dirty_dsts.drain(..) {
+            let k = self.members.binary_search(&dst).expect("a member");
+            self.dirty[k] = false;
+        }
         if selection.changed() {
             self.counters.route_changes += selection.changes.len() as u64;
             self.routes_changed = true;

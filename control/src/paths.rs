@@ -193,8 +193,8 @@ impl Hysteresis {
 
     /// The default for `metric`: 10%, and at least 5 ms for the metrics in
     /// seconds (RTT estimates of a steady link wander by about that) or 5
-    /// points of loss (the prober's 50-probe window moves 2 points a probe,
-    /// so less than three probes' worth is noise).
+    /// points of loss (five probes of the prober's 100-probe window; a
+    /// link losing 2 % at random wanders by about that).
     pub const fn for_metric(metric: Metric) -> Hysteresis {
         match metric {
             Metric::Latency | Metric::Combined => Hysteresis {
@@ -492,6 +492,11 @@ impl PathSelector {
         &self.routes
     }
 
+    /// What the last call changed.
+    pub fn changes(&self) -> &[Change] {
+        &self.changes
+    }
+
     /// Choose a route from `local` to every other node of `nodes` (the
     /// overlay's members; `local` and repeats are skipped), through any
     /// member as relay, and report what changed since the last call.
@@ -590,6 +595,80 @@ impl PathSelector {
         self.changes[first_left..].sort_unstable_by_key(|c| c.dst);
 
         std::mem::swap(&mut self.current, &mut self.next);
+        Selection {
+            routes: &self.routes,
+            changes: &self.changes,
+        }
+    }
+
+    /// Chooses again for `dsts` only, keeping every other route: for when
+    /// only links toward them changed (a relay's row naming them), which
+    /// costs a scan of the relays per destination instead of a full
+    /// [`Self::select`]. `nodes` must be those of the last full call, in
+    /// ascending order; destinations not among them are skipped. The
+    /// changes reported are those of `dsts`.
+    pub fn reselect(
+        &mut self,
+        local: NodeId,
+        nodes: &[NodeId],
+        dsts: &[NodeId],
+        links: &impl LinkTable,
+        policy: &Policy,
+    ) -> Selection<'_> {
+        debug_assert!(nodes.is_sorted());
+        self.changes.clear();
+        self.relays.clear();
+        let metric = policy.metric;
+        for &relay in nodes {
+            if relay == local || policy.drained.contains(&relay) {
+                continue;
+            }
+            if let Some(leg) = links.link(local, relay)
+                && leg.up
+            {
+                let (rtt, delivery) = totals(&[leg]);
+                self.relays.push((relay, rtt, delivery));
+            }
+        }
+        for &dst in dsts {
+            let Ok(slot) = self.routes.binary_search_by_key(&dst, |r| r.dst) else {
+                continue;
+            };
+            let previous = self.current.get(&dst).copied().flatten();
+            let mut search = Search::new(dst, previous, policy.pins.get(&dst).copied());
+            if let Some(leg) = links.link(local, dst)
+                && leg.up
+            {
+                let (rtt, delivery) = totals(&[leg]);
+                search.offer(Hop::Direct, metric.cost_of(rtt, delivery), rtt);
+            }
+            for &(relay, first_rtt, first_delivery) in &self.relays {
+                if relay == dst {
+                    continue;
+                }
+                if let Some(second) = links.link(relay, dst)
+                    && second.up
+                {
+                    let rtt = first_rtt + second.rtt.as_secs_f64();
+                    let delivery = first_delivery * delivery_rate(second.loss);
+                    search.offer(Hop::Via(relay), metric.cost_of(rtt, delivery), rtt);
+                }
+            }
+            let chosen = search.decide(&policy.hysteresis);
+            let hop = chosen.map(|c| c.hop);
+            self.current.insert(dst, hop);
+            self.routes[slot].path = chosen.map(|c| Path {
+                hop: c.hop,
+                cost: c.cost,
+            });
+            if hop != previous {
+                self.changes.push(Change {
+                    dst,
+                    from: previous,
+                    to: hop,
+                });
+            }
+        }
         Selection {
             routes: &self.routes,
             changes: &self.changes,
@@ -1339,6 +1418,35 @@ mod tests {
             selector.select(local, &nodes, &now, &policy);
             let again = selector.select(local, &nodes, &now, &policy);
             prop_assert!(!again.changed(), "{:?}", again.changes);
+        }
+
+        #[test]
+        fn reselecting_the_destinations_whose_links_changed_equals_a_full_selection(
+            (before, now, policy, local) in scenario(),
+            mask in any::<u8>(),
+        ) {
+            // `mixed` is `before`, but for the relays' links toward the
+            // destinations picked by `mask`, which are as in `now`.
+            let (local, nodes) = (n(local), before.nodes().to_vec());
+            let dsts: Vec<NodeId> =
+                nodes.iter().copied().filter(|d| mask & (1 << (d.0 % 8)) != 0).collect();
+            let mut mixed = before.clone();
+            for &relay in nodes.iter().filter(|r| **r != local) {
+                for &dst in &dsts {
+                    match now.link(relay, dst) {
+                        Some(estimate) => mixed.set(relay, dst, estimate),
+                        None => mixed.forget(relay, dst),
+                    }
+                }
+            }
+            let mut partial = PathSelector::new();
+            partial.select(local, &nodes, &before, &policy);
+            let changes = partial.reselect(local, &nodes, &dsts, &mixed, &policy).changes.to_vec();
+            let mut full = PathSelector::new();
+            full.select(local, &nodes, &before, &policy);
+            let expected = full.select(local, &nodes, &mixed, &policy).changes.to_vec();
+            prop_assert_eq!(partial.routes(), full.routes());
+            prop_assert_eq!(changes, expected);
         }
     }
 }

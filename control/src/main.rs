@@ -1,0 +1,84 @@
+//! `detour-control`: the control process, and its simulator.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use detour_control::sim::{self, Scenario, SimConfig};
+
+/// detour's control process: probes every peer, floods link state, picks
+/// the best direct or one-hop path to every node and installs the routes
+/// in the dataplane.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the routing core of every node of a synthetic overlay on a
+    /// virtual clock, inject a failure, and report detection and failover
+    /// times, probe and link-state traffic and route computation time.
+    /// Deterministic for a seed (computation times aside).
+    Sim(SimArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SimArgs {
+    /// What goes wrong: steady, link-cut, relay-failure, flapping,
+    /// partition, gradual-loss.
+    #[arg(long, default_value = "link-cut")]
+    scenario: Scenario,
+    /// Nodes in the overlay (2 to 65534).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(2..=65534))]
+    nodes: u16,
+    /// Seed of the overlay, loss and jitter.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Seconds before the event (the overlay settles meanwhile).
+    #[arg(long, default_value_t = 5.0)]
+    warmup: f64,
+    /// Seconds the run goes on after the event [default: 3, or 12 for
+    /// flapping and gradual-loss].
+    #[arg(long)]
+    after: Option<f64>,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn seconds(s: f64, what: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(s)
+        .map_err(|_| anyhow::anyhow!("--{what}: {s} is not a duration in seconds"))
+}
+
+fn simulate(args: SimArgs) -> anyhow::Result<()> {
+    let mut config = SimConfig::new(args.scenario, usize::from(args.nodes), args.seed);
+    config.warmup = seconds(args.warmup, "warmup")?;
+    if let Some(after) = args.after {
+        config.after = seconds(after, "after")?;
+    }
+    let report = sim::run(&config);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Sim(args) => simulate(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("detour-control: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
