@@ -11,7 +11,10 @@
 //! - [`message`]: control messages (probe, reply, link state) on the wire,
 //!   authenticated under the overlay key; why a message was dropped.
 //! - [`replay`]: per-sender sliding windows that refuse replayed messages.
+//! - [`config`]: the control process's TOML configuration and key file,
+//!   checked, every error naming the file, line and key.
 
+pub mod config;
 pub mod link;
 pub mod linkstate;
 pub mod message;
