@@ -14,10 +14,13 @@
 //! - [`linkstate`]: flooding this node's row; the rows of the others.
 //! - [`node`]: all of the above for one node, driven by events and time.
 //! - [`sim`]: every node of a synthetic overlay on a virtual clock.
+//! - [`daemon`]: a node on a UDP socket and the real clock, installing its
+//!   routes in the dataplane.
 //! - [`config`]: the control process's TOML configuration and key file,
 //!   checked, every error naming the file, line and key.
 
 pub mod config;
+pub mod daemon;
 pub mod link;
 pub mod linkstate;
 pub mod message;

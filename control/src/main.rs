@@ -1,19 +1,37 @@
 //! `detour-control`: the control process, and its simulator.
 
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use detour_control::config::Config;
+use detour_control::daemon;
 use detour_control::sim::{self, Scenario, SimConfig};
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 /// detour's control process: probes every peer, floods link state, picks
 /// the best direct or one-hop path to every node and installs the routes
 /// in the dataplane.
+///
+/// Without a subcommand it runs the control process with the configuration
+/// file given by --config (every key is in docs/control-config.md). It
+/// keeps running until SIGINT or SIGTERM; the dataplane keeps forwarding
+/// by the routes last installed while it is stopped or restarting.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    /// The configuration file.
+    #[arg(short, long, default_value = "/etc/detour/control.toml")]
+    config: PathBuf,
+    /// Check the configuration (and the key file), print it, and exit.
+    #[arg(long)]
+    check: bool,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,10 +87,38 @@ fn simulate(args: SimArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn serve(path: &std::path::Path, check: bool) -> anyhow::Result<()> {
+    let config = match Config::read(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("detour-control: configuration: {e}");
+            std::process::exit(2);
+        }
+    };
+    if check {
+        println!("{config:#?}");
+        return Ok(());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+    daemon::run(config, &stop)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DETOUR_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
     let result = match cli.command {
-        Command::Sim(args) => simulate(args),
+        Some(Command::Sim(args)) => simulate(args),
+        None => serve(&cli.config, cli.check),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -41,9 +41,14 @@ use detour_common::wire::NodeId;
 
 use crate::link::{LinkEstimate, Time};
 use crate::linkstate::{Accepted, Advertiser, LinkStateConfig, LinkStateDb};
-use crate::message::{Message, Reject};
+use crate::message::{LinkState, Message, Reject};
 use crate::paths::{Change, Hop, PathSelector, Policy, Route};
 use crate::probe::{Action, ProbeConfig, Prober, Transition};
+
+/// A probe number below the last one seen means the peer's prober started
+/// over (its probes count from 1) if it is this low or this far below;
+/// otherwise the probes were only reordered.
+const RESTART_GAP: u64 = 64;
 
 /// The longest a started node waits for its view to settle.
 pub const SETTLE_LIMIT: Duration = Duration::from_secs(3);
@@ -117,6 +122,11 @@ pub struct Node {
     last_compute: Option<Time>,
     routes_changed: bool,
     settled: bool,
+    /// Our last advertisement, for a peer that needs it again.
+    last_row: Option<Arc<LinkState>>,
+    /// The last probe number each member sent us (0: none yet), by index:
+    /// one far below it means the member restarted.
+    probe_seqs: Vec<u64>,
     counters: NodeCounters,
 }
 
@@ -156,6 +166,8 @@ impl Node {
             last_compute: None,
             routes_changed: false,
             settled: false,
+            last_row: None,
+            probe_seqs: vec![0; count],
             counters: NodeCounters::default(),
             config,
         }
@@ -215,6 +227,20 @@ impl Node {
                 self.counters.replies_sent += 1;
                 self.outbox
                     .push_back((from, Message::ProbeReply { seq: *seq }));
+                // A peer heard from for the first time, or whose probes
+                // start over (it restarted), lacks our row, and we may not
+                // change it for a while: send it now rather than at the
+                // next refresh, so that it settles at once.
+                let k = self.members.binary_search(&from).expect("a member");
+                let last = std::mem::replace(&mut self.probe_seqs[k], *seq);
+                let restarted = *seq < last && (*seq <= RESTART_GAP || last - *seq > RESTART_GAP);
+                if (last == 0 || restarted)
+                    && let Some(row) = &self.last_row
+                {
+                    self.counters.rows_sent += 1;
+                    self.outbox
+                        .push_back((from, Message::LinkState(Arc::clone(row))));
+                }
             }
             Message::ProbeReply { seq } => {
                 self.counters.replies_received += 1;
@@ -289,6 +315,7 @@ impl Node {
         }
         if let Some(row) = self.advertiser.poll_transmit(now) {
             let row = Arc::new(row);
+            self.last_row = Some(Arc::clone(&row));
             for (peer, probe) in self.prober.peers() {
                 if probe.is_up() {
                     self.counters.rows_sent += 1;

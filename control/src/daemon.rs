@@ -1,0 +1,353 @@
+//! The control process: the routing core ([`Node`]) on a UDP socket and the
+//! real clock, installing its routes in the dataplane.
+//!
+//! One thread runs the core: it waits on the control socket until the
+//! core's next deadline, hands it what arrives (authenticated and checked
+//! against replay by [`Endpoint`]), and sends what it asks. A second
+//! thread, the [`Installer`], pushes route snapshots to the dataplane's
+//! API, so that a slow or restarting dataplane never holds up probing.
+//! One socket and one timer need no async runtime; DESIGN.md names tokio
+//! for this, and two threads do the same with nothing added to the build.
+//!
+//! ## Installation
+//!
+//! Snapshots are built when the routes change and the node is settled
+//! (see `node`, "Settling"); only the newest waits to go out, so a burst of
+//! changes is one install. The installer re-sends the newest snapshot
+//! whenever the dataplane has an older one or none, which is what a
+//! restarted dataplane has: it checks the dataplane's health every
+//! second, and reconnects after an error. At start the control process
+//! reads the routes the dataplane still forwards by, adopts them as its
+//! current paths and numbers its snapshots above them, so that its own
+//! restart changes nothing in the dataplane until a route really changes.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use detour_common::api::{Client, NodeSpec, PrefixSpec, RouteSnapshot, RouteSpec};
+use detour_common::wire::NodeId;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::message::{Endpoint, MAX_MESSAGE_LEN};
+use crate::node::Node;
+use crate::paths::Hop;
+
+/// The longest the core sleeps, so that a stop request is seen promptly.
+const MAX_WAIT: Duration = Duration::from_millis(100);
+/// How often the installer checks that the dataplane has our routes.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the installer waits before reconnecting after an error.
+const RETRY_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Microseconds since the Unix epoch: the base of message sequence numbers,
+/// row versions and snapshot versions, above any used before a restart.
+fn epoch_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Runs the control process until `stop` is set.
+pub fn run(config: Config, stop: &AtomicBool) -> anyhow::Result<()> {
+    let socket = UdpSocket::bind(config.listen)
+        .with_context(|| format!("binding the control socket {}", config.listen))?;
+    let clock = Instant::now();
+    let base = epoch_micros();
+    let peers: BTreeMap<NodeId, SocketAddr> = config
+        .peers
+        .iter()
+        .map(|p| (p.id, p.control_addr()))
+        .collect();
+    let mut endpoint = Endpoint::new(config.key.clone(), config.node_id, base);
+    let mut node = Node::new(
+        config.node_id,
+        peers.keys().copied(),
+        config.node.clone(),
+        base,
+        Duration::ZERO,
+    );
+    let mut snapshots = SnapshotBuilder::new(&config, base);
+    let installer = config.dataplane_socket.as_ref().map(|path| {
+        if let Some(installed) = installed_routes(path) {
+            info!(
+                version = installed.version,
+                routes = installed.routes.len(),
+                "adopting the dataplane's routes"
+            );
+            snapshots.version = snapshots.version.max(installed.version);
+            node.assume_routes(installed.routes.iter().map(|r| {
+                let hop = if r.via == r.dst {
+                    Hop::Direct
+                } else {
+                    Hop::Via(r.via)
+                };
+                (r.dst, hop)
+            }));
+        }
+        Installer::start(path.clone())
+    });
+    info!(
+        node = %config.node_id,
+        listen = %config.listen,
+        peers = peers.len(),
+        "control process running"
+    );
+
+    let mut buf = vec![0u8; MAX_MESSAGE_LEN + 1];
+    let mut out = Vec::with_capacity(MAX_MESSAGE_LEN);
+    let mut routes_pending = false;
+    let mut installed_once = false;
+    let mut was_settled = false;
+    while !stop.load(Ordering::Relaxed) {
+        let now = clock.elapsed();
+        let wait = node
+            .poll_timeout()
+            .saturating_sub(now)
+            .clamp(Duration::from_millis(1), MAX_WAIT);
+        socket.set_read_timeout(Some(wait))?;
+        match socket.recv_from(&mut buf) {
+            Ok((len, from)) => match endpoint.open(&buf[..len]) {
+                Ok((sender, message)) => {
+                    if let Err(reject) = node.handle_message(clock.elapsed(), sender, &message) {
+                        endpoint.record(reject);
+                        debug!(%from, %reject, "control message dropped");
+                    }
+                }
+                Err(reject) => debug!(%from, %reject, "control message dropped"),
+            },
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // ICMP errors from earlier sends (port unreachable) surface
+            // here on Linux; the prober sees the loss anyway.
+            Err(e) => debug!(error = %e, "control socket"),
+        }
+        let now = clock.elapsed();
+        if node.poll_timeout() <= now {
+            node.handle_timeout(now);
+        }
+        while let Some((to, message)) = node.poll_transmit() {
+            let Some(addr) = peers.get(&to) else { continue };
+            out.clear();
+            if let Err(e) = endpoint.seal(to, &message, &mut out) {
+                warn!(peer = %to, error = %e, "cannot encode a control message");
+                continue;
+            }
+            if let Err(e) = socket.send_to(&out, addr) {
+                debug!(peer = %to, %addr, error = %e, "control message not sent");
+            }
+        }
+        routes_pending |= node.take_routes_changed();
+        if node.is_settled() && !was_settled {
+            was_settled = true;
+            info!(routes = reachable(&node), "routes settled");
+        }
+        if node.is_settled() && (routes_pending || !installed_once) {
+            routes_pending = false;
+            installed_once = true;
+            let snapshot = snapshots.build(&node);
+            debug!(version = snapshot.version, "routes changed");
+            if let Some(installer) = &installer {
+                installer.submit(snapshot);
+            }
+        }
+    }
+    info!("control process stopping; the dataplane keeps its routes");
+    if let Some(installer) = installer {
+        installer.stop();
+    }
+    Ok(())
+}
+
+fn reachable(node: &Node) -> usize {
+    node.routes().iter().filter(|r| r.path.is_some()).count()
+}
+
+/// The routes the dataplane at `path` has installed, if it answers.
+fn installed_routes(path: &Path) -> Option<RouteSnapshot> {
+    let mut client = Client::connect(path).ok()?;
+    match client.request(&detour_common::api::Request::Routes) {
+        Ok(detour_common::api::Response::Routes { snapshot }) => snapshot,
+        _ => None,
+    }
+}
+
+/// Turns the core's routes into the dataplane's snapshots.
+struct SnapshotBuilder {
+    local: NodeId,
+    nodes: Vec<NodeSpec>,
+    prefixes: Vec<PrefixSpec>,
+    /// The last version handed out.
+    version: u64,
+}
+
+impl SnapshotBuilder {
+    fn new(config: &Config, base: u64) -> SnapshotBuilder {
+        let mut nodes = vec![NodeSpec {
+            id: config.node_id,
+            underlay: config.underlay,
+        }];
+        let mut prefixes: Vec<PrefixSpec> = config
+            .prefixes
+            .iter()
+            .map(|&prefix| PrefixSpec {
+                prefix,
+                node: config.node_id,
+            })
+            .collect();
+        for peer in &config.peers {
+            nodes.push(NodeSpec {
+                id: peer.id,
+                underlay: peer.underlay,
+            });
+            prefixes.extend(peer.prefixes.iter().map(|&prefix| PrefixSpec {
+                prefix,
+                node: peer.id,
+            }));
+        }
+        SnapshotBuilder {
+            local: config.node_id,
+            nodes,
+            prefixes,
+            version: base,
+        }
+    }
+
+    /// A snapshot of the node's routes, numbered above every one before.
+    fn build(&mut self, node: &Node) -> RouteSnapshot {
+        self.version = (self.version + 1).max(epoch_micros());
+        RouteSnapshot {
+            version: self.version,
+            local: self.local,
+            nodes: self.nodes.clone(),
+            routes: node
+                .routes()
+                .iter()
+                .filter_map(|r| r.next_hop().map(|via| RouteSpec { dst: r.dst, via }))
+                .collect(),
+            prefixes: self.prefixes.clone(),
+        }
+    }
+}
+
+/// The newest snapshot waiting to go out, and the stop flag.
+#[derive(Default)]
+struct Mailbox {
+    newest: Option<RouteSnapshot>,
+    fresh: bool,
+    stop: bool,
+}
+
+/// Pushes snapshots to the dataplane on its own thread.
+struct Installer {
+    shared: Arc<(Mutex<Mailbox>, Condvar)>,
+    thread: thread::JoinHandle<()>,
+}
+
+impl Installer {
+    fn start(path: PathBuf) -> Installer {
+        let shared = Arc::new((Mutex::new(Mailbox::default()), Condvar::new()));
+        let thread = thread::Builder::new()
+            .name("installer".into())
+            .spawn({
+                let shared = Arc::clone(&shared);
+                move || install_loop(&path, &shared)
+            })
+            .expect("spawning the installer thread");
+        Installer { shared, thread }
+    }
+
+    /// Replaces whatever snapshot still waits with `snapshot`.
+    fn submit(&self, snapshot: RouteSnapshot) {
+        let (lock, wake) = &*self.shared;
+        let mut mailbox = lock.lock().expect("installer mailbox");
+        mailbox.newest = Some(snapshot);
+        mailbox.fresh = true;
+        wake.notify_one();
+    }
+
+    fn stop(self) {
+        let (lock, wake) = &*self.shared;
+        lock.lock().expect("installer mailbox").stop = true;
+        wake.notify_one();
+        let _ = self.thread.join();
+    }
+}
+
+fn install_loop(path: &Path, shared: &(Mutex<Mailbox>, Condvar)) {
+    let (lock, wake) = shared;
+    let mut client: Option<Client> = None;
+    let mut failing = false;
+    loop {
+        let (snapshot, fresh) = {
+            let mailbox = lock.lock().expect("installer mailbox");
+            let wait = if failing {
+                RETRY_INTERVAL
+            } else {
+                HEALTH_INTERVAL
+            };
+            let (mut mailbox, _) = wake
+                .wait_timeout_while(mailbox, wait, |m| !m.fresh && !m.stop)
+                .expect("installer mailbox");
+            if mailbox.stop {
+                return;
+            }
+            let fresh = std::mem::take(&mut mailbox.fresh);
+            (mailbox.newest.clone(), fresh)
+        };
+        let Some(snapshot) = snapshot else { continue };
+        match install(path, &mut client, &snapshot, fresh) {
+            Ok(Some(version)) => {
+                if failing {
+                    info!(path = %path.display(), "dataplane reachable again");
+                }
+                info!(version, routes = snapshot.routes.len(), "routes installed");
+                failing = false;
+            }
+            Ok(None) => failing = false,
+            Err(e) => {
+                if !failing {
+                    warn!(path = %path.display(), error = %e, "cannot install routes; retrying");
+                }
+                client = None;
+                failing = true;
+            }
+        }
+    }
+}
+
+/// Installs `snapshot` if it is `fresh` or the dataplane lacks it; the
+/// version installed, or `None` when the dataplane had it already.
+fn install(
+    path: &Path,
+    client: &mut Option<Client>,
+    snapshot: &RouteSnapshot,
+    fresh: bool,
+) -> io::Result<Option<u64>> {
+    if client.is_none() {
+        *client = Some(Client::connect(path)?);
+    }
+    let client = client.as_mut().expect("connected");
+    if !fresh {
+        let health = client.health()?;
+        if health.route_version.is_some_and(|v| v >= snapshot.version) {
+            return Ok(None);
+        }
+        info!(
+            installed = ?health.route_version,
+            "the dataplane lacks our routes (restarted?); re-installing"
+        );
+    }
+    client.install(snapshot.clone()).map(Some)
+}

@@ -1,0 +1,287 @@
+//! Three real `detour-control` processes in network namespaces on one
+//! bridge, probing each other over UDP. Node 1 installs into a stand-in
+//! dataplane: a Unix socket speaking the dataplane's API (docs/
+//! dataplane-api.md), which records every snapshot, so that the test sees
+//! exactly what a dataplane would be told. Needs root.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use detour_common::api::{Health, Request, Response, RouteSnapshot};
+use detour_common::wire::NodeId;
+use detour_testkit::{Netns, Process, ScratchPath, eventually, require_root};
+
+/// What the stand-in dataplane was told, in order.
+type Installed = Arc<Mutex<Vec<RouteSnapshot>>>;
+
+/// A stand-in for `detour-dataplane`'s API on `path`: answers installs,
+/// health and routes like the real one, until the returned guard drops.
+struct FakeDataplane {
+    installed: Installed,
+    path: std::path::PathBuf,
+    /// Every connection, closed on drop as a dataplane that exits closes
+    /// them.
+    connections: Arc<Mutex<Vec<std::os::unix::net::UnixStream>>>,
+}
+
+impl FakeDataplane {
+    fn start(path: &std::path::Path) -> FakeDataplane {
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path).unwrap();
+        let installed: Installed = Arc::default();
+        let connections: Arc<Mutex<Vec<_>>> = Arc::default();
+        let (shared, open) = (Arc::clone(&installed), Arc::clone(&connections));
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                open.lock().unwrap().push(stream.try_clone().unwrap());
+                let shared = Arc::clone(&shared);
+                thread::spawn(move || serve(stream, &shared));
+            }
+        });
+        FakeDataplane {
+            installed,
+            path: path.to_owned(),
+            connections,
+        }
+    }
+
+    fn snapshots(&self) -> Vec<RouteSnapshot> {
+        self.installed.lock().unwrap().clone()
+    }
+
+    fn latest(&self) -> Option<RouteSnapshot> {
+        self.installed.lock().unwrap().last().cloned()
+    }
+}
+
+impl Drop for FakeDataplane {
+    fn drop(&mut self) {
+        // The listener thread lingers blocked in accept; with the path
+        // gone no one reaches it, as with a dataplane that exited.
+        let _ = std::fs::remove_file(&self.path);
+        for stream in self.connections.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+fn serve(stream: std::os::unix::net::UnixStream, installed: &Installed) {
+    let mut writer = stream.try_clone().unwrap();
+    for line in BufReader::new(stream).lines() {
+        let Ok(line) = line else { return };
+        let response = match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Install { snapshot }) => {
+                let mut all = installed.lock().unwrap();
+                if all.last().is_some_and(|s| s.version >= snapshot.version) {
+                    Response::Error {
+                        message: "not newer".into(),
+                    }
+                } else {
+                    let version = snapshot.version;
+                    all.push(snapshot);
+                    Response::Installed { version }
+                }
+            }
+            Ok(Request::Health) => Response::Health(Health {
+                node_id: NodeId(1),
+                version: "fake".into(),
+                uptime_s: 0,
+                route_version: installed.lock().unwrap().last().map(|s| s.version),
+                workers_running: 0,
+                workers: 0,
+                interfaces: Vec::new(),
+            }),
+            Ok(Request::Routes) => Response::Routes {
+                snapshot: installed.lock().unwrap().last().cloned(),
+            },
+            _ => Response::Error {
+                message: "unsupported".into(),
+            },
+        };
+        let mut out = serde_json::to_string(&response).unwrap();
+        out.push('\n');
+        if writer.write_all(out.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// The next hop node 1 installed toward `dst`.
+fn via(snapshot: &RouteSnapshot, dst: u16) -> Option<u16> {
+    snapshot
+        .routes
+        .iter()
+        .find(|r| r.dst == NodeId(dst))
+        .map(|r| r.via.0)
+}
+
+struct Overlay {
+    nodes: Vec<Netns>,
+    _bridge: Netns,
+    _files: Vec<ScratchPath>,
+    configs: Vec<std::path::PathBuf>,
+    processes: Vec<Option<Process>>,
+}
+
+impl Overlay {
+    /// Nodes 1 to 3 at 192.0.2.1–3 on one bridge; node 1 installs into
+    /// `dataplane`.
+    fn up(dataplane: &std::path::Path) -> Overlay {
+        require_root();
+        let bridge = Netns::new("br").unwrap();
+        bridge
+            .ip(&["link", "add", "br0", "type", "bridge"])
+            .unwrap();
+        bridge.ip(&["link", "set", "br0", "up"]).unwrap();
+        let mut nodes = Vec::new();
+        for i in 1..=3 {
+            let ns = Netns::new(&format!("n{i}")).unwrap();
+            ns.quiet().unwrap();
+            ns.veth("eth0", &bridge, &format!("p{i}")).unwrap();
+            bridge
+                .ip(&["link", "set", &format!("p{i}"), "master", "br0"])
+                .unwrap();
+            ns.ip(&["addr", "add", &format!("192.0.2.{i}/24"), "dev", "eth0"])
+                .unwrap();
+            nodes.push(ns);
+        }
+
+        let key = ScratchPath::new("overlay.key");
+        std::fs::write(key.path(), "ab".repeat(32)).unwrap();
+        std::fs::set_permissions(key.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut files = Vec::new();
+        let mut configs = Vec::new();
+        for i in 1..=3u16 {
+            let mut text = format!(
+                "node_id = {i}\nkey_file = {:?}\nunderlay = \"192.0.2.{i}\"\nprefixes = [\"10.{i}.0.0/16\"]\n",
+                key.path()
+            );
+            for j in (1..=3u16).filter(|j| *j != i) {
+                text += &format!(
+                    "\n[[peers]]\nid = {j}\nunderlay = \"192.0.2.{j}\"\nprefixes = [\"10.{j}.0.0/16\"]\n"
+                );
+            }
+            if i == 1 {
+                text += &format!("\n[dataplane]\nsocket = {dataplane:?}\n");
+            } else {
+                text += "\n[dataplane]\ninstall = false\n";
+            }
+            let api = ScratchPath::new("control.sock");
+            text += &format!("\n[api]\nsocket = {:?}\n", api.path());
+            let file = ScratchPath::new(&format!("control{i}.toml"));
+            std::fs::write(file.path(), text).unwrap();
+            configs.push(file.path().to_owned());
+            files.push(file);
+            files.push(api);
+        }
+        files.push(key);
+        let mut overlay = Overlay {
+            nodes,
+            _bridge: bridge,
+            _files: files,
+            configs,
+            processes: vec![None, None, None],
+        };
+        for i in 1..=3 {
+            overlay.start(i);
+        }
+        overlay
+    }
+
+    fn start(&mut self, node: usize) {
+        let process = Process::spawn(
+            self.nodes[node - 1]
+                .command(env!("CARGO_BIN_EXE_detour-control"))
+                .arg("--config")
+                .arg(&self.configs[node - 1])
+                .env("DETOUR_LOG", "warn")
+                .stdout(Stdio::null()),
+        )
+        .unwrap();
+        self.processes[node - 1] = Some(process);
+    }
+
+    fn stop(&mut self, node: usize) {
+        self.processes[node - 1] = None;
+    }
+
+    /// Drops everything between node 1 and node 2, both ways, in node 1.
+    fn cut_1_2(&self) {
+        let rules = "table inet dtcut {\n\
+             chain in { type filter hook input priority 0; ip saddr 192.0.2.2 drop; }\n\
+             chain out { type filter hook output priority 0; ip daddr 192.0.2.2 drop; }\n\
+             }\n";
+        let file = ScratchPath::new("cut.nft");
+        std::fs::write(file.path(), rules).unwrap();
+        self.nodes[0]
+            .exec("nft", &["-f", file.path().to_str().unwrap()])
+            .unwrap();
+    }
+}
+
+#[test]
+fn netns_control_installs_routes_fails_over_and_survives_restarts() {
+    let socket = ScratchPath::new("dataplane.sock");
+    let dataplane = FakeDataplane::start(socket.path());
+    let mut overlay = Overlay::up(socket.path());
+
+    // Settled: node 1 reaches 2 and 3, with every node and prefix.
+    let settled = eventually(Duration::from_secs(10), || {
+        dataplane
+            .latest()
+            .is_some_and(|s| via(&s, 2).is_some() && via(&s, 3).is_some())
+    });
+    assert!(settled, "routes installed: {:?}", dataplane.snapshots());
+    let first = dataplane.latest().unwrap();
+    assert_eq!(first.local, NodeId(1));
+    assert_eq!(first.nodes.len(), 3);
+    assert_eq!(first.prefixes.len(), 3);
+    assert!(
+        dataplane
+            .snapshots()
+            .iter()
+            .all(|s| via(s, 2).is_some() && via(s, 3).is_some()),
+        "nothing was installed before the view settled: {:?}",
+        dataplane.snapshots()
+    );
+
+    // The link 1–2 dies: node 1 goes to 2 through 3.
+    let cut = Instant::now();
+    overlay.cut_1_2();
+    let failed_over = eventually(Duration::from_secs(5), || {
+        dataplane.latest().is_some_and(|s| via(&s, 2) == Some(3))
+    });
+    assert!(failed_over, "no failover: {:?}", dataplane.latest());
+    eprintln!("failover installed {:?} after the cut", cut.elapsed());
+    assert_eq!(via(&dataplane.latest().unwrap(), 3), Some(3));
+
+    // The dataplane restarts with no routes: they are pushed again.
+    let before_restart = dataplane.latest().unwrap();
+    drop(dataplane);
+    let dataplane = FakeDataplane::start(socket.path());
+    let repushed = eventually(Duration::from_secs(5), || {
+        dataplane
+            .latest()
+            .is_some_and(|s| s.routes == before_restart.routes)
+    });
+    assert!(repushed, "not re-pushed: {:?}", dataplane.latest());
+
+    // The control process restarts: nothing it installs drops a route.
+    let count = dataplane.snapshots().len();
+    overlay.stop(1);
+    overlay.start(1);
+    thread::sleep(Duration::from_secs(4));
+    let after: Vec<_> = dataplane.snapshots().split_off(count);
+    assert!(
+        after
+            .iter()
+            .all(|s| via(s, 2) == Some(3) && via(s, 3) == Some(3)),
+        "a restart disturbed the routes: {after:?}"
+    );
+}
