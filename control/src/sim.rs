@@ -15,7 +15,8 @@
 //! two is 2 ms plus 0.4 ms per unit of distance (2 to 59 ms), and 15 % of
 //! pairs are inflated 1.2 to 2.5 times, as Internet paths are by policy
 //! routing, which is what gives one-hop detours something to win (RON,
-//! section 6). One pair in ten loses up to 2 % of packets. Each message's
+//! section 6). One pair in ten (`SimConfig::lossy_share`) loses up to 2 %
+//! of its packets. Each message's
 //! delay varies by up to 5 % above the pair's.
 //!
 //! ## What is measured
@@ -139,6 +140,8 @@ pub struct SimConfig {
     pub warmup: Duration,
     /// How long the run goes on after the event.
     pub after: Duration,
+    /// The share of node pairs that lose up to 2 % of their packets.
+    pub lossy_share: f64,
 }
 
 impl SimConfig {
@@ -150,6 +153,7 @@ impl SimConfig {
             node: NodeConfig::default(),
             warmup: Duration::from_secs(5),
             after: scenario.default_after(),
+            lossy_share: 0.1,
         }
     }
 }
@@ -219,7 +223,7 @@ struct Underlay {
 }
 
 impl Underlay {
-    fn generate(n: usize, rng: &mut fastrand::Rng) -> Underlay {
+    fn generate(n: usize, lossy_share: f64, rng: &mut fastrand::Rng) -> Underlay {
         let points: Vec<(f64, f64)> = (0..n)
             .map(|_| (rng.f64() * 100.0, rng.f64() * 100.0))
             .collect();
@@ -237,7 +241,7 @@ impl Underlay {
                 if rng.f64() < 0.15 {
                     ms *= 1.2 + 1.3 * rng.f64();
                 }
-                let loss = if rng.f64() < 0.1 && std::env::var_os("NOLOSS").is_none() {
+                let loss = if rng.f64() < lossy_share {
                     (rng.f64() * 0.02) as f32
                 } else {
                     0.0
@@ -343,11 +347,12 @@ fn index(node: NodeId) -> usize {
 
 impl Sim {
     /// An overlay of `n` nodes (1 to 65534) from `seed`, every node
-    /// started at time zero with `config`.
-    pub fn new(n: usize, seed: u64, config: &NodeConfig) -> Sim {
+    /// started at time zero with `config`; `lossy_share` of the pairs lose
+    /// up to 2 % of their packets.
+    pub fn new(n: usize, seed: u64, lossy_share: f64, config: &NodeConfig) -> Sim {
         assert!((1..=65534).contains(&n), "1 to 65534 nodes");
         let mut rng = fastrand::Rng::with_seed(seed);
-        let underlay = Underlay::generate(n, &mut rng);
+        let underlay = Underlay::generate(n, lossy_share, &mut rng);
         let members: Vec<_> = (0..n).map(id).collect();
         let nodes = (0..n)
             .map(|i| {
@@ -423,7 +428,11 @@ impl Sim {
                     if self.timers[i] == Some(event.at) {
                         self.timers[i] = None;
                     }
-                    if !self.underlay.alive[i] || self.nodes[i].poll_timeout() > self.now {
+                    if !self.underlay.alive[i] {
+                        // A failed node does nothing, ever again.
+                        continue;
+                    }
+                    if self.nodes[i].poll_timeout() > self.now {
                         self.schedule(i);
                         continue;
                     }
@@ -590,7 +599,7 @@ fn median(sorted: &[Duration]) -> Option<f64> {
 pub fn run(config: &SimConfig) -> Report {
     let wall = Instant::now();
     let n = config.nodes;
-    let mut sim = Sim::new(n, config.seed, &config.node);
+    let mut sim = Sim::new(n, config.seed, config.lossy_share, &config.node);
     let event_at = config.warmup;
     let window_start = event_at.saturating_sub(Duration::from_secs(2));
     sim.run_until(window_start);
