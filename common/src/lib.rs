@@ -13,4 +13,6 @@ extern crate std;
 pub mod api;
 pub mod classify;
 pub mod maps;
+#[cfg(feature = "std")]
+pub mod source_text;
 pub mod wire;

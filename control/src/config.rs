@@ -22,6 +22,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use detour_common::source_text::describe_parse_error;
 use detour_common::wire::NodeId;
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -324,25 +325,8 @@ impl ConfigFile {
     /// key (the parser's message does not always).
     pub fn parse(text: &str) -> Result<ConfigFile, String> {
         let lines = Lines::new(text);
-        let mut file: ConfigFile = toml::from_str(text).map_err(|e| {
-            let message = e.message().trim_end();
-            match e.span() {
-                Some(span) => {
-                    let start = span.start.min(text.len());
-                    let line = lines.line(start);
-                    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
-                    let column = text[line_start..start].chars().count() + 1;
-                    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
-                    let source = text[line_start..line_end].trim();
-                    if source.is_empty() {
-                        format!("line {line}, column {column}: {message}")
-                    } else {
-                        format!("line {line}, column {column}: {message} (in `{source}`)")
-                    }
-                }
-                None => message.to_owned(),
-            }
-        })?;
+        let mut file: ConfigFile = toml::from_str(text)
+            .map_err(|e| describe_parse_error(text, e.message(), e.span().map(|s| s.start)))?;
         file.lines = lines;
         Ok(file)
     }

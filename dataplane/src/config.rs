@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use detour_common::maps::{MAX_QUEUES, NoSocket};
+use detour_common::source_text::describe_parse_error;
 use detour_common::wire::NodeId;
 use detour_common::wire::geneve::{DEFAULT_HOP_LIMIT, DEFAULT_PORT};
 use serde::{Deserialize, Deserializer};
@@ -223,20 +224,10 @@ impl ConfigFile {
     }
 
     /// Parses TOML text; the error is the parser's message, after the line
-    /// and column it points at.
+    /// and column it points at and followed by that line.
     pub fn parse(text: &str) -> Result<ConfigFile, String> {
-        toml::from_str(text).map_err(|e| {
-            let message = e.message().trim_end();
-            match e.span() {
-                Some(span) => {
-                    let before = &text[..span.start.min(text.len())];
-                    let line = before.matches('\n').count() + 1;
-                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                    format!("line {line}, column {column}: {message}")
-                }
-                None => message.to_owned(),
-            }
-        })
+        toml::from_str(text)
+            .map_err(|e| describe_parse_error(text, e.message(), e.span().map(|s| s.start)))
     }
 
     /// Checks everything and returns the complete configuration.
