@@ -252,6 +252,14 @@ impl Client {
             other => Err(unexpected(other)),
         }
     }
+
+    /// The installed snapshot; `None` before the first install.
+    pub fn routes(&mut self) -> io::Result<Option<RouteSnapshot>> {
+        match self.request(&Request::Routes)? {
+            Response::Routes { snapshot } => Ok(snapshot),
+            other => Err(unexpected(other)),
+        }
+    }
 }
 
 /// The error for an answer of the wrong kind: the dataplane's own message

@@ -176,11 +176,10 @@ fn reachable(node: &Node) -> usize {
 
 /// The routes the dataplane at `path` has installed, if it answers.
 fn installed_routes(path: &Path) -> Option<RouteSnapshot> {
-    let mut client = Client::connect(path).ok()?;
-    match client.request(&detour_common::api::Request::Routes) {
-        Ok(detour_common::api::Response::Routes { snapshot }) => snapshot,
-        _ => None,
-    }
+    Client::connect(path)
+        .and_then(|mut c| c.routes())
+        .ok()
+        .flatten()
 }
 
 /// Turns the core's routes into the dataplane's snapshots.

@@ -37,7 +37,7 @@ use std::time::Duration;
 use detour_common::wire::NodeId;
 
 use crate::link::{LinkEstimate, Time};
-use crate::message::{LinkState, Reject, quantise};
+use crate::message::{LinkState, Reject, link_fields, loss_from_wire, quantise, rtt_from_wire};
 
 /// When a node sends its row, and how long it trusts the rows of others.
 #[derive(Debug, Clone, PartialEq)]
@@ -176,12 +176,11 @@ impl Advertiser {
     }
 }
 
-/// A link as stored: what the wire carries, in 8 bytes.
+/// A link as stored: the wire's fields (`message::link_fields`), in 8
+/// bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct StoredLink {
-    /// RTT in whole microseconds.
     rtt_us: u32,
-    /// Loss as a fraction of `u16::MAX`.
     loss: u16,
     /// 0 unknown (not in the row), 1 down, 2 up.
     state: u8,
@@ -195,20 +194,19 @@ impl StoredLink {
     };
 
     fn new(estimate: &LinkEstimate) -> StoredLink {
-        let q = quantise(*estimate);
+        let (up, rtt_us, loss) = link_fields(estimate);
         StoredLink {
-            // `quantise` leaves whole microseconds within u32.
-            rtt_us: q.rtt.as_micros() as u32,
-            loss: (q.loss * f64::from(u16::MAX)).round() as u16,
-            state: if q.up { 2 } else { 1 },
+            rtt_us,
+            loss,
+            state: 1 + up,
         }
     }
 
     fn estimate(self) -> Option<LinkEstimate> {
         (self.state != 0).then(|| LinkEstimate {
             up: self.state == 2,
-            rtt: Duration::from_micros(u64::from(self.rtt_us)),
-            loss: f64::from(self.loss) / f64::from(u16::MAX),
+            rtt: rtt_from_wire(self.rtt_us),
+            loss: loss_from_wire(self.loss),
         })
     }
 }
@@ -344,10 +342,10 @@ impl LinkStateDb {
         self.expiries.first().map(|(t, _)| *t)
     }
 
-    /// Drops the rows not heard for `max_age`; true if any was.
-    pub fn expire(&mut self, now: Time) -> bool {
+    /// Drops the rows not heard for `max_age`; how many were.
+    pub fn expire(&mut self, now: Time) -> usize {
         let n = self.members.len();
-        let mut any = false;
+        let mut dropped = 0;
         while let Some(&(at, origin)) = self.expiries.first() {
             if at > now {
                 break;
@@ -356,9 +354,9 @@ impl LinkStateDb {
             let i = self.index(origin).expect("only members have rows");
             self.rows[i] = None;
             self.links[i * n..(i + 1) * n].fill(StoredLink::UNKNOWN);
-            any = true;
+            dropped += 1;
         }
-        any
+        dropped
     }
 
     /// The link from `from` to `to` as `from` last reported it; `None`
@@ -514,8 +512,8 @@ mod tests {
         db.accept(ms(100), &row(C, 1, &[(B, up(5, 0.0))])).unwrap();
         db.accept(ms(600), &row(B, 1, &[(C, up(5, 0.0))])).unwrap();
         assert_eq!(db.poll_timeout(), Some(ms(1100)));
-        assert!(!db.expire(ms(1099)));
-        assert!(db.expire(ms(1100)), "C went silent");
+        assert_eq!(db.expire(ms(1099)), 0);
+        assert_eq!(db.expire(ms(1100)), 1, "C went silent");
         assert_eq!(db.link(C, B), None);
         assert_eq!(db.link(B, C).map(|l| l.up), Some(true));
         assert_eq!(db.poll_timeout(), Some(ms(1600)));

@@ -237,7 +237,9 @@ pub fn quantise(estimate: LinkEstimate) -> LinkEstimate {
     }
 }
 
-fn link_fields(estimate: &LinkEstimate) -> (u8, u32, u16) {
+/// The wire's fields for `estimate`: the up byte, the RTT in whole
+/// microseconds, the loss in 65535ths.
+pub(crate) fn link_fields(estimate: &LinkEstimate) -> (u8, u32, u16) {
     let rtt = u32::try_from(estimate.rtt.as_micros()).unwrap_or(u32::MAX);
     let loss = if estimate.loss.is_nan() {
         u16::MAX
@@ -248,11 +250,11 @@ fn link_fields(estimate: &LinkEstimate) -> (u8, u32, u16) {
     (u8::from(estimate.up), rtt, loss)
 }
 
-fn rtt_from_wire(micros: u32) -> Duration {
+pub(crate) fn rtt_from_wire(micros: u32) -> Duration {
     Duration::from_micros(u64::from(micros))
 }
 
-fn loss_from_wire(loss: u16) -> f64 {
+pub(crate) fn loss_from_wire(loss: u16) -> f64 {
     f64::from(loss) / f64::from(u16::MAX)
 }
 

@@ -301,9 +301,9 @@ impl Node {
                 Action::Idle => break,
             }
         }
-        let expired = self.db.len();
-        if self.db.expire(now) {
-            self.counters.rows_expired += (expired - self.db.len()) as u64;
+        let expired = self.db.expire(now);
+        if expired > 0 {
+            self.counters.rows_expired += expired as u64;
             self.full = true;
             self.routes_due(now, false);
         }

@@ -270,40 +270,42 @@ impl Underlay {
     }
 }
 
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// Something due at `at`; the queue orders events by time, then by the
+/// order they were queued in, never by what they carry.
+#[derive(Debug)]
 struct Event {
     at: Time,
-    /// Ties go in the order events were queued.
     order: u64,
     kind: Kind,
 }
 
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Kind {
-    Timer(u32),
-    Deliver(u32, u32, MessageBox),
-}
-
-/// A message in the queue, ordered by nothing (events are ordered by time
-/// and queue order before they get here).
-#[derive(Debug)]
-struct MessageBox(Message);
-
-impl PartialEq for MessageBox {
-    fn eq(&self, _: &Self) -> bool {
-        true
+impl Event {
+    fn key(&self) -> (Time, u64) {
+        (self.at, self.order)
     }
 }
-impl Eq for MessageBox {}
-impl PartialOrd for MessageBox {
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+impl Eq for Event {}
+impl PartialOrd for Event {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for MessageBox {
-    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
-        std::cmp::Ordering::Equal
+impl Ord for Event {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
     }
+}
+
+#[derive(Debug)]
+enum Kind {
+    Timer(u32),
+    Deliver(u32, u32, Message),
 }
 
 /// Per node: bytes sent, and computation time.
@@ -453,7 +455,7 @@ impl Sim {
                     }
                     self.flush(i);
                 }
-                Kind::Deliver(from, to, MessageBox(message)) => {
+                Kind::Deliver(from, to, message) => {
                     let to = to as usize;
                     if !self.underlay.alive[to] {
                         continue;
@@ -501,7 +503,7 @@ impl Sim {
             let base = u64::from(self.underlay.delay_us[k]);
             let delay = base + self.rng.u64(0..=base / 20);
             let at = self.now + Duration::from_micros(delay);
-            self.push(at, Kind::Deliver(i as u32, j as u32, MessageBox(message)));
+            self.push(at, Kind::Deliver(i as u32, j as u32, message));
         }
         self.schedule(i);
     }
