@@ -23,17 +23,17 @@
 //! `cargo bench -p detour-benches --bench veth [-- --seconds S --runs N]`,
 //! as root. Prints a Markdown table; results go in docs/benchmarks.md.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use detour_common::api::{Client, NodeSpec, PrefixSpec, RouteSnapshot, RouteSpec, Stats};
+use detour_common::api::{Client, Stats};
 use detour_common::wire::{DetourOptionRepr, EncapRepr, EtherType, NodeId, Underlay};
 use detour_dataplane::config::ConfigFile;
 use detour_dataplane::daemon;
 use detour_dataplane::xsk::{Desc, Umem};
 use detour_testkit::frames::{self, OVERLAY_PORT};
-use detour_testkit::{Gateway, Netns, ScratchPath, eventually, require_root};
+use detour_testkit::{Family, Gateway, Netns, ScratchPath, eventually, require_root};
 
 /// The generator's IP packets: 50 bytes, a 64-byte frame (the size the
 /// usual figures quote) behind the 14-byte Ethernet header. (`frames::udp`
@@ -350,34 +350,7 @@ impl Dataplane {
     }
 
     fn install(&self) {
-        let node = |id: u16, last: u8| NodeSpec {
-            id: NodeId(id),
-            underlay: IpAddr::V4(Ipv4Addr::new(192, 0, 2, last)),
-        };
-        let prefix = |p: &str, id: u16| PrefixSpec {
-            prefix: p.parse().unwrap(),
-            node: NodeId(id),
-        };
-        let snapshot = RouteSnapshot {
-            version: 1,
-            local: NodeId(1),
-            nodes: vec![node(1, 2), node(2, 1), node(3, 99)],
-            routes: vec![
-                RouteSpec {
-                    dst: NodeId(2),
-                    via: NodeId(2),
-                },
-                RouteSpec {
-                    dst: NodeId(3),
-                    via: NodeId(3),
-                },
-            ],
-            prefixes: vec![
-                prefix("10.1.0.0/24", 1),
-                prefix("10.2.0.0/24", 2),
-                prefix("10.3.0.0/24", 3),
-            ],
-        };
+        let snapshot = Gateway::snapshot(Family::V4, 1, 2);
         let version = Client::connect(self.api.path())
             .and_then(|mut c| c.install(snapshot))
             .unwrap();

@@ -19,25 +19,23 @@
 //!
 //! Needs root; fails without it.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use detour_common::api::{
-    Client, NodeSpec, PrefixSpec, Request, Response, RouteSnapshot, RouteSpec, Stats,
-};
+use detour_common::api::{Client, PrefixSpec, Request, Response, RouteSnapshot, Stats};
 use detour_common::wire::encap::{IP_OVERHEAD_V4, IP_OVERHEAD_V6};
 use detour_common::wire::geneve::flags;
 use detour_common::wire::{
     DetourOptionRepr, EncapRepr, EtherType, Ipv4Packet, Ipv6Packet, MacAddr, NodeId, OverlayFrame,
-    UdpPacket, UdpRepr, Underlay, checksum,
+    UdpPacket, UdpRepr, checksum,
 };
 use detour_dataplane::rewrite::flow_port;
 use detour_testkit::frames::{self, OVERLAY_PORT};
 use detour_testkit::packet::PacketSocket;
-use detour_testkit::{Gateway, Process, ScratchPath, eventually, require_root};
+use detour_testkit::{Family, Gateway, Process, ScratchPath, eventually, require_root};
 
 const HOST: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 5);
 /// A host at node 2's site, and one at node 3's.
@@ -52,37 +50,6 @@ const REMOTE_PORT: u16 = 7000;
 const WAIT: Duration = Duration::from_secs(3);
 
 /// The underlay family the overlay runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    /// The underlay addresses of nodes 1 (the gateway), 2 and 3.
-    fn node(self, id: u16) -> IpAddr {
-        // The last part of the address: .2, .1 and .99 (::2, ::1, ::99).
-        let last = match id {
-            1 => 2,
-            2 => 1,
-            3 => 99,
-            _ => panic!("no node {id}"),
-        };
-        match self {
-            Family::V4 => Ipv4Addr::new(192, 0, 2, last).into(),
-            Family::V6 => format!("2001:db8::{last}").parse().unwrap(),
-        }
-    }
-
-    fn underlay(self, src: u16, dst: u16) -> Underlay {
-        match (self.node(src), self.node(dst)) {
-            (IpAddr::V4(src), IpAddr::V4(dst)) => Underlay::V4 { src, dst },
-            (IpAddr::V6(src), IpAddr::V6(dst)) => Underlay::V6 { src, dst },
-            _ => unreachable!(),
-        }
-    }
-}
-
 /// The testbed with the dataplane running on the gateway.
 struct Rig {
     net: Gateway,
@@ -173,34 +140,7 @@ impl Rig {
     /// Nodes 1 to 3, site prefixes, node 3 reached directly and node 2
     /// through `via_for_2`.
     fn snapshot(&self, version: u64, via_for_2: u16) -> RouteSnapshot {
-        let node = |id: u16| NodeSpec {
-            id: NodeId(id),
-            underlay: self.family.node(id),
-        };
-        let prefix = |p: &str, id: u16| PrefixSpec {
-            prefix: p.parse().unwrap(),
-            node: NodeId(id),
-        };
-        RouteSnapshot {
-            version,
-            local: NodeId(1),
-            nodes: vec![node(1), node(2), node(3)],
-            routes: vec![
-                RouteSpec {
-                    dst: NodeId(2),
-                    via: NodeId(via_for_2),
-                },
-                RouteSpec {
-                    dst: NodeId(3),
-                    via: NodeId(3),
-                },
-            ],
-            prefixes: vec![
-                prefix("10.1.0.0/24", 1),
-                prefix("10.2.0.0/24", 2),
-                prefix("10.3.0.0/24", 3),
-            ],
-        }
+        Gateway::snapshot(self.family, version, via_for_2)
     }
 
     fn client(&self) -> Client {

@@ -24,7 +24,7 @@ pub mod packet;
 pub mod topology;
 pub mod wire;
 
-pub use topology::Gateway;
+pub use topology::{Family, Gateway};
 
 use std::ffi::OsStr;
 use std::fs::File;
