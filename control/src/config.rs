@@ -180,7 +180,6 @@ pub struct ProbeSection {
 #[serde(deny_unknown_fields)]
 pub struct LinkStateSection {
     pub min_interval_ms: Option<Spanned<u64>>,
-    pub refresh_interval_ms: Option<Spanned<u64>>,
     pub max_age_ms: Option<Spanned<u64>>,
 }
 
@@ -366,9 +365,10 @@ impl ConfigFile {
         let peers = c.peers(node_id, listen.port(), &self.peers, &mut prefixes)?;
         let peer_ids: BTreeSet<NodeId> = peers.iter().map(|p| p.id).collect();
 
+        let probe = c.probe(&self.probe)?;
         let node = NodeConfig {
-            probe: c.probe(&self.probe)?,
-            linkstate: c.linkstate(&self.linkstate)?,
+            linkstate: c.linkstate(&self.linkstate, &probe, &self.probe)?,
+            probe,
             policy: c.policy(node_id, &peer_ids, &self.routing)?,
             compute_interval: c.millis(
                 "routing.compute_interval_ms",
@@ -718,20 +718,19 @@ impl Checker<'_> {
         Ok(config)
     }
 
-    fn linkstate(&self, s: &LinkStateSection) -> Result<LinkStateConfig, ConfigError> {
+    fn linkstate(
+        &self,
+        s: &LinkStateSection,
+        probe: &ProbeConfig,
+        probe_section: &ProbeSection,
+    ) -> Result<LinkStateConfig, ConfigError> {
         let d = LinkStateConfig::default();
         let config = LinkStateConfig {
             min_interval: self.millis(
                 "linkstate.min_interval_ms",
                 &s.min_interval_ms,
                 d.min_interval,
-                "advertisements need a gap of at least 1 ms",
-            )?,
-            refresh_interval: self.millis(
-                "linkstate.refresh_interval_ms",
-                &s.refresh_interval_ms,
-                d.refresh_interval,
-                "refreshes need a gap of at least 1 ms",
+                "changes need a gap of at least 1 ms",
             )?,
             max_age: self.millis(
                 "linkstate.max_age_ms",
@@ -742,27 +741,13 @@ impl Checker<'_> {
         };
         self.ordered(
             Bound::millis(
-                "linkstate.min_interval_ms",
-                config.min_interval,
-                &s.min_interval_ms,
-            ),
-            Bound::millis(
-                "linkstate.refresh_interval_ms",
-                config.refresh_interval,
-                &s.refresh_interval_ms,
-            ),
-            false,
-            "a refresh is an advertisement, and those are at least min_interval_ms apart",
-        )?;
-        self.ordered(
-            Bound::millis(
-                "linkstate.refresh_interval_ms",
-                config.refresh_interval,
-                &s.refresh_interval_ms,
+                "probe.interval_ms",
+                probe.interval,
+                &probe_section.interval_ms,
             ),
             Bound::millis("linkstate.max_age_ms", config.max_age, &s.max_age_ms),
             true,
-            "a row must outlive the gap between its refreshes, or every row expires before it is refreshed",
+            "a row lives on while its origin's probes come, so it must outlive the gap between them",
         )?;
         Ok(config)
     }
@@ -999,7 +984,6 @@ loss_window = 100
 
 [linkstate]
 min_interval_ms = 30
-refresh_interval_ms = 4000
 max_age_ms = 13000
 
 [routing]
@@ -1127,7 +1111,6 @@ socket = "/tmp/control.sock"
                 },
                 linkstate: LinkStateConfig {
                     min_interval: ms(30),
-                    refresh_interval: ms(4000),
                     max_age: ms(13000),
                 },
                 policy: Policy {
@@ -1317,89 +1300,84 @@ socket = "/tmp/control.sock"
                 "control.toml: line 36: linkstate.min_interval_ms: 0 is not allowed",
             ),
             (
-                "min_interval_ms = 30",
-                "min_interval_ms = 5000",
-                "control.toml: line 37: linkstate.refresh_interval_ms: 4000 is less than linkstate.min_interval_ms (5000)",
-            ),
-            (
                 "max_age_ms = 13000",
-                "max_age_ms = 4000",
-                "control.toml: line 38: linkstate.max_age_ms: 4000 is not more than linkstate.refresh_interval_ms (4000)",
+                "max_age_ms = 250",
+                "control.toml: line 37: linkstate.max_age_ms: 250 is not more than probe.interval_ms (250)",
             ),
             (
                 "metric = \"latency\"",
                 "metric = \"fastest\"",
-                "control.toml: line 41: routing.metric: unknown routing metric \"fastest\"",
+                "control.toml: line 40: routing.metric: unknown routing metric \"fastest\"",
             ),
             (
                 "drain = [6]",
                 "drain = [6, 9]",
-                "control.toml: line 43: routing.drain: 9 is not a peer",
+                "control.toml: line 42: routing.drain: 9 is not a peer",
             ),
             (
                 "drain = [6]",
                 "drain = [3]",
-                "control.toml: line 43: routing.drain: 3 is this node",
+                "control.toml: line 42: routing.drain: 3 is this node",
             ),
             (
                 "drain = [6]",
                 "drain = [6, 6]",
-                "control.toml: line 43: routing.drain: 6 is listed twice",
+                "control.toml: line 42: routing.drain: 6 is listed twice",
             ),
             (
                 "compute_interval_ms = 20",
                 "compute_interval_ms = 0",
-                "control.toml: line 44: routing.compute_interval_ms: 0 is not allowed",
+                "control.toml: line 43: routing.compute_interval_ms: 0 is not allowed",
             ),
             (
                 "\"5\" = \"via 4\"",
                 "\"5\" = \"via 3\"",
-                "control.toml: line 47: routing.pins.5: relay 3 is this node",
+                "control.toml: line 46: routing.pins.5: relay 3 is this node",
             ),
             (
                 "\"5\" = \"via 4\"",
                 "\"5\" = \"via 5\"",
-                "control.toml: line 47: routing.pins.5: relay 5 is the destination itself",
+                "control.toml: line 46: routing.pins.5: relay 5 is the destination itself",
             ),
             (
                 "\"5\" = \"via 4\"",
                 "\"5\" = \"via 9\"",
-                "control.toml: line 47: routing.pins.5: relay 9 is not a peer",
+                "control.toml: line 46: routing.pins.5: relay 9 is not a peer",
             ),
             (
                 "\"5\" = \"via 4\"",
                 "\"5\" = \"through 4\"",
-                "control.toml: line 47: routing.pins.5: \"through 4\" is not a path",
+                "control.toml: line 46: routing.pins.5: \"through 4\" is not a path",
             ),
             (
                 "\"5\" = \"via 4\"",
                 "\"9\" = \"via 4\"",
-                "control.toml: line 47: routing.pins.9: 9 is not a peer",
+                "control.toml: line 46: routing.pins.9: 9 is not a peer",
             ),
             (
                 "\"5\" = \"via 4\"",
                 "\"3\" = \"via 4\"",
-                "control.toml: line 47: routing.pins.3: 3 is this node",
+                "control.toml: line 46: routing.pins.3: 3 is this node",
             ),
             (
                 "\"5\" = \"via 4\"",
                 "\"05\" = \"via 4\"\n\"5\" = \"direct\"",
-                "control.toml: line 48: routing.pins.5: node 5 is pinned twice",
+                "control.toml: line 47: routing.pins.5: node 5 is pinned twice",
             ),
             (
                 "\"6\" = \"direct\"",
                 "\"six\" = \"direct\"",
-                "control.toml: line 48: routing.pins.six: \"six\" is not a node id",
+                "control.toml: line 47: routing.pins.six: \"six\" is not a node id",
             ),
             (
                 "socket = \"/tmp/dp.sock\"",
                 "socket = \"\"",
-                "control.toml: line 51: dataplane.socket: empty path",
+                "control.toml: line 50: dataplane.socket: empty path",
             ),
             (
                 "socket = \"/tmp/control.sock\"",
                 "socket = \"/tmp/dp.sock\"",
-                "control.toml: line 54: api.socket: /tmp/dp.sock is also dataplane.socket",
+                "control.toml: line 53: api.socket: /tmp/dp.sock is also dataplane.socket",
             ),
             // The parser's own errors: types, ranges, unknown keys.
             (
@@ -1430,12 +1408,12 @@ socket = "/tmp/control.sock"
             (
                 "[routing.pins]",
                 "[routing.pin]",
-                "control.toml: line 46, column 10: unknown field `pin`",
+                "control.toml: line 45, column 10: unknown field `pin`",
             ),
             (
                 "\"6\" = \"direct\"",
                 "\"6\" = 6",
-                "control.toml: line 48, column 7: invalid type: integer `6`, expected a string (in `\"6\" = 6`)",
+                "control.toml: line 47, column 7: invalid type: integer `6`, expected a string (in `\"6\" = 6`)",
             ),
             (
                 "underlay = \"192.0.2.5\"",
@@ -1445,7 +1423,7 @@ socket = "/tmp/control.sock"
             (
                 "hysteresis = false",
                 "hysteresis = \"no\"",
-                "control.toml: line 42, column 14: invalid type: string \"no\", expected a boolean (in `hysteresis = \"no\"`)",
+                "control.toml: line 41, column 14: invalid type: string \"no\", expected a boolean (in `hysteresis = \"no\"`)",
             ),
         ];
         for (from, to, expected) in cases {
@@ -1472,12 +1450,12 @@ socket = "/tmp/control.sock"
                 "control.toml: line 5: probe.min_timeout_ms: 800 is more than probe.max_timeout_ms (500, the default)",
             ),
             (
-                "[linkstate]\nrefresh_interval_ms = 20000\n",
-                "control.toml: line 5: linkstate.refresh_interval_ms: 20000 is not less than linkstate.max_age_ms (16000, the default)",
+                "[probe]\ninterval_ms = 20000\nretry_interval_ms = 100\n",
+                "control.toml: line 5: probe.interval_ms: 20000 is not less than linkstate.max_age_ms (16000, the default)",
             ),
             (
-                "[linkstate]\nmax_age_ms = 5000\n",
-                "control.toml: line 5: linkstate.max_age_ms: 5000 is not more than linkstate.refresh_interval_ms (5000, the default)",
+                "[linkstate]\nmax_age_ms = 200\n",
+                "control.toml: line 5: linkstate.max_age_ms: 200 is not more than probe.interval_ms (200, the default)",
             ),
         ];
         for (section, expected) in cases {

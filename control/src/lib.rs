@@ -6,6 +6,7 @@
 //! it with sockets and timers, `detour-control sim` with a virtual clock.
 //!
 //! - [`link`]: what a node knows of one overlay link (up, RTT, loss).
+//! - [`members`]: the overlay's nodes, and each one's index among them.
 //! - [`probe`]: probing one peer: the schedule, the estimators, up and down.
 //! - [`paths`]: the best direct or one-hop path to every node.
 //! - [`message`]: control messages (probe, reply, link state) on the wire,
@@ -23,6 +24,7 @@ pub mod config;
 pub mod daemon;
 pub mod link;
 pub mod linkstate;
+pub mod members;
 pub mod message;
 pub mod node;
 pub mod paths;

@@ -6,30 +6,40 @@
 //! own link to `r` and `r`'s row, and it only ever relays through a node it
 //! can reach itself, whose row therefore reaches it too.
 //!
-//! [`Advertiser`] decides when this node's row goes out. The row it sends
-//! is sticky: an entry moves only when the link changed materially (went
-//! up or down, or its RTT or loss moved past [`MATERIAL_RTT_FRACTION`],
-//! [`MATERIAL_RTT`] or [`MATERIAL_LOSS`]), so that the estimates' wander
-//! costs neither bytes nor route computations downstream. A change goes
-//! out at once, but at most one advertisement per `min_interval`, which
-//! gathers the changes of a burst (a node coming up, a peer failing) into
-//! one message. With no change, the same row is sent again every
-//! `refresh_interval`: that repairs a lost advertisement and tells the
-//! receivers that the origin is alive.
+//! [`Advertiser`] decides when this node's row changes and what goes out.
+//! The row is sticky: an entry moves only when the link changed materially
+//! (went up or down, or its RTT or loss moved past
+//! [`MATERIAL_RTT_FRACTION`], [`MATERIAL_RTT`] or [`MATERIAL_LOSS`]), so
+//! that the estimates' wander costs neither bytes nor route computations
+//! downstream. Each change makes a new version of the row, at most one per
+//! `min_interval`, which gathers the changes of a burst (a node coming up,
+//! a peer failing) into one version, and goes out as a *delta*: only the
+//! links that changed since the version before.
+//!
+//! Delivery is reliable, as in OSPF's flooding (RFC 2328, section 13),
+//! over one hop: the receiver of a row acknowledges the version it now
+//! holds, and a peer that has not acknowledged the current version within
+//! a probe timeout gets the row whole (`node` does this). A delta applies
+//! only on top of the version just before it; a receiver that lacks that
+//! version (it lost a delta, or just started) asks for the row whole. So
+//! a steady overlay sends no link state at all, and a change costs one
+//! small delta and one acknowledgement per peer, where re-sending whole
+//! rows costs `9N` bytes per peer: the quadratic cost of full-mesh link
+//! state that kept RON to tens of nodes.
 //!
 //! [`LinkStateDb`] keeps the rows of the other nodes. A row replaces the
-//! one it has if its version is newer, refreshes it if the same, and is
-//! refused as stale if older (a reordered or delayed datagram). A row not
-//! heard for `max_age` is dropped, and its links read as unknown (down):
-//! its origin is gone or cut off from us.
+//! one it has if its version is newer and is refused as stale if older (a
+//! reordered or delayed datagram). A row whose origin has not been heard
+//! from (any message, probes included) for `max_age` is dropped, and its
+//! links read as unknown (down): its origin is gone or cut off from us.
 //!
 //! ## Cost
 //!
-//! A row of `n` links is `44 + 9n` bytes (`message::Message::wire_len`). On
-//! a steady overlay of `N` nodes each node sends `N − 1` rows every
-//! `refresh_interval`: at the default 5 s and N = 50, 485-byte rows to 49
-//! peers are 4.8 kB/s; at N = 500 it is about 450 kB/s, the quadratic
-//! cost of full-mesh link state that kept RON to tens of nodes.
+//! A row or delta of `n` links is `44 + 9n` bytes, an acknowledgement 40
+//! (`message::Message::wire_len`). A node whose link to one peer changes
+//! sends a 53-byte delta to each of its `N − 1` peers and gets as many
+//! acknowledgements back; a whole row (`44 + 9(N − 1)` bytes) goes only to
+//! a peer that comes up, asks, or missed a version.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -37,18 +47,19 @@ use std::time::Duration;
 use detour_common::wire::NodeId;
 
 use crate::link::{LinkEstimate, Time};
-use crate::message::{LinkState, Reject, link_fields, loss_from_wire, quantise, rtt_from_wire};
+use crate::members::Members;
+use crate::message::{
+    LinkState, Reject, RowKind, link_fields, loss_from_wire, quantise, rtt_from_wire,
+};
 
 /// When a node sends its row, and how long it trusts the rows of others.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinkStateConfig {
-    /// The shortest gap between two advertisements of this node's row:
-    /// changes within it go out together.
+    /// The shortest gap between two versions of this node's row: changes
+    /// within it go out together.
     pub min_interval: Duration,
-    /// The row is sent again after this long without a change, so that a
-    /// lost advertisement is repaired and receivers know the origin lives.
-    pub refresh_interval: Duration,
-    /// A row not heard for this long is dropped: its origin is gone.
+    /// A row whose origin has not been heard from for this long is
+    /// dropped: its origin is gone.
     pub max_age: Duration,
 }
 
@@ -56,7 +67,6 @@ impl Default for LinkStateConfig {
     fn default() -> Self {
         LinkStateConfig {
             min_interval: Duration::from_millis(50),
-            refresh_interval: Duration::from_secs(5),
             max_age: Duration::from_secs(16),
         }
     }
@@ -87,53 +97,58 @@ pub fn is_material(advertised: &LinkEstimate, now: &LinkEstimate) -> bool {
     rtt || (advertised.loss - now.loss).abs() >= MATERIAL_LOSS
 }
 
-/// When this node's row goes out, and what it says.
+/// This node's row: when it changes, and what goes out.
 #[derive(Debug, Clone)]
 pub struct Advertiser {
     config: LinkStateConfig,
     origin: NodeId,
     /// The row as last changed: by ascending peer id, quantised as the
-    /// wire carries it.
+    /// wire carries it; `peers` indexes it.
     row: Vec<(NodeId, LinkEstimate)>,
-    /// The version of the next advertisement.
-    next_version: u64,
-    /// A material change not yet sent.
-    changed: bool,
-    last_sent: Option<Time>,
+    peers: Members,
+    /// The entries changed since the last version, by index in `row`, and
+    /// a mark on each to keep them unique.
+    pending: Vec<usize>,
+    is_pending: Vec<bool>,
+    /// The current version.
+    version: u64,
+    last_change: Option<Time>,
 }
 
 impl Advertiser {
-    /// `peers` start down. `version_base` must exceed every version this
-    /// origin used before (microseconds since the Unix epoch at start, as
-    /// for the message sequence numbers), so that a restarted node's rows
-    /// are not refused as stale.
+    /// `peers` start down. The row as it starts (every link down) is
+    /// version `version_base`, which must exceed every version this origin
+    /// used before (microseconds since the Unix epoch at start, as for the
+    /// message sequence numbers), so that a restarted node's rows are not
+    /// refused as stale.
     pub fn new(
         config: LinkStateConfig,
         origin: NodeId,
         peers: impl IntoIterator<Item = NodeId>,
         version_base: u64,
     ) -> Advertiser {
-        let mut row: Vec<_> = peers
-            .into_iter()
-            .filter(|p| *p != origin)
-            .map(|p| (p, quantise(LinkEstimate::DOWN)))
+        let peers = Members::new(peers.into_iter().filter(|p| *p != origin));
+        let row: Vec<_> = peers
+            .ids()
+            .iter()
+            .map(|p| (*p, quantise(LinkEstimate::DOWN)))
             .collect();
-        row.sort_unstable_by_key(|(p, _)| *p);
-        row.dedup_by_key(|(p, _)| *p);
         Advertiser {
+            peers,
             config,
             origin,
+            is_pending: vec![false; row.len()],
             row,
-            next_version: version_base.max(1),
-            changed: false,
-            last_sent: None,
+            pending: Vec::new(),
+            version: version_base.max(1),
+            last_change: None,
         }
     }
 
     /// The link to `peer` is now `estimate`; true if that is a material
-    /// change, which goes out with the next advertisement.
+    /// change, which goes out with the next version.
     pub fn update(&mut self, peer: NodeId, estimate: LinkEstimate) -> bool {
-        let Ok(i) = self.row.binary_search_by_key(&peer, |(p, _)| *p) else {
+        let Some(i) = self.peers.index(peer) else {
             return false;
         };
         let entry = &mut self.row[i].1;
@@ -141,38 +156,67 @@ impl Advertiser {
             return false;
         }
         *entry = quantise(estimate);
-        self.changed = true;
+        if !std::mem::replace(&mut self.is_pending[i], true) {
+            self.pending.push(i);
+        }
         true
     }
 
-    /// The row as advertised (or about to be).
+    /// The row as advertised, or about to be.
     pub fn row(&self) -> &[(NodeId, LinkEstimate)] {
         &self.row
     }
 
-    /// When the next advertisement is due.
-    pub fn poll_timeout(&self) -> Time {
-        match self.last_sent {
-            None => Time::ZERO,
-            Some(last) if self.changed => last + self.config.min_interval,
-            Some(last) => last + self.config.refresh_interval,
-        }
+    /// The version of the last change sent (or of the row as it started).
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
-    /// The row to send to every reachable peer, if one is due at `now`.
-    pub fn poll_transmit(&mut self, now: Time) -> Option<LinkState> {
-        if now < self.poll_timeout() {
+    /// When the next version is due: `None` while nothing changed.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        if self.pending.is_empty() {
             return None;
         }
-        let version = self.next_version;
-        self.next_version += 1;
-        self.changed = false;
-        self.last_sent = Some(now);
+        Some(
+            self.last_change
+                .map_or(Time::ZERO, |last| last + self.config.min_interval),
+        )
+    }
+
+    /// The delta that makes the next version, if one is due at `now`.
+    pub fn poll_transmit(&mut self, now: Time) -> Option<LinkState> {
+        if self.poll_timeout().is_none_or(|due| now < due) {
+            return None;
+        }
+        self.pending.sort_unstable();
+        let links = self
+            .pending
+            .drain(..)
+            .map(|i| {
+                self.is_pending[i] = false;
+                self.row[i]
+            })
+            .collect();
+        self.version += 1;
+        self.last_change = Some(now);
         Some(LinkState {
             origin: self.origin,
-            version,
-            links: self.row.clone(),
+            version: self.version,
+            kind: RowKind::Delta,
+            links,
         })
+    }
+
+    /// The row whole, as of [`Self::version`], for a peer that lacks it.
+    /// Changes not yet sent may be in it already; the delta that sends
+    /// them then changes nothing at that peer.
+    pub fn whole(&self) -> LinkState {
+        LinkState {
+            origin: self.origin,
+            version: self.version,
+            kind: RowKind::Full,
+            links: self.row.clone(),
+        }
     }
 }
 
@@ -213,24 +257,23 @@ impl StoredLink {
 
 /// The rows of every other member, as last heard.
 ///
-/// Dense: the links of the `i`-th member's row are the `i`-th run of
-/// `members.len()` entries, so that the path selector's lookups (one per
-/// relay and destination) are two index computations.
+/// Dense, by destination: the links from every member to the `j`-th
+/// member are the `j`-th run of `members.len()` entries. A lookup is two
+/// index computations, and the path selector, which weighs every relay's
+/// leg toward one destination in turn, reads adjacent entries.
 #[derive(Debug, Clone)]
 pub struct LinkStateDb {
     local: NodeId,
-    /// The overlay's members, ascending.
-    members: Vec<NodeId>,
-    /// Each member's index in `members`, by `NodeId.0`; `u32::MAX` for
-    /// none. Lookups are the path selector's inner loop, so no search.
-    slots: Vec<u32>,
+    members: Members,
     /// The destinations whose link changed in the last row accepted.
     changed: Vec<NodeId>,
-    /// Per member, in `members` order: the row's version and when it was
-    /// last heard; `None` for no row.
+    /// Per member, in `members` order: the row's version and when its
+    /// origin was last heard from; `None` for no row.
     rows: Vec<Option<(u64, Time)>>,
     links: Vec<StoredLink>,
-    /// When each row expires, earliest first.
+    /// One entry per row held: a time by which it may expire, earliest
+    /// first. Hearing from an origin only moves its `rows` time; the entry
+    /// is checked, and moved on, when it comes due.
     expiries: BTreeSet<(Time, NodeId)>,
     max_age: Duration,
 }
@@ -241,8 +284,11 @@ pub enum Accepted {
     /// A new row, or one that differs from the stored one: routes may
     /// change.
     Changed,
-    /// The same links as stored: the origin is alive, nothing more.
-    Refreshed,
+    /// Nothing new: the version held already, or a row with the same links.
+    Unchanged,
+    /// A delta on a version not held (one was lost, or this node just
+    /// started): it was not applied, and the row must come whole.
+    NeedsWholeRow,
 }
 
 impl LinkStateDb {
@@ -253,18 +299,10 @@ impl LinkStateDb {
         members: impl IntoIterator<Item = NodeId>,
         max_age: Duration,
     ) -> Self {
-        let mut members: Vec<_> = members.into_iter().collect();
-        members.sort_unstable();
-        members.dedup();
+        let members = Members::new(members);
         let n = members.len();
-        let top = members.last().map_or(0, |m| usize::from(m.0));
-        let mut slots = vec![u32::MAX; top + 1];
-        for (i, m) in members.iter().enumerate() {
-            slots[usize::from(m.0)] = i as u32;
-        }
         LinkStateDb {
             local,
-            slots,
             changed: Vec::new(),
             rows: vec![None; n],
             links: vec![StoredLink::UNKNOWN; n * n],
@@ -275,60 +313,83 @@ impl LinkStateDb {
     }
 
     fn index(&self, node: NodeId) -> Option<usize> {
-        match self.slots.get(usize::from(node.0)) {
-            Some(&slot) if slot != u32::MAX => Some(slot as usize),
-            _ => None,
-        }
+        self.members.index(node)
     }
 
-    /// Takes in a row heard at `now`. Refused: a row of this node (ours is
-    /// never learnt back), of a node outside the overlay, or older than
-    /// the one stored. After [`Accepted::Changed`], [`Self::last_changed`]
-    /// names the links that changed.
+    /// Takes in a row or delta heard at `now`. Refused: a row of this node
+    /// (ours is never learnt back), of a node outside the overlay, or older
+    /// than the one stored. After [`Accepted::Changed`],
+    /// [`Self::last_changed`] names the links that changed.
     pub fn accept(&mut self, now: Time, row: &LinkState) -> Result<Accepted, Reject> {
         self.changed.clear();
         if row.origin == self.local {
             return Err(Reject::Stale);
         }
         let origin = self.index(row.origin).ok_or(Reject::UnknownNode)?;
-        let n = self.members.len();
-        let stored = self.rows[origin];
-        if let Some((version, heard)) = stored {
-            if row.version < version {
-                return Err(Reject::Stale);
+        let stored = self.rows[origin].map(|(version, _)| version);
+        match (row.kind, stored) {
+            (_, Some(version)) if row.version < version => return Err(Reject::Stale),
+            (RowKind::Delta, Some(version)) if row.version == version => {
+                self.heard(now, row.origin);
+                return Ok(Accepted::Unchanged);
             }
-            self.expiries.remove(&(heard + self.max_age, row.origin));
+            (RowKind::Delta, Some(version)) if row.version == version + 1 => {}
+            (RowKind::Delta, _) => return Ok(Accepted::NeedsWholeRow),
+            (RowKind::Full, _) => {}
         }
-        self.expiries.insert((now + self.max_age, row.origin));
-        let same_version = stored.is_some_and(|(version, _)| version == row.version);
+        if stored.is_none() {
+            self.expiries.insert((now + self.max_age, row.origin));
+        }
         self.rows[origin] = Some((row.version, now));
-        if same_version {
-            return Ok(Accepted::Refreshed);
-        }
 
-        // Both sorted by id (the decoder refuses rows out of order): one
-        // merging walk, no lookups, no allocation.
-        debug_assert!(row.links.is_sorted_by_key(|(peer, _)| *peer));
-        let links = &mut self.links[origin * n..(origin + 1) * n];
-        let mut changed = stored.is_none();
-        let mut entries = row.links.iter().peekable();
-        for (slot, member) in links.iter_mut().zip(&self.members) {
-            while entries.next_if(|(peer, _)| peer < member).is_some() {}
-            let link = match entries.next_if(|(peer, _)| peer == member) {
-                Some((_, estimate)) => StoredLink::new(estimate),
-                None => StoredLink::UNKNOWN,
-            };
-            if *slot != link {
-                self.changed.push(*member);
-                *slot = link;
+        let n = self.members.len();
+        if row.kind == RowKind::Delta {
+            // Only the links it names: a few, where a whole row is all.
+            for (peer, estimate) in &row.links {
+                if let Some(to) = self.index(*peer) {
+                    let link = StoredLink::new(estimate);
+                    let slot = &mut self.links[to * n + origin];
+                    if *slot != link {
+                        self.changed.push(*peer);
+                        *slot = link;
+                    }
+                }
+            }
+        } else {
+            // Both sorted by id (the decoder refuses rows out of order):
+            // one merging walk, no lookups, no allocation.
+            debug_assert!(row.links.is_sorted_by_key(|(peer, _)| *peer));
+            let mut entries = row.links.iter().peekable();
+            for (slot, member) in self.links[origin..]
+                .iter_mut()
+                .step_by(n)
+                .zip(self.members.ids())
+            {
+                while entries.next_if(|(peer, _)| peer < member).is_some() {}
+                let link = match entries.next_if(|(peer, _)| peer == member) {
+                    Some((_, estimate)) => StoredLink::new(estimate),
+                    None => StoredLink::UNKNOWN,
+                };
+                if *slot != link {
+                    self.changed.push(*member);
+                    *slot = link;
+                }
             }
         }
-        changed |= !self.changed.is_empty();
-        Ok(if changed {
+        Ok(if stored.is_none() || !self.changed.is_empty() {
             Accepted::Changed
         } else {
-            Accepted::Refreshed
+            Accepted::Unchanged
         })
+    }
+
+    /// `origin` was heard from at `now` (any message): its row lives on.
+    pub fn heard(&mut self, now: Time, origin: NodeId) {
+        if let Some(i) = self.index(origin)
+            && let Some((_, heard)) = &mut self.rows[i]
+        {
+            *heard = now;
+        }
     }
 
     /// The destinations toward which the origin of the last row accepted
@@ -337,12 +398,13 @@ impl LinkStateDb {
         &self.changed
     }
 
-    /// When the next row expires.
+    /// When the next row may expire (it is checked then).
     pub fn poll_timeout(&self) -> Option<Time> {
         self.expiries.first().map(|(t, _)| *t)
     }
 
-    /// Drops the rows not heard for `max_age`; how many were.
+    /// Drops the rows whose origin has not been heard from for `max_age`;
+    /// how many were.
     pub fn expire(&mut self, now: Time) -> usize {
         let n = self.members.len();
         let mut dropped = 0;
@@ -352,8 +414,15 @@ impl LinkStateDb {
             }
             self.expiries.pop_first();
             let i = self.index(origin).expect("only members have rows");
+            let (_, heard) = self.rows[i].expect("an entry per row held");
+            if heard + self.max_age > now {
+                self.expiries.insert((heard + self.max_age, origin));
+                continue;
+            }
             self.rows[i] = None;
-            self.links[i * n..(i + 1) * n].fill(StoredLink::UNKNOWN);
+            for link in self.links[i..].iter_mut().step_by(n) {
+                *link = StoredLink::UNKNOWN;
+            }
             dropped += 1;
         }
         dropped
@@ -363,10 +432,11 @@ impl LinkStateDb {
     /// when there is no row of `from` or it does not name `to`.
     pub fn link(&self, from: NodeId, to: NodeId) -> Option<LinkEstimate> {
         let (f, t) = (self.index(from)?, self.index(to)?);
-        self.links[f * self.members.len() + t].estimate()
+        self.links[t * self.members.len() + f].estimate()
     }
 
-    /// The version and last-heard time of `origin`'s row.
+    /// The version of `origin`'s row, and when its origin was last heard
+    /// from.
     pub fn row_info(&self, origin: NodeId) -> Option<(u64, Time)> {
         self.rows[self.index(origin)?]
     }
@@ -405,7 +475,15 @@ mod tests {
         LinkState {
             origin,
             version,
+            kind: RowKind::Full,
             links: links.to_vec(),
+        }
+    }
+
+    fn delta(origin: NodeId, version: u64, links: &[(NodeId, LinkEstimate)]) -> LinkState {
+        LinkState {
+            kind: RowKind::Delta,
+            ..row(origin, version, links)
         }
     }
 
@@ -431,63 +509,86 @@ mod tests {
     }
 
     #[test]
-    fn advertiser_sends_at_once_then_batches_changes_then_refreshes() {
+    fn advertiser_sends_changes_as_deltas_batched_and_nothing_when_steady() {
         let config = LinkStateConfig::default();
         let mut adv = Advertiser::new(config.clone(), A, [A, B, C], 1000);
-        // The first row (all down) goes out at once, so peers learn of us.
-        let first = adv.poll_transmit(Time::ZERO).expect("first row");
-        assert_eq!(first.version, 1000);
-        assert_eq!(first.links.len(), 2, "not the origin itself");
-        assert!(first.links.iter().all(|(_, l)| !l.up));
-        assert!(adv.poll_transmit(ms(1)).is_none());
+        // The row as it starts (all down) is version 1000, sent to no one
+        // unless asked.
+        assert_eq!(adv.version(), 1000);
+        assert_eq!(adv.poll_timeout(), None);
+        let start = adv.whole();
+        assert_eq!((start.version, start.kind), (1000, RowKind::Full));
+        assert_eq!(start.links.len(), 2, "not the origin itself");
+        assert!(start.links.iter().all(|(_, l)| !l.up));
+
+        // The first change goes out at once, as a delta.
+        assert!(adv.update(C, up(20, 0.0)));
+        let first = adv.poll_transmit(Time::ZERO).expect("first change");
+        assert_eq!((first.version, first.kind), (1001, RowKind::Delta));
+        assert_eq!(first.links, vec![(C, up(20, 0.0))]);
+        assert_eq!(adv.poll_timeout(), None);
 
         // Two changes 10 ms apart go out together, min_interval after the
-        // last advertisement.
+        // last version; a link changed twice goes once, as it is now.
+        assert!(adv.update(C, up(30, 0.0)));
         assert!(adv.update(B, up(10, 0.0)));
-        assert!(adv.update(C, up(20, 0.0)));
+        assert!(adv.update(C, up(40, 0.0)));
         assert!(!adv.update(B, up(10, 0.0)), "no change, nothing to send");
-        assert_eq!(adv.poll_timeout(), config.min_interval);
+        assert_eq!(adv.poll_timeout(), Some(config.min_interval));
+        assert!(adv.poll_transmit(ms(10)).is_none(), "too soon");
         let second = adv.poll_transmit(config.min_interval).expect("batched");
-        assert_eq!(second.version, 1001);
-        assert_eq!(second.links, vec![(B, up(10, 0.0)), (C, up(20, 0.0))]);
+        assert_eq!(second.version, 1002);
+        assert_eq!(second.links, vec![(B, up(10, 0.0)), (C, up(40, 0.0))]);
 
         // Wander below the thresholds is not news: the sticky row stays,
-        // and the refresh repeats it.
+        // and nothing goes out.
         assert!(!adv.update(B, up(11, 0.0)));
-        assert_eq!(
-            adv.poll_timeout(),
-            config.min_interval + config.refresh_interval
-        );
-        let refresh = adv.poll_transmit(adv.poll_timeout()).expect("refresh");
-        assert_eq!(refresh.links, second.links);
-        assert_eq!(refresh.version, 1002);
+        assert_eq!(adv.poll_timeout(), None);
+        assert!(adv.poll_transmit(ms(60_000)).is_none());
         assert!(!adv.update(NodeId(9), up(1, 0.0)), "not a peer");
+        let whole = adv.whole();
+        assert_eq!(whole.version, 1002);
+        assert_eq!(whole.links, vec![(B, up(10, 0.0)), (C, up(40, 0.0))]);
     }
 
     #[test]
-    fn db_replaces_newer_refreshes_same_refuses_older() {
+    fn db_takes_newer_rows_and_following_deltas_and_refuses_older() {
         let mut db = LinkStateDb::new(A, [A, B, C], ms(1000));
-        let v1 = row(B, 5, &[(A, up(10, 0.0)), (C, up(20, 0.1))]);
-        assert_eq!(db.accept(ms(0), &v1), Ok(Accepted::Changed));
+        let v5 = row(B, 5, &[(A, up(10, 0.0)), (C, up(20, 0.1))]);
+        assert_eq!(db.accept(ms(0), &v5), Ok(Accepted::Changed));
         assert_eq!(db.link(B, C), Some(quantise(up(20, 0.1))));
         assert_eq!(db.link(B, A), Some(up(10, 0.0)));
         assert_eq!(db.link(C, B), None, "no row of C");
 
-        assert_eq!(db.accept(ms(10), &v1), Ok(Accepted::Refreshed));
-        let same_links = row(B, 6, &v1.links);
-        assert_eq!(db.accept(ms(20), &same_links), Ok(Accepted::Refreshed));
-        assert_eq!(db.accept(ms(30), &v1), Err(Reject::Stale));
+        assert_eq!(db.accept(ms(10), &v5), Ok(Accepted::Unchanged));
+        let same_links = row(B, 6, &v5.links);
+        assert_eq!(db.accept(ms(20), &same_links), Ok(Accepted::Unchanged));
+        assert_eq!(db.accept(ms(30), &v5), Err(Reject::Stale));
 
-        let v7 = row(B, 7, &[(A, up(10, 0.0)), (C, LinkEstimate::DOWN)]);
-        assert_eq!(db.accept(ms(40), &v7), Ok(Accepted::Changed));
+        // A delta on the version held changes only the links it names.
+        let d7 = delta(B, 7, &[(C, LinkEstimate::DOWN)]);
+        assert_eq!(db.accept(ms(40), &d7), Ok(Accepted::Changed));
         assert_eq!(db.last_changed(), [C]);
         assert_eq!(db.link(B, C).map(|l| l.up), Some(false));
+        assert_eq!(db.link(B, A), Some(up(10, 0.0)), "kept");
+        assert_eq!(db.accept(ms(45), &d7), Ok(Accepted::Unchanged), "again");
 
-        // A link the row no longer names is unknown, not kept from before.
-        let v8 = row(B, 8, &[(A, up(10, 0.0))]);
-        assert_eq!(db.accept(ms(50), &v8), Ok(Accepted::Changed));
+        // A delta past a lost one is not applied: the row must come whole.
+        let d9 = delta(B, 9, &[(A, LinkEstimate::DOWN)]);
+        assert_eq!(db.accept(ms(50), &d9), Ok(Accepted::NeedsWholeRow));
+        assert_eq!(db.link(B, A), Some(up(10, 0.0)));
+        assert_eq!(db.row_info(B), Some((7, ms(45))), "heard at 45 ms");
+        assert_eq!(
+            db.accept(ms(50), &delta(C, 2, &[])),
+            Ok(Accepted::NeedsWholeRow),
+            "no row of C to apply it to"
+        );
+
+        // A whole row: a link it no longer names is unknown.
+        let v9 = row(B, 9, &[(A, up(10, 0.0))]);
+        assert_eq!(db.accept(ms(60), &v9), Ok(Accepted::Changed));
         assert_eq!(db.link(B, C), None);
-        assert_eq!(db.row_info(B), Some((8, ms(50))));
+        assert_eq!(db.row_info(B), Some((9, ms(60))));
     }
 
     #[test]
@@ -506,17 +607,24 @@ mod tests {
     }
 
     #[test]
-    fn silent_rows_age_out_and_heard_ones_stay() {
+    fn rows_of_silent_origins_age_out_and_of_heard_ones_stay() {
         let mut db = LinkStateDb::new(A, [A, B, C], ms(1000));
         db.accept(ms(0), &row(B, 1, &[(C, up(5, 0.0))])).unwrap();
         db.accept(ms(100), &row(C, 1, &[(B, up(5, 0.0))])).unwrap();
-        db.accept(ms(600), &row(B, 1, &[(C, up(5, 0.0))])).unwrap();
+        // B is heard from (a probe, say), not with a row.
+        db.heard(ms(600), B);
+        db.heard(ms(600), NodeId(77));
+        assert_eq!(db.poll_timeout(), Some(ms(1000)));
+        assert_eq!(db.expire(ms(1000)), 0, "B was heard since");
         assert_eq!(db.poll_timeout(), Some(ms(1100)));
         assert_eq!(db.expire(ms(1099)), 0);
         assert_eq!(db.expire(ms(1100)), 1, "C went silent");
         assert_eq!(db.link(C, B), None);
         assert_eq!(db.link(B, C).map(|l| l.up), Some(true));
         assert_eq!(db.poll_timeout(), Some(ms(1600)));
+        assert_eq!(db.expire(ms(1600)), 1, "then B");
+        assert!(db.is_empty());
+        assert_eq!(db.poll_timeout(), None);
         // A row that comes back after expiring is news again.
         assert_eq!(
             db.accept(ms(1200), &row(C, 2, &[(B, up(5, 0.0))])),

@@ -1,5 +1,6 @@
-//! Control messages: probes, probe replies and link-state rows, as they go
-//! over the control port, each authenticated under the overlay key and
+//! Control messages: probes, probe replies, link-state rows (whole or as
+//! deltas) and their acknowledgements and requests, as they go over the
+//! control port, each authenticated under the overlay key and
 //! numbered against replay (docs/wire-format.md, "Control messages").
 //!
 //! ```text
@@ -28,10 +29,11 @@
 //!
 //! A probe and a probe reply are [`PROBE_LEN`] = 40 bytes of UDP payload:
 //! 82 bytes on the wire over IPv4 and Ethernet, 102 over IPv6. A link-state
-//! row of `n` links is `44 + 9n` bytes, at most [`MAX_LINKS`] = 1024 links
-//! ([`MAX_MESSAGE_LEN`] = 9260 bytes): one datagram per row, which the IP
-//! layer fragments past about 150 links (docs/wire-format.md has the
-//! arithmetic and the probe budget).
+//! row or delta of `n` links is `44 + 9n` bytes, at most [`MAX_LINKS`] =
+//! 1024 links ([`MAX_MESSAGE_LEN`] = 9260 bytes): one datagram per row,
+//! which the IP layer fragments past about 150 links (docs/wire-format.md
+//! has the arithmetic and the probe budget). A row acknowledgement is 40
+//! bytes, a row request 32.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -66,10 +68,18 @@ pub const LINK_LEN: usize = 9;
 pub const MAX_MESSAGE_LEN: usize =
     HEADER_LEN + LINK_STATE_FIXED_LEN + MAX_LINKS * LINK_LEN + MAC_LEN;
 
+/// A row acknowledgement, whole: header, 8-byte row version, MAC.
+pub const ROW_ACK_LEN: usize = HEADER_LEN + 8 + MAC_LEN;
+/// A row request, whole: header and MAC, no body.
+pub const ROW_REQUEST_LEN: usize = HEADER_LEN + MAC_LEN;
+
 /// Message type codes (byte 3).
 const PROBE: u8 = 1;
 const PROBE_REPLY: u8 = 2;
 const LINK_STATE: u8 = 3;
+const LINK_STATE_DELTA: u8 = 4;
+const ROW_ACK: u8 = 5;
+const ROW_REQUEST: u8 = 6;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -182,9 +192,15 @@ pub enum Message {
     Probe { seq: u64 },
     /// The answer to probe `seq`.
     ProbeReply { seq: u64 },
-    /// A node's measured row of the link table; shared, because one row
-    /// goes to every peer.
+    /// A node's measured row of the link table, whole or as a delta;
+    /// shared, because one row goes to every peer.
     LinkState(Arc<LinkState>),
+    /// The receiver of a row (or delta) now holds the sender's row at
+    /// `version`: the sender need not send it again.
+    RowAck { version: u64 },
+    /// The sender lacks the receiver's row (it has just started, or a
+    /// delta came that it cannot apply): send it whole.
+    RowRequest,
 }
 
 impl Message {
@@ -195,6 +211,8 @@ impl Message {
             Message::LinkState(row) => {
                 HEADER_LEN + LINK_STATE_FIXED_LEN + row.links.len() * LINK_LEN + MAC_LEN
             }
+            Message::RowAck { .. } => ROW_ACK_LEN,
+            Message::RowRequest => ROW_REQUEST_LEN,
         }
     }
 
@@ -202,9 +220,24 @@ impl Message {
         match self {
             Message::Probe { .. } => PROBE,
             Message::ProbeReply { .. } => PROBE_REPLY,
-            Message::LinkState(_) => LINK_STATE,
+            Message::LinkState(row) => match row.kind {
+                RowKind::Full => LINK_STATE,
+                RowKind::Delta => LINK_STATE_DELTA,
+            },
+            Message::RowAck { .. } => ROW_ACK,
+            Message::RowRequest => ROW_REQUEST,
         }
     }
+}
+
+/// Whether a [`LinkState`] is the origin's whole row or only what changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowKind {
+    /// Every link of the row; a link it does not name is unknown.
+    Full,
+    /// The links that changed since the row's previous version
+    /// (`version - 1`): it applies only on top of that version.
+    Delta,
 }
 
 /// One node's measured links, as it floods them.
@@ -216,12 +249,14 @@ impl Message {
 pub struct LinkState {
     /// The node whose links these are.
     pub origin: NodeId,
-    /// The origin's number for this row, higher for a newer row; from a
-    /// base that grows across restarts, like the header's sequence number,
-    /// so that a restarted origin's rows are not taken for stale ones.
+    /// The origin's number for this row, one more for each newer row;
+    /// from a base that grows across restarts, like the header's sequence
+    /// number, so that a restarted origin's rows are not taken for stale
+    /// ones.
     pub version: u64,
-    /// The links from `origin`, by ascending node id, at most
-    /// [`MAX_LINKS`].
+    pub kind: RowKind,
+    /// The links from `origin` (all of them, or those that changed), by
+    /// ascending node id, at most [`MAX_LINKS`].
     pub links: Vec<(NodeId, LinkEstimate)>,
 }
 
@@ -408,6 +443,8 @@ pub fn encode(
         Message::Probe { seq } | Message::ProbeReply { seq } => {
             out.extend_from_slice(&seq.to_be_bytes());
         }
+        Message::RowAck { version } => out.extend_from_slice(&version.to_be_bytes()),
+        Message::RowRequest => {}
         Message::LinkState(row) => {
             out.extend_from_slice(&row.origin.0.to_be_bytes());
             out.extend_from_slice(&row.version.to_be_bytes());
@@ -469,8 +506,9 @@ pub fn decode(key: &OverlayKey, local: NodeId, datagram: &[u8]) -> Result<Authen
     }
     let body = r.0;
     let body_len = match kind {
-        PROBE | PROBE_REPLY => 8,
-        LINK_STATE => {
+        PROBE | PROBE_REPLY | ROW_ACK => 8,
+        ROW_REQUEST => 0,
+        LINK_STATE | LINK_STATE_DELTA => {
             let count = body
                 .get(LINK_STATE_FIXED_LEN - 2..LINK_STATE_FIXED_LEN)
                 .ok_or(Reject::Malformed)?;
@@ -500,7 +538,9 @@ fn read_body(kind: u8, mut r: Reader<'_>) -> Result<Message, Reject> {
     let message = match kind {
         PROBE => Message::Probe { seq: r.u64()? },
         PROBE_REPLY => Message::ProbeReply { seq: r.u64()? },
-        LINK_STATE => {
+        ROW_ACK => Message::RowAck { version: r.u64()? },
+        ROW_REQUEST => Message::RowRequest,
+        LINK_STATE | LINK_STATE_DELTA => {
             let origin = NodeId(r.u16()?);
             let version = r.u64()?;
             let count = usize::from(r.u16()?);
@@ -524,9 +564,15 @@ fn read_body(kind: u8, mut r: Reader<'_>) -> Result<Message, Reject> {
                 previous = node.0;
                 links.push((node, LinkEstimate { up, rtt, loss }));
             }
+            let kind = if kind == LINK_STATE {
+                RowKind::Full
+            } else {
+                RowKind::Delta
+            };
             Message::LinkState(Arc::new(LinkState {
                 origin,
                 version,
+                kind,
                 links,
             }))
         }
@@ -724,7 +770,18 @@ mod tests {
         Message::LinkState(Arc::new(LinkState {
             origin: NodeId(3),
             version: 1_700_000_000_000_123,
+            kind: RowKind::Full,
             links: links.iter().map(|&(n, e)| (NodeId(n), e)).collect(),
+        }))
+    }
+
+    fn delta(links: &[(u16, LinkEstimate)]) -> Message {
+        let Message::LinkState(full) = row(links) else {
+            unreachable!()
+        };
+        Message::LinkState(Arc::new(LinkState {
+            kind: RowKind::Delta,
+            ..LinkState::clone(&full)
         }))
     }
 
@@ -760,6 +817,10 @@ mod tests {
             Message::ProbeReply { seq: u64::MAX },
             sample_row(),
             row(&[]),
+            delta(&[(2, est(true, 1, 0.2))]),
+            delta(&[]),
+            Message::RowAck { version: 42 },
+            Message::RowRequest,
         ] {
             let bytes = sealed(&header(99), &message);
             assert_eq!(bytes.len(), message.wire_len());
@@ -772,6 +833,11 @@ mod tests {
         let probe = sealed(&header(1), &Message::Probe { seq: 1 });
         let reply = sealed(&header(1), &Message::ProbeReply { seq: 1 });
         assert_eq!((probe.len(), reply.len()), (40, 40));
+        assert_eq!(
+            sealed(&header(1), &Message::RowAck { version: 1 }).len(),
+            40
+        );
+        assert_eq!(sealed(&header(1), &Message::RowRequest).len(), 32);
         // Per peer, one direction: our probes plus our replies to its
         // probes, 5 a second each when steady, 10 when suspect. Frame =
         // UDP payload + UDP 8 + IP 20 or 40 + Ethernet 14.
@@ -792,6 +858,7 @@ mod tests {
         };
         assert_eq!(sealed(&header(1), &row(&[])).len(), 44);
         assert_eq!(sealed(&header(1), &row(&links(10))).len(), 44 + 90);
+        assert_eq!(sealed(&header(1), &delta(&links(10))).len(), 44 + 90);
         let full = sealed(&header(1), &row(&links(MAX_LINKS)));
         assert_eq!(full.len(), MAX_MESSAGE_LEN);
         assert_eq!(MAX_MESSAGE_LEN, 9260);
@@ -1120,6 +1187,7 @@ mod tests {
             Message::LinkState(Arc::new(LinkState {
                 origin: three,
                 version,
+                kind: RowKind::Full,
                 links: vec![(two, estimate)],
             }))
         };
@@ -1182,13 +1250,17 @@ mod tests {
         (
             1u16..u16::MAX,
             any::<u64>(),
+            any::<bool>(),
             proptest::collection::btree_map(1u16..u16::MAX, arb_estimate(), 0..200),
         )
             .prop_map(
-                |(origin, version, links): (u16, u64, BTreeMap<u16, LinkEstimate>)| LinkState {
-                    origin: NodeId(origin),
-                    version,
-                    links: links.into_iter().map(|(n, e)| (NodeId(n), e)).collect(),
+                |(origin, version, full, links): (u16, u64, bool, BTreeMap<u16, LinkEstimate>)| {
+                    LinkState {
+                        origin: NodeId(origin),
+                        version,
+                        kind: if full { RowKind::Full } else { RowKind::Delta },
+                        links: links.into_iter().map(|(n, e)| (NodeId(n), e)).collect(),
+                    }
                 },
             )
     }
@@ -1203,7 +1275,7 @@ mod tests {
         /// without panicking; whatever is accepted encodes back to itself.
         #[test]
         fn authentic_arbitrary_bodies_never_panic_and_decode_canonically(
-            kind in 0u8..5,
+            kind in 0u8..8,
             body in proptest::collection::vec(any::<u8>(), 0..200),
             count in proptest::option::of(0u16..30),
         ) {
@@ -1212,7 +1284,7 @@ mod tests {
             bytes.extend_from_slice(&9u64.to_be_bytes());
             bytes.extend_from_slice(&body);
             // Often a consistent link count, so that the body is read.
-            if let (Some(count), LINK_STATE) = (count, kind) {
+            if let (Some(count), LINK_STATE | LINK_STATE_DELTA) = (count, kind) {
                 bytes.truncate(HEADER_LEN + LINK_STATE_FIXED_LEN);
                 bytes.resize(HEADER_LEN + LINK_STATE_FIXED_LEN, 1);
                 bytes[HEADER_LEN + 10..HEADER_LEN + 12].copy_from_slice(&count.to_be_bytes());

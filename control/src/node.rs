@@ -23,15 +23,33 @@
 //! computation, so that a burst of rows (a node coming up, or everyone
 //! reporting the same failure) costs one computation, not one per row.
 //!
+//! ## Our row, delivered
+//!
+//! Each new version of our row goes to every live peer as a delta (see
+//! `linkstate`), or whole to a peer that was not sent the version before.
+//! A peer acknowledges the version it then holds. One that has not
+//! acknowledged what it was sent within [`ProbeConfig::max_timeout`] (the
+//! longest round trip the prober waits for), or that asks (it lacks our
+//! row), or whose link to us comes up while it lacks our current version,
+//! gets the row whole. Likewise we ask a peer for its row when our link to
+//! it comes up and we have none, and when it sends a delta we cannot
+//! apply. A node that restarts thus gets every row back within a round
+//! trip of its links coming up, and a lost delta is repaired within a
+//! probe timeout, without any periodic re-sending.
+//!
 //! ## Settling
 //!
 //! A node that just started knows nothing: every link reads down until its
 //! probes answer. It is *settled* once the probes reached a verdict on
 //! every peer (up, or down after `down_after` misses) and every peer that
 //! is up has sent its row, or [`SETTLE_LIMIT`] after the start, whichever
-//! comes first. Until then its routes are not fit to install: a restarted
-//! control process would otherwise tell the dataplane, which kept
-//! forwarding by its last table, that nothing is reachable.
+//! comes first. Until then it computes no routes: they would not be fit to
+//! install (a restarted control process would tell the dataplane, which
+//! kept forwarding by its last table, that nothing is reachable), and
+//! routes chosen on half a view would then be kept by hysteresis. The
+//! first computation, at settling, sees everything; and a node coming up
+//! does not compute over all `N²` candidates each time another of its
+//! links comes up (in the simulator, that was most of the start-up cost).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -41,14 +59,10 @@ use detour_common::wire::NodeId;
 
 use crate::link::{LinkEstimate, Time};
 use crate::linkstate::{Accepted, Advertiser, LinkStateConfig, LinkStateDb};
+use crate::members::Members;
 use crate::message::{LinkState, Message, Reject};
 use crate::paths::{Change, Hop, PathSelector, Policy, Route};
 use crate::probe::{Action, ProbeConfig, Prober, Transition};
-
-/// A probe number below the last one seen means the peer's prober started
-/// over (its probes count from 1) if it is this low or this far below;
-/// otherwise the probes were only reordered.
-const RESTART_GAP: u64 = 64;
 
 /// The longest a started node waits for its view to settle.
 pub const SETTLE_LIMIT: Duration = Duration::from_secs(3);
@@ -85,16 +99,24 @@ pub struct NodeCounters {
     /// (late, duplicated).
     pub replies_received: u64,
     pub stray_replies: u64,
-    /// Rows sent (one per peer per advertisement), received, and received
-    /// with news.
+    /// Rows and deltas sent (one per peer per version), and of those the
+    /// whole rows; received, and received with news.
     pub rows_sent: u64,
+    pub whole_rows_sent: u64,
     pub rows_received: u64,
     pub rows_changed: u64,
+    /// Rows asked for (we lacked one), and asked of us.
+    pub rows_requested: u64,
+    pub row_requests_received: u64,
     /// Rows dropped for silence.
     pub rows_expired: u64,
     pub links_up: u64,
     pub links_down: u64,
     pub computations: u64,
+    /// Of those, the ones over every destination (a link of ours changed,
+    /// a row expired, the policy changed), not only the destinations a
+    /// row named anew.
+    pub full_computations: u64,
     /// Destinations whose route changed, over all computations.
     pub route_changes: u64,
 }
@@ -104,7 +126,7 @@ pub struct NodeCounters {
 pub struct Node {
     local: NodeId,
     /// The overlay, this node included, ascending.
-    members: Vec<NodeId>,
+    members: Members,
     config: NodeConfig,
     start: Time,
     prober: Prober,
@@ -122,11 +144,17 @@ pub struct Node {
     last_compute: Option<Time>,
     routes_changed: bool,
     settled: bool,
-    /// Our last advertisement, for a peer that needs it again.
-    last_row: Option<Arc<LinkState>>,
-    /// The last probe number each member sent us (0: none yet), by index:
-    /// one far below it means the member restarted.
-    probe_seqs: Vec<u64>,
+    /// Per member, by index: the version of our row last sent to it (0:
+    /// none), when, and the highest it acknowledged.
+    sent: Vec<(u64, Time)>,
+    acked: Vec<u64>,
+    /// When to look for peers that did not acknowledge what they were
+    /// sent.
+    retransmit_due: Option<Time>,
+    /// Our row whole, as of its current version, once built.
+    whole: Option<Arc<LinkState>>,
+    /// Per member, by index: when we last asked it for its row.
+    requested: Vec<Option<Time>>,
     counters: NodeCounters,
 }
 
@@ -141,10 +169,8 @@ impl Node {
         version_base: u64,
         now: Time,
     ) -> Node {
-        let mut members: Vec<_> = members.into_iter().chain([local]).collect();
-        members.sort_unstable();
-        members.dedup();
-        let peers = members.iter().copied().filter(|m| *m != local);
+        let members = Members::new(members.into_iter().chain([local]));
+        let peers = members.ids().iter().copied().filter(|m| *m != local);
         let mut prober = Prober::new(config.probe.clone());
         for peer in peers.clone() {
             prober.add_peer(peer, now);
@@ -153,7 +179,11 @@ impl Node {
         Node {
             local,
             advertiser: Advertiser::new(config.linkstate.clone(), local, peers, version_base),
-            db: LinkStateDb::new(local, members.iter().copied(), config.linkstate.max_age),
+            db: LinkStateDb::new(
+                local,
+                members.ids().iter().copied(),
+                config.linkstate.max_age,
+            ),
             members,
             start: now,
             prober,
@@ -166,8 +196,11 @@ impl Node {
             last_compute: None,
             routes_changed: false,
             settled: false,
-            last_row: None,
-            probe_seqs: vec![0; count],
+            sent: vec![(0, now); count],
+            acked: vec![0; count],
+            retransmit_due: None,
+            whole: None,
+            requested: vec![None; count],
             counters: NodeCounters::default(),
             config,
         }
@@ -179,7 +212,7 @@ impl Node {
 
     /// The overlay's members, this node included, ascending.
     pub fn members(&self) -> &[NodeId] {
-        &self.members
+        self.members.ids()
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -219,28 +252,18 @@ impl Node {
         from: NodeId,
         message: &Message,
     ) -> Result<(), Reject> {
-        if from == self.local || self.members.binary_search(&from).is_err() {
+        let Some(k) = self.members.index(from) else {
+            return Err(Reject::UnknownNode);
+        };
+        if from == self.local {
             return Err(Reject::UnknownNode);
         }
+        self.db.heard(now, from);
         match message {
             Message::Probe { seq } => {
                 self.counters.replies_sent += 1;
                 self.outbox
                     .push_back((from, Message::ProbeReply { seq: *seq }));
-                // A peer heard from for the first time, or whose probes
-                // start over (it restarted), lacks our row, and we may not
-                // change it for a while: send it now rather than at the
-                // next refresh, so that it settles at once.
-                let k = self.members.binary_search(&from).expect("a member");
-                let last = std::mem::replace(&mut self.probe_seqs[k], *seq);
-                let restarted = *seq < last && (*seq <= RESTART_GAP || last - *seq > RESTART_GAP);
-                if (last == 0 || restarted)
-                    && let Some(row) = &self.last_row
-                {
-                    self.counters.rows_sent += 1;
-                    self.outbox
-                        .push_back((from, Message::LinkState(Arc::clone(row))));
-                }
             }
             Message::ProbeReply { seq } => {
                 self.counters.replies_received += 1;
@@ -251,19 +274,39 @@ impl Node {
             }
             Message::LinkState(row) => {
                 self.counters.rows_received += 1;
-                if self.db.accept(now, row)? == Accepted::Changed {
-                    self.counters.rows_changed += 1;
-                    // Only the paths through the origin toward the
-                    // destinations it reported anew can have changed.
-                    for i in 0..self.db.last_changed().len() {
-                        let dst = self.db.last_changed()[i];
-                        if let Ok(k) = self.members.binary_search(&dst)
-                            && !std::mem::replace(&mut self.dirty[k], true)
-                        {
-                            self.dirty_dsts.push(dst);
+                match self.db.accept(now, row)? {
+                    Accepted::NeedsWholeRow => self.request_row(now, k),
+                    Accepted::Unchanged => self.acknowledge(from),
+                    Accepted::Changed => {
+                        self.acknowledge(from);
+                        self.counters.rows_changed += 1;
+                        // Only the paths through the origin toward the
+                        // destinations it reported anew can have changed.
+                        for i in 0..self.db.last_changed().len() {
+                            let dst = self.db.last_changed()[i];
+                            if let Some(k) = self.members.index(dst)
+                                && !std::mem::replace(&mut self.dirty[k], true)
+                            {
+                                self.dirty_dsts.push(dst);
+                            }
                         }
+                        self.routes_due(now, false);
                     }
-                    self.routes_due(now, false);
+                }
+            }
+            Message::RowAck { version } => {
+                self.acked[k] = self.acked[k].max(*version);
+            }
+            Message::RowRequest => {
+                self.counters.row_requests_received += 1;
+                // It holds nothing of ours, whatever it acknowledged
+                // before (it restarted, or expired our row).
+                self.acked[k] = 0;
+                let (version, at) = self.sent[k];
+                let whole_on_its_way = version == self.advertiser.version()
+                    && now < at + self.config.linkstate.min_interval;
+                if !whole_on_its_way {
+                    self.send_row(now, k, None);
                 }
             }
         }
@@ -271,10 +314,13 @@ impl Node {
     }
 
     /// When [`Self::handle_timeout`] is next needed.
+    /// `Duration::MAX` when nothing is (a node with no peers).
     pub fn poll_timeout(&self) -> Time {
-        let mut next = self.advertiser.poll_timeout();
+        let mut next = Duration::MAX;
         for t in [
             self.prober.poll_timeout(),
+            self.advertiser.poll_timeout(),
+            self.retransmit_due,
             self.db.poll_timeout(),
             self.compute_due,
             (!self.settled).then_some(self.start + SETTLE_LIMIT),
@@ -288,7 +334,7 @@ impl Node {
     }
 
     /// Does what is due at `now`: probes to send or give up on, rows to
-    /// expire, routes to compute, our row to advertise.
+    /// expire, routes to compute, our row to send.
     pub fn handle_timeout(&mut self, now: Time) {
         loop {
             match self.prober.poll(now) {
@@ -308,21 +354,31 @@ impl Node {
             self.routes_due(now, false);
         }
         if !self.settled {
-            self.settled = now >= self.start + SETTLE_LIMIT || self.view_is_complete();
+            // Checked when a computation would be due, so at most once a
+            // `compute_interval` (it is a scan of the peers).
+            let due = self.compute_due.is_some_and(|due| due <= now);
+            if now >= self.start + SETTLE_LIMIT || (due && self.view_is_complete()) {
+                self.settled = true;
+                self.full = true;
+                self.compute_due = Some(now);
+            } else if due {
+                self.compute_due = Some(now + self.config.compute_interval);
+            }
         }
         if self.compute_due.is_some_and(|due| due <= now) {
             self.compute(now);
         }
-        if let Some(row) = self.advertiser.poll_transmit(now) {
-            let row = Arc::new(row);
-            self.last_row = Some(Arc::clone(&row));
-            for (peer, probe) in self.prober.peers() {
-                if probe.is_up() {
-                    self.counters.rows_sent += 1;
-                    self.outbox
-                        .push_back((peer, Message::LinkState(Arc::clone(&row))));
+        if let Some(delta) = self.advertiser.poll_transmit(now) {
+            let delta = Arc::new(delta);
+            self.whole = None;
+            for k in 0..self.members.len() {
+                if self.is_up(k) {
+                    self.send_row(now, k, Some(&delta));
                 }
             }
+        }
+        if self.retransmit_due.is_some_and(|due| due <= now) {
+            self.retransmit(now);
         }
     }
 
@@ -383,10 +439,21 @@ impl Node {
             Some(Transition::Down) => self.counters.links_down += 1,
             None => {}
         }
-        let Some(probe) = self.prober.peer(peer) else {
+        let Some(estimate) = self.prober.peer(peer).map(|p| p.estimate()) else {
             return;
         };
-        if self.advertiser.update(peer, probe.estimate()) || transition.is_some() {
+        if transition == Some(Transition::Up) {
+            // A peer back in reach gets our row if it lacks the current
+            // version, and gives us its own if we have none.
+            let k = self.members.index(peer).expect("a member");
+            if self.acked[k] < self.advertiser.version() {
+                self.send_row(now, k, None);
+            }
+            if self.db.row_info(peer).is_none() {
+                self.request_row(now, k);
+            }
+        }
+        if self.advertiser.update(peer, estimate) || transition.is_some() {
             // Our leg to `peer` is in every path through it.
             self.full = true;
             self.routes_due(now, transition == Some(Transition::Down));
@@ -423,20 +490,91 @@ impl Node {
         };
         let policy = &self.config.policy;
         let selection = if self.full {
-            self.selector.select(local, &self.members, &links, policy)
+            self.counters.full_computations += 1;
+            self.selector
+                .select(local, self.members.ids(), &links, policy)
         } else {
             self.selector
-                .reselect(local, &self.members, &self.dirty_dsts, &links, policy)
+                .reselect(local, self.members.ids(), &self.dirty_dsts, &links, policy)
         };
         self.full = false;
         for dst in self.dirty_dsts.drain(..) {
-            let k = self.members.binary_search(&dst).expect("a member");
+            let k = self.members.index(dst).expect("a member");
             self.dirty[k] = false;
         }
         if selection.changed() {
             self.counters.route_changes += selection.changes.len() as u64;
             self.routes_changed = true;
         }
+    }
+
+    /// Whether our link to the member of index `k` is up.
+    fn is_up(&self, k: usize) -> bool {
+        self.prober
+            .peer(self.members.ids()[k])
+            .is_some_and(|p| p.is_up())
+    }
+
+    /// Sends our row to the member of index `k`: `delta` if it was sent
+    /// the version before, else whole.
+    fn send_row(&mut self, now: Time, k: usize, delta: Option<&Arc<LinkState>>) {
+        let version = self.advertiser.version();
+        let row = match delta {
+            Some(delta) if self.sent[k].0 + 1 == version => Arc::clone(delta),
+            _ => {
+                self.counters.whole_rows_sent += 1;
+                Arc::clone(
+                    self.whole
+                        .get_or_insert_with(|| Arc::new(self.advertiser.whole())),
+                )
+            }
+        };
+        self.counters.rows_sent += 1;
+        self.outbox
+            .push_back((self.members.ids()[k], Message::LinkState(row)));
+        self.sent[k] = (version, now);
+        let due = now + self.config.probe.max_timeout;
+        self.retransmit_due = Some(self.retransmit_due.map_or(due, |d| d.min(due)));
+    }
+
+    /// Sends our row whole to each live peer that has not acknowledged what
+    /// it was sent a probe timeout ago; looks again when the next one is
+    /// due.
+    fn retransmit(&mut self, now: Time) {
+        self.retransmit_due = None;
+        let wait = self.config.probe.max_timeout;
+        for k in 0..self.members.len() {
+            let (version, at) = self.sent[k];
+            if self.acked[k] >= version || !self.is_up(k) {
+                continue;
+            }
+            let due = at + wait;
+            if due <= now {
+                self.send_row(now, k, None);
+            } else {
+                self.retransmit_due = Some(self.retransmit_due.map_or(due, |d| d.min(due)));
+            }
+        }
+    }
+
+    /// Acknowledges the row of `origin` that we now hold.
+    fn acknowledge(&mut self, origin: NodeId) {
+        if let Some((version, _)) = self.db.row_info(origin) {
+            self.outbox.push_back((origin, Message::RowAck { version }));
+        }
+    }
+
+    /// Asks the member of index `k` for its row whole, unless we did
+    /// within a probe timeout (a burst of deltas we cannot apply asks
+    /// once).
+    fn request_row(&mut self, now: Time, k: usize) {
+        if self.requested[k].is_some_and(|at| now < at + self.config.probe.max_timeout) {
+            return;
+        }
+        self.requested[k] = Some(now);
+        self.counters.rows_requested += 1;
+        self.outbox
+            .push_back((self.members.ids()[k], Message::RowRequest));
     }
 
     /// Every peer has a verdict, and every live one sent its row.

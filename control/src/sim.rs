@@ -30,7 +30,7 @@
 //! Detection is how long until the nodes at the failure declared it down.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -42,6 +42,9 @@ use crate::link::Time;
 use crate::message::Message;
 use crate::node::{Node, NodeConfig, NodeCounters};
 use crate::paths::{Change, Hop};
+
+mod queue;
+use queue::EventQueue;
 
 /// The most overlay hops a packet takes: the dataplane's default hop
 /// limit of 4 (docs/dataplane-config.md, `overlay.hop_limit`).
@@ -201,6 +204,9 @@ pub struct Report {
     /// Route computations: per node and second over the same window, and
     /// the real time each took.
     pub computations_per_node_s: f64,
+    /// Of those, over every destination (the rest cover only those a row
+    /// named anew).
+    pub full_computations_per_node_s: f64,
     pub compute_mean_us: f64,
     pub compute_max_us: f64,
     /// Answers that came after their probe's timeout (or twice), and links
@@ -270,38 +276,6 @@ impl Underlay {
     }
 }
 
-/// Something due at `at`; the queue orders events by time, then by the
-/// order they were queued in, never by what they carry.
-#[derive(Debug)]
-struct Event {
-    at: Time,
-    order: u64,
-    kind: Kind,
-}
-
-impl Event {
-    fn key(&self) -> (Time, u64) {
-        (self.at, self.order)
-    }
-}
-
-impl PartialEq for Event {
-    fn eq(&self, other: &Self) -> bool {
-        self.key() == other.key()
-    }
-}
-impl Eq for Event {}
-impl PartialOrd for Event {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Event {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.key().cmp(&other.key())
-    }
-}
-
 #[derive(Debug)]
 enum Kind {
     Timer(u32),
@@ -316,6 +290,7 @@ struct Tally {
     computations: u64,
     route_changes: u64,
     compute_time: Duration,
+    /// The longest computation (since the window began, once it did).
     compute_max: Duration,
 }
 
@@ -324,8 +299,7 @@ pub struct Sim {
     now: Time,
     nodes: Vec<Node>,
     underlay: Underlay,
-    queue: BinaryHeap<Reverse<Event>>,
-    order: u64,
+    queue: EventQueue<Kind>,
     /// Each node's earliest queued timer.
     timers: Vec<Option<Time>>,
     rng: fastrand::Rng,
@@ -371,8 +345,7 @@ impl Sim {
             now: Time::ZERO,
             nodes,
             underlay,
-            queue: BinaryHeap::new(),
-            order: 0,
+            queue: EventQueue::default(),
             timers: vec![None; n],
             rng,
             tally: vec![Tally::default(); n],
@@ -398,36 +371,23 @@ impl Sim {
         &self.nodes
     }
 
-    fn push(&mut self, at: Time, kind: Kind) {
-        self.order += 1;
-        self.queue.push(Reverse(Event {
-            at,
-            order: self.order,
-            kind,
-        }));
-    }
-
     /// Queues node `i`'s timer if it is due before the one queued.
     fn schedule(&mut self, i: usize) {
         let due = self.nodes[i].poll_timeout().max(self.now);
         if self.timers[i].is_none_or(|queued| due < queued) {
             self.timers[i] = Some(due);
-            self.push(due, Kind::Timer(i as u32));
+            self.queue.push(due, Kind::Timer(i as u32));
         }
     }
 
     /// Runs every event up to and including `until`.
     pub fn run_until(&mut self, until: Time) {
-        while let Some(Reverse(event)) = self.queue.peek() {
-            if event.at > until {
-                break;
-            }
-            let Reverse(event) = self.queue.pop().expect("peeked");
-            self.now = event.at;
-            match event.kind {
+        while let Some((at, kind)) = self.queue.pop_until(until) {
+            self.now = at;
+            match kind {
                 Kind::Timer(i) => {
                     let i = i as usize;
-                    if self.timers[i] == Some(event.at) {
+                    if self.timers[i] == Some(at) {
                         self.timers[i] = None;
                     }
                     if !self.underlay.alive[i] {
@@ -491,8 +451,10 @@ impl Sim {
         while let Some((to, message)) = self.nodes[i].poll_transmit() {
             let bytes = wire_bytes(message.wire_len()) as u64;
             match message {
-                Message::LinkState(_) => self.tally[i].linkstate_bytes += bytes,
-                _ => self.tally[i].probe_bytes += bytes,
+                Message::Probe { .. } | Message::ProbeReply { .. } => {
+                    self.tally[i].probe_bytes += bytes
+                }
+                _ => self.tally[i].linkstate_bytes += bytes,
             }
             self.messages += 1;
             let j = index(to);
@@ -503,7 +465,8 @@ impl Sim {
             let base = u64::from(self.underlay.delay_us[k]);
             let delay = base + self.rng.u64(0..=base / 20);
             let at = self.now + Duration::from_micros(delay);
-            self.push(at, Kind::Deliver(i as u32, j as u32, message));
+            self.queue
+                .push(at, Kind::Deliver(i as u32, j as u32, message));
         }
         self.schedule(i);
     }
@@ -605,6 +568,9 @@ pub fn run(config: &SimConfig) -> Report {
     let event_at = config.warmup;
     let window_start = event_at.saturating_sub(Duration::from_secs(2));
     sim.run_until(window_start);
+    for tally in &mut sim.tally {
+        tally.compute_max = Duration::ZERO;
+    }
     let changes_at_window = sim.route_changes();
     let flaps_at_window = sim.flaps;
     let tally_at_window = sim.tally.clone();
@@ -768,8 +734,28 @@ pub fn run(config: &SimConfig) -> Report {
             .map(|(node, then)| f(node.counters()) - f(then))
             .sum()
     };
-    let computations: u64 = sim.tally.iter().map(|t| t.computations).sum();
-    let compute_time: Duration = sim.tally.iter().map(|t| t.compute_time).sum();
+    if std::env::var_os("DBG").is_some() {
+        let sum = |f: &dyn Fn(&NodeCounters) -> u64| -> u64 {
+            sim.nodes.iter().map(|x| f(x.counters())).sum()
+        };
+        eprintln!(
+            "rows_sent {} whole {} received {} changed {} requested {} req_recv {} comps {} full {}",
+            sum(&|c| c.rows_sent),
+            sum(&|c| c.whole_rows_sent),
+            sum(&|c| c.rows_received),
+            sum(&|c| c.rows_changed),
+            sum(&|c| c.rows_requested),
+            sum(&|c| c.row_requests_received),
+            sum(&|c| c.computations),
+            sum(&|c| c.full_computations)
+        );
+    }
+    // Computation times over the window too, not the start-up.
+    let (mut computations, mut compute_time) = (0, Duration::ZERO);
+    for (now, then) in sim.tally.iter().zip(&tally_at_window) {
+        computations += now.computations - then.computations;
+        compute_time += now.compute_time - then.compute_time;
+    }
     let compute_max = sim
         .tally
         .iter()
@@ -796,6 +782,9 @@ pub fn run(config: &SimConfig) -> Report {
         probe_bytes_per_node_s: per_node_s(&|t| t.probe_bytes),
         linkstate_bytes_per_node_s: per_node_s(&|t| t.linkstate_bytes),
         computations_per_node_s: per_node_s(&|t| t.computations),
+        full_computations_per_node_s: counter_since(&|c| c.full_computations) as f64
+            / n as f64
+            / window,
         compute_mean_us: if computations == 0 {
             0.0
         } else {
@@ -856,7 +845,10 @@ impl fmt::Display for Report {
             ),
             (
                 "route computations",
-                format!("{:.1} /s per node", self.computations_per_node_s),
+                format!(
+                    "{:.1} /s per node, {:.1} of them over every destination",
+                    self.computations_per_node_s, self.full_computations_per_node_s
+                ),
             ),
             (
                 "computation time",
