@@ -9,7 +9,8 @@
 //! - [`members`]: the overlay's nodes, and each one's index among them.
 //! - [`probe`]: probing one peer: the schedule, the estimators, up and down.
 //! - [`paths`]: the best direct or one-hop path to every node.
-//! - [`message`]: control messages (probe, reply, link state) on the wire,
+//! - [`message`]: control messages (probe, reply, link-state rows and
+//!   deltas, their acknowledgements and requests) on the wire,
 //!   authenticated under the overlay key; why a message was dropped.
 //! - [`replay`]: per-sender sliding windows that refuse replayed messages.
 //! - [`linkstate`]: flooding this node's row; the rows of the others.

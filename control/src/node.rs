@@ -588,6 +588,7 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::{Endpoint, HEADER_LEN, LINK_STATE_FIXED_LEN, OverlayKey, RowKind};
 
     const A: NodeId = NodeId(1);
     const B: NodeId = NodeId(2);
@@ -597,24 +598,41 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// µs since the epoch at the trio's start: the base of every node's
+    /// sequence numbers and row versions.
+    const START: u64 = 1_700_000_000_000_000;
+
+    fn key() -> OverlayKey {
+        OverlayKey::from_bytes([7; 32])
+    }
+
     /// Three nodes over links with the given one-way delays (a missing
-    /// pair is cut), driven in 1 ms steps: messages arrive after the delay.
+    /// pair is cut), driven in 1 ms steps. Every message goes through the
+    /// wire as the daemon sends it: sealed by the sender's endpoint and
+    /// opened (or refused, and counted) by the receiver's.
     struct Trio {
         nodes: Vec<Node>,
+        endpoints: Vec<Endpoint>,
         delay: fn(NodeId, NodeId) -> Option<Duration>,
-        in_flight: Vec<(Time, NodeId, NodeId, Message)>,
+        /// Link-state messages on this directed pair are lost.
+        lose_rows: Option<(NodeId, NodeId)>,
+        in_flight: Vec<(Time, NodeId, Vec<u8>)>,
+        /// Every datagram sent, as a wiretap sees it.
+        sent: Vec<(NodeId, NodeId, Vec<u8>)>,
         now: Time,
     }
 
     impl Trio {
         fn new(delay: fn(NodeId, NodeId) -> Option<Duration>) -> Trio {
-            let nodes = [A, B, C]
-                .map(|id| Node::new(id, [A, B, C], NodeConfig::default(), 1, Time::ZERO))
-                .into();
             Trio {
-                nodes,
+                nodes: [A, B, C]
+                    .map(|id| Node::new(id, [A, B, C], NodeConfig::default(), START, Time::ZERO))
+                    .into(),
+                endpoints: [A, B, C].map(|id| Endpoint::new(key(), id, START)).into(),
                 delay,
+                lose_rows: None,
                 in_flight: Vec::new(),
+                sent: Vec::new(),
                 now: Time::ZERO,
             }
         }
@@ -623,14 +641,39 @@ mod tests {
             &mut self.nodes[usize::from(id.0) - 1]
         }
 
+        fn endpoint(&mut self, id: NodeId) -> &mut Endpoint {
+            &mut self.endpoints[usize::from(id.0) - 1]
+        }
+
+        /// Node `id` restarts: a new process, with new sequence numbers
+        /// and row versions (its clock moved on) and nothing learnt.
+        fn restart(&mut self, id: NodeId) {
+            let base = START + self.now.as_micros() as u64;
+            let now = self.now;
+            *self.node(id) = Node::new(id, [A, B, C], NodeConfig::default(), base, now);
+            *self.endpoint(id) = Endpoint::new(key(), id, base);
+        }
+
+        /// `datagram` arrives at `to` now, as the daemon takes it in: the
+        /// endpoint counts what it refuses, the daemon what the node does.
+        fn deliver(&mut self, to: NodeId, datagram: &[u8]) {
+            let now = self.now;
+            let i = usize::from(to.0) - 1;
+            if let Ok((from, message)) = self.endpoints[i].open(datagram)
+                && let Err(reject) = self.nodes[i].handle_message(now, from, &message)
+            {
+                self.endpoints[i].record(reject);
+            }
+        }
+
         fn run_until(&mut self, until: Time) {
             while self.now <= until {
                 let now = self.now;
                 let (due, later): (Vec<_>, Vec<_>) =
                     self.in_flight.drain(..).partition(|(at, ..)| *at <= now);
                 self.in_flight = later;
-                for (_, from, to, message) in due {
-                    self.node(to).handle_message(now, from, &message).unwrap();
+                for (_, to, datagram) in due {
+                    self.deliver(to, &datagram);
                 }
                 for i in 0..self.nodes.len() {
                     let node = &mut self.nodes[i];
@@ -639,8 +682,15 @@ mod tests {
                     }
                     let from = node.local();
                     while let Some((to, message)) = self.nodes[i].poll_transmit() {
-                        if let Some(d) = (self.delay)(from, to) {
-                            self.in_flight.push((now + d, from, to, message));
+                        let mut datagram = Vec::new();
+                        self.endpoints[i]
+                            .seal(to, &message, &mut datagram)
+                            .expect("encodable");
+                        self.sent.push((from, to, datagram.clone()));
+                        let lost = matches!(message, Message::LinkState(_))
+                            && self.lose_rows == Some((from, to));
+                        if let (Some(d), false) = ((self.delay)(from, to), lost) {
+                            self.in_flight.push((now + d, to, datagram));
                         }
                     }
                 }
@@ -649,17 +699,18 @@ mod tests {
         }
     }
 
+    /// A–B slow (50 ms), A–C and C–B fast (5 ms): A reaches B via C.
+    fn slow_a_b(a: NodeId, b: NodeId) -> Option<Duration> {
+        let pair = (a.0.min(b.0), a.0.max(b.0));
+        Some(match pair {
+            (1, 2) => ms(50),
+            _ => ms(5),
+        })
+    }
+
     #[test]
     fn three_nodes_settle_route_and_fail_over_through_the_relay() {
-        // A–B is slow (50 ms), A–C and C–B fast (5 ms): A reaches B via C.
-        fn delay(a: NodeId, b: NodeId) -> Option<Duration> {
-            let pair = (a.0.min(b.0), a.0.max(b.0));
-            Some(match pair {
-                (1, 2) => ms(50),
-                _ => ms(5),
-            })
-        }
-        let mut trio = Trio::new(delay);
+        let mut trio = Trio::new(slow_a_b);
         trio.run_until(ms(2000));
         let a = trio.node(A);
         assert!(a.is_settled());
@@ -730,5 +781,187 @@ mod tests {
         node.handle_message(ms(2), B, &Message::ProbeReply { seq: 99 })
             .unwrap();
         assert_eq!(node.counters().stray_replies, 1);
+    }
+
+    /// The version of `origin`'s row that `holder` has.
+    fn held(trio: &mut Trio, holder: NodeId, origin: NodeId) -> Option<u64> {
+        trio.node(holder)
+            .link_state()
+            .row_info(origin)
+            .map(|(version, _)| version)
+    }
+
+    #[test]
+    fn a_steady_overlay_sends_no_link_state_and_a_lost_delta_is_repaired() {
+        let mut trio = Trio::new(slow_a_b);
+        trio.run_until(ms(2000));
+        let rows_sent = |trio: &mut Trio| -> u64 {
+            [A, B, C]
+                .map(|id| trio.node(id).counters().rows_sent)
+                .iter()
+                .sum()
+        };
+        let before = rows_sent(&mut trio);
+        trio.run_until(ms(8000));
+        assert_eq!(
+            rows_sent(&mut trio),
+            before,
+            "nothing changed, nothing sent"
+        );
+
+        // C's link to B dies; the delta saying so is lost on its way to A.
+        fn c_b_cut(a: NodeId, b: NodeId) -> Option<Duration> {
+            (a.0.min(b.0), a.0.max(b.0))
+                .ne(&(2, 3))
+                .then(|| slow_a_b(a, b))?
+        }
+        trio.delay = c_b_cut;
+        trio.lose_rows = Some((C, A));
+        let version = trio.node(C).advertiser.version();
+        while trio.node(C).advertiser.version() == version {
+            let next = trio.now;
+            trio.run_until(next);
+        }
+        trio.lose_rows = None;
+        let sent_at = trio.now;
+        let whole_before = trio.node(C).counters().whole_rows_sent;
+        assert!(held(&mut trio, A, C) < Some(version + 1), "A missed it");
+
+        // A gets it whole once C gives up waiting for the acknowledgement.
+        while held(&mut trio, A, C) < Some(version + 1) {
+            assert!(trio.now < sent_at + ms(1000), "not repaired in time");
+            let next = trio.now;
+            trio.run_until(next);
+        }
+        assert!(trio.now - sent_at <= NodeConfig::default().probe.max_timeout + ms(10));
+        assert_eq!(trio.node(C).counters().whole_rows_sent, whole_before + 1);
+        assert_eq!(trio.node(A).link(C, B).map(|l| l.up), Some(false));
+    }
+
+    #[test]
+    fn a_restarted_node_gets_every_row_back_at_once_and_its_own_row_is_taken() {
+        let mut trio = Trio::new(slow_a_b);
+        trio.run_until(ms(3000));
+        assert_eq!(trio.node(B).route(A), Some(Hop::Via(C)));
+        let restart = trio.now;
+        trio.restart(B);
+        let b_version = trio.node(B).advertiser.version();
+        while !trio.node(B).view_is_complete() {
+            assert!(trio.now < restart + SETTLE_LIMIT, "B never had every row");
+            let next = trio.now;
+            trio.run_until(next);
+        }
+        // B's slowest link (100 ms round trips) is up at its third answer,
+        // 500 ms in; the row it then asks for comes a round trip later.
+        assert!(trio.now - restart <= ms(610), "{:?}", trio.now - restart);
+        trio.run_until(restart + ms(1000));
+        assert!(trio.node(B).is_settled());
+        assert_eq!(trio.node(B).route(A), Some(Hop::Via(C)));
+        for peer in [A, C] {
+            assert!(
+                held(&mut trio, peer, B) >= Some(b_version),
+                "{peer} has B's new row"
+            );
+            assert_eq!(trio.endpoint(peer).rejects().total(), 0);
+        }
+        assert!(trio.node(B).counters().rows_requested >= 2);
+    }
+
+    /// The acceptance test, through the endpoint and the node as
+    /// the daemon runs them: with A routing to B through C, forged,
+    /// altered, replayed and truncated control messages change no route,
+    /// no state, and are each counted by reason.
+    #[test]
+    fn forged_replayed_or_truncated_control_messages_change_no_route_and_are_counted() {
+        let mut trio = Trio::new(slow_a_b);
+        trio.run_until(ms(2000));
+        assert_eq!(trio.node(A).route(B), Some(Hop::Via(C)));
+        // What is still in flight is lost: it is not replayed below, which
+        // is only for datagrams delivered once already.
+        let lost: Vec<Vec<u8>> = trio.in_flight.drain(..).map(|(.., d)| d).collect();
+        let counters = *trio.node(A).counters();
+        let routes = trio.node(A).routes().to_vec();
+        let c_version = trio.node(C).advertiser.version();
+
+        // What C would say if its link to B died.
+        let c_b_down = |version| {
+            Message::LinkState(Arc::new(LinkState {
+                origin: C,
+                version,
+                kind: RowKind::Full,
+                links: vec![(A, trio_link()), (B, LinkEstimate::DOWN)],
+            }))
+        };
+        fn trio_link() -> LinkEstimate {
+            LinkEstimate {
+                up: true,
+                rtt: ms(10),
+                loss: 0.0,
+            }
+        }
+
+        // Forged: sealed as C under another key; requests and acks too.
+        let mut intruder = Endpoint::new(OverlayKey::from_bytes([9; 32]), C, START + 10_000_000);
+        let mut forged = Vec::new();
+        for message in [
+            c_b_down(c_version + 1),
+            Message::RowRequest,
+            Message::RowAck { version: 1 },
+        ] {
+            let mut datagram = Vec::new();
+            intruder.seal(A, &message, &mut datagram).unwrap();
+            forged.push(datagram);
+        }
+        // Altered: every row C really sent A, one bit flipped.
+        let captured: Vec<Vec<u8>> = trio
+            .sent
+            .iter()
+            .filter(|(from, to, d)| (*from, *to) == (C, A) && !lost.contains(d))
+            .map(|(.., d)| d.clone())
+            .collect();
+        let rows: Vec<&Vec<u8>> = captured.iter().filter(|d| d[3] == 3 || d[3] == 4).collect();
+        assert!(!rows.is_empty());
+        for datagram in forged.iter().chain(rows.iter().copied()) {
+            let mut datagram = datagram.clone();
+            if datagram.len() > HEADER_LEN + LINK_STATE_FIXED_LEN {
+                datagram[HEADER_LEN + LINK_STATE_FIXED_LEN + 2] ^= 1; // an up byte
+            }
+            trio.deliver(A, &datagram);
+        }
+        // Replayed: everything C ever sent A.
+        for datagram in &captured {
+            trio.deliver(A, datagram);
+        }
+        // Truncated: an authentic row from C, cut at every length.
+        let mut authentic = Vec::new();
+        trio.endpoints[2]
+            .seal(A, &c_b_down(c_version + 1), &mut authentic)
+            .unwrap();
+        for len in 0..authentic.len() {
+            trio.deliver(A, &authentic[..len]);
+        }
+
+        let a = trio.node(A);
+        assert_eq!(a.routes(), routes, "no route moved");
+        assert_eq!(*a.counters(), counters, "nothing reached the node");
+        assert_eq!(a.poll_transmit(), None, "nothing to answer");
+        let rejects = trio.endpoint(A).rejects();
+        assert_eq!(
+            rejects.get(Reject::BadMac),
+            (forged.len() + rows.len()) as u64
+        );
+        assert_eq!(rejects.get(Reject::Replayed), captured.len() as u64);
+        assert_eq!(rejects.get(Reject::Malformed), authentic.len() as u64);
+        assert_eq!(
+            rejects.total(),
+            (forged.len() + rows.len() + captured.len() + authentic.len()) as u64
+        );
+
+        // None of it moved C's replay window at A: C's real message, whole,
+        // is taken, and A routes around the link it reports dead.
+        trio.deliver(A, &authentic);
+        assert_eq!(trio.node(A).link(C, B).map(|l| l.up), Some(false));
+        trio.run_until(trio.now + ms(100));
+        assert_eq!(trio.node(A).route(B), Some(Hop::Direct));
     }
 }

@@ -734,22 +734,6 @@ pub fn run(config: &SimConfig) -> Report {
             .map(|(node, then)| f(node.counters()) - f(then))
             .sum()
     };
-    if std::env::var_os("DBG").is_some() {
-        let sum = |f: &dyn Fn(&NodeCounters) -> u64| -> u64 {
-            sim.nodes.iter().map(|x| f(x.counters())).sum()
-        };
-        eprintln!(
-            "rows_sent {} whole {} received {} changed {} requested {} req_recv {} comps {} full {}",
-            sum(&|c| c.rows_sent),
-            sum(&|c| c.whole_rows_sent),
-            sum(&|c| c.rows_received),
-            sum(&|c| c.rows_changed),
-            sum(&|c| c.rows_requested),
-            sum(&|c| c.row_requests_received),
-            sum(&|c| c.computations),
-            sum(&|c| c.full_computations)
-        );
-    }
     // Computation times over the window too, not the start-up.
     let (mut computations, mut compute_time) = (0, Duration::ZERO);
     for (now, then) in sim.tally.iter().zip(&tally_at_window) {
