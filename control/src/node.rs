@@ -144,18 +144,27 @@ pub struct Node {
     last_compute: Option<Time>,
     routes_changed: bool,
     settled: bool,
-    /// Per member, by index: the version of our row last sent to it (0:
-    /// none), when, and the highest it acknowledged.
-    sent: Vec<(u64, Time)>,
-    acked: Vec<u64>,
+    /// Per member, by index: the rows between it and us.
+    exchanges: Vec<RowExchange>,
     /// When to look for peers that did not acknowledge what they were
     /// sent.
     retransmit_due: Option<Time>,
     /// Our row whole, as of its current version, once built.
     whole: Option<Arc<LinkState>>,
-    /// Per member, by index: when we last asked it for its row.
-    requested: Vec<Option<Time>>,
     counters: NodeCounters,
+}
+
+/// Our row's delivery to one member, and our asking for its row.
+#[derive(Debug, Clone, Copy, Default)]
+struct RowExchange {
+    /// The version of our row last sent to it (0: none), and when.
+    sent: (u64, Time),
+    /// The version and time of the last whole row sent to it.
+    whole: Option<(u64, Time)>,
+    /// The highest version of our row it acknowledged.
+    acked: u64,
+    /// When we last asked it for its row.
+    requested: Option<Time>,
 }
 
 impl Node {
@@ -196,11 +205,9 @@ impl Node {
             last_compute: None,
             routes_changed: false,
             settled: false,
-            sent: vec![(0, now); count],
-            acked: vec![0; count],
+            exchanges: vec![RowExchange::default(); count],
             retransmit_due: None,
             whole: None,
-            requested: vec![None; count],
             counters: NodeCounters::default(),
             config,
         }
@@ -295,16 +302,19 @@ impl Node {
                 }
             }
             Message::RowAck { version } => {
-                self.acked[k] = self.acked[k].max(*version);
+                let acked = &mut self.exchanges[k].acked;
+                *acked = (*acked).max(*version);
             }
             Message::RowRequest => {
                 self.counters.row_requests_received += 1;
                 // It holds nothing of ours, whatever it acknowledged
                 // before (it restarted, or expired our row).
-                self.acked[k] = 0;
-                let (version, at) = self.sent[k];
-                let whole_on_its_way = version == self.advertiser.version()
-                    && now < at + self.config.linkstate.min_interval;
+                let exchange = &mut self.exchanges[k];
+                exchange.acked = 0;
+                let whole_on_its_way = exchange.whole.is_some_and(|(version, at)| {
+                    version == self.advertiser.version()
+                        && now < at + self.config.linkstate.min_interval
+                });
                 if !whole_on_its_way {
                     self.send_row(now, k, None);
                 }
@@ -446,7 +456,7 @@ impl Node {
             // A peer back in reach gets our row if it lacks the current
             // version, and gives us its own if we have none.
             let k = self.members.index(peer).expect("a member");
-            if self.acked[k] < self.advertiser.version() {
+            if self.exchanges[k].acked < self.advertiser.version() {
                 self.send_row(now, k, None);
             }
             if self.db.row_info(peer).is_none() {
@@ -519,9 +529,11 @@ impl Node {
     /// the version before, else whole.
     fn send_row(&mut self, now: Time, k: usize, delta: Option<&Arc<LinkState>>) {
         let version = self.advertiser.version();
+        let exchange = &mut self.exchanges[k];
         let row = match delta {
-            Some(delta) if self.sent[k].0 + 1 == version => Arc::clone(delta),
+            Some(delta) if exchange.sent.0 + 1 == version => Arc::clone(delta),
             _ => {
+                exchange.whole = Some((version, now));
                 self.counters.whole_rows_sent += 1;
                 Arc::clone(
                     self.whole
@@ -532,7 +544,7 @@ impl Node {
         self.counters.rows_sent += 1;
         self.outbox
             .push_back((self.members.ids()[k], Message::LinkState(row)));
-        self.sent[k] = (version, now);
+        exchange.sent = (version, now);
         let due = now + self.config.probe.max_timeout;
         self.retransmit_due = Some(self.retransmit_due.map_or(due, |d| d.min(due)));
     }
@@ -544,8 +556,12 @@ impl Node {
         self.retransmit_due = None;
         let wait = self.config.probe.max_timeout;
         for k in 0..self.members.len() {
-            let (version, at) = self.sent[k];
-            if self.acked[k] >= version || !self.is_up(k) {
+            let RowExchange {
+                sent: (version, at),
+                acked,
+                ..
+            } = self.exchanges[k];
+            if acked >= version || !self.is_up(k) {
                 continue;
             }
             let due = at + wait;
@@ -568,10 +584,11 @@ impl Node {
     /// within a probe timeout (a burst of deltas we cannot apply asks
     /// once).
     fn request_row(&mut self, now: Time, k: usize) {
-        if self.requested[k].is_some_and(|at| now < at + self.config.probe.max_timeout) {
+        let requested = &mut self.exchanges[k].requested;
+        if requested.is_some_and(|at| now < at + self.config.probe.max_timeout) {
             return;
         }
-        self.requested[k] = Some(now);
+        *requested = Some(now);
         self.counters.rows_requested += 1;
         self.outbox
             .push_back((self.members.ids()[k], Message::RowRequest));
@@ -963,5 +980,38 @@ mod tests {
         assert_eq!(trio.node(A).link(C, B).map(|l| l.up), Some(false));
         trio.run_until(trio.now + ms(100));
         assert_eq!(trio.node(A).route(B), Some(Hop::Direct));
+    }
+
+    #[test]
+    fn a_request_right_after_a_delta_gets_the_row_whole_at_once() {
+        let mut trio = Trio::new(slow_a_b);
+        trio.run_until(ms(2000));
+        // C's link to B dies: C sends A a delta of the new version...
+        fn c_b_cut(a: NodeId, b: NodeId) -> Option<Duration> {
+            (a.0.min(b.0), a.0.max(b.0))
+                .ne(&(2, 3))
+                .then(|| slow_a_b(a, b))?
+        }
+        trio.delay = c_b_cut;
+        let version = trio.node(C).advertiser.version();
+        while trio.node(C).advertiser.version() == version {
+            let next = trio.now;
+            trio.run_until(next);
+        }
+        // ...and A, which (say) lost its row of C, asks for it at once. A
+        // delta is not a whole row on its way: C answers with the row.
+        let now = trio.now;
+        let c = trio.node(C);
+        while c.poll_transmit().is_some() {}
+        c.handle_message(now, A, &Message::RowRequest).unwrap();
+        match c.poll_transmit() {
+            Some((to, Message::LinkState(row))) => {
+                assert_eq!((to, row.kind, row.version), (A, RowKind::Full, version + 1));
+            }
+            other => panic!("no whole row: {other:?}"),
+        }
+        // A second request at once is answered by that one.
+        c.handle_message(now, A, &Message::RowRequest).unwrap();
+        assert_eq!(c.poll_transmit(), None);
     }
 }
