@@ -162,9 +162,9 @@ impl Advertiser {
         true
     }
 
-    /// The row as advertised, or about to be.
-    pub fn row(&self) -> &[(NodeId, LinkEstimate)] {
-        &self.row
+    /// The link to `peer` as advertised, or about to be.
+    pub fn link(&self, peer: NodeId) -> Option<LinkEstimate> {
+        self.peers.index(peer).map(|i| self.row[i].1)
     }
 
     /// The version of the last change sent (or of the row as it started).

@@ -487,13 +487,10 @@ impl Node {
         // within the noise of the probes (a loss more or less in the
         // window) cannot flip a near tie back and forth. The relays' legs
         // are filtered the same way, by their origins.
-        let (local, advertised, db) = (self.local, self.advertiser.row(), &self.db);
+        let (local, advertiser, db) = (self.local, &self.advertiser, &self.db);
         let links = |from: NodeId, to: NodeId| {
             if from == local {
-                advertised
-                    .binary_search_by_key(&to, |(peer, _)| *peer)
-                    .ok()
-                    .map(|i| advertised[i].1)
+                advertiser.link(to)
             } else {
                 db.link(from, to)
             }
