@@ -31,7 +31,7 @@ use toml::Spanned;
 use crate::linkstate::LinkStateConfig;
 use crate::message::{KeyError, OverlayKey};
 use crate::node::NodeConfig;
-use crate::paths::{Hop, Hysteresis, Metric, Policy};
+use crate::paths::{Hop, Hysteresis, Metric, Policy, check_relay};
 use crate::probe::ProbeConfig;
 
 /// The control port, where probes and link state arrive, unless
@@ -191,6 +191,8 @@ pub struct RoutingSection {
     pub hysteresis: Option<bool>,
     #[serde(default)]
     pub drain: Vec<Spanned<u16>>,
+    /// This node drained from the start.
+    pub drained: Option<bool>,
     /// Destination id (a TOML key is a string) to `"direct"` or
     /// `"via <relay id>"`.
     #[serde(default)]
@@ -370,6 +372,7 @@ impl ConfigFile {
             linkstate: c.linkstate(&self.linkstate, &probe, &self.probe)?,
             probe,
             policy: c.policy(node_id, &peer_ids, &self.routing)?,
+            drained: self.routing.drained.unwrap_or(false),
             compute_interval: c.millis(
                 "routing.compute_interval_ms",
                 &self.routing.compute_interval_ms,
@@ -779,7 +782,7 @@ impl Checker<'_> {
                     id,
                     "routing.drain",
                     format!(
-                        "{node} is this node: a node is drained in the other nodes' files, which then stop relaying through it"
+                        "{node} is this node: `routing.drained = true` drains this node for every other node"
                     ),
                 ));
             }
@@ -812,19 +815,10 @@ impl Checker<'_> {
             self.peer(peers, &key, dst, dst_id)?;
             let parsed =
                 parse_hop(hop.get_ref()).map_err(|reason| self.invalid(hop, &key, reason))?;
-            if let Hop::Via(relay) = parsed {
-                let reason = if relay == local {
-                    Some("is this node: say \"direct\"".to_owned())
-                } else if relay == dst_id {
-                    Some("is the destination itself: say \"direct\"".to_owned())
-                } else if !peers.contains(&relay) {
-                    Some("is not a peer (no [[peers]] has that id)".to_owned())
-                } else {
-                    None
-                };
-                if let Some(reason) = reason {
-                    return Err(self.invalid(hop, &key, format!("relay {relay} {reason}")));
-                }
+            if let Hop::Via(relay) = parsed
+                && let Err(reason) = check_relay(local, dst_id, relay, |n| peers.contains(&n))
+            {
+                return Err(self.invalid(hop, &key, reason));
             }
             if pins.insert(dst_id, parsed).is_some() {
                 return Err(self.invalid(dst, &key, format!("node {dst_id} is pinned twice")));
@@ -991,6 +985,7 @@ metric = "latency"
 hysteresis = false
 drain = [6]
 compute_interval_ms = 20
+drained = true
 
 [routing.pins]
 "5" = "via 4"
@@ -1119,6 +1114,7 @@ socket = "/tmp/control.sock"
                     pins: BTreeMap::from([(node(5), Hop::Via(node(4))), (node(6), Hop::Direct)]),
                     drained: BTreeSet::from([node(6)]),
                 },
+                drained: true,
                 compute_interval: ms(20),
             }
         );
@@ -1332,52 +1328,52 @@ socket = "/tmp/control.sock"
             (
                 "\"5\" = \"via 4\"",
                 "\"5\" = \"via 3\"",
-                "control.toml: line 46: routing.pins.5: relay 3 is this node",
+                "control.toml: line 47: routing.pins.5: relay 3 is this node",
             ),
             (
                 "\"5\" = \"via 4\"",
                 "\"5\" = \"via 5\"",
-                "control.toml: line 46: routing.pins.5: relay 5 is the destination itself",
+                "control.toml: line 47: routing.pins.5: relay 5 is the destination itself",
             ),
             (
                 "\"5\" = \"via 4\"",
                 "\"5\" = \"via 9\"",
-                "control.toml: line 46: routing.pins.5: relay 9 is not a peer",
+                "control.toml: line 47: routing.pins.5: relay 9 is not a peer",
             ),
             (
                 "\"5\" = \"via 4\"",
                 "\"5\" = \"through 4\"",
-                "control.toml: line 46: routing.pins.5: \"through 4\" is not a path",
+                "control.toml: line 47: routing.pins.5: \"through 4\" is not a path",
             ),
             (
                 "\"5\" = \"via 4\"",
                 "\"9\" = \"via 4\"",
-                "control.toml: line 46: routing.pins.9: 9 is not a peer",
+                "control.toml: line 47: routing.pins.9: 9 is not a peer",
             ),
             (
                 "\"5\" = \"via 4\"",
                 "\"3\" = \"via 4\"",
-                "control.toml: line 46: routing.pins.3: 3 is this node",
+                "control.toml: line 47: routing.pins.3: 3 is this node",
             ),
             (
                 "\"5\" = \"via 4\"",
                 "\"05\" = \"via 4\"\n\"5\" = \"direct\"",
-                "control.toml: line 47: routing.pins.5: node 5 is pinned twice",
+                "control.toml: line 48: routing.pins.5: node 5 is pinned twice",
             ),
             (
                 "\"6\" = \"direct\"",
                 "\"six\" = \"direct\"",
-                "control.toml: line 47: routing.pins.six: \"six\" is not a node id",
+                "control.toml: line 48: routing.pins.six: \"six\" is not a node id",
             ),
             (
                 "socket = \"/tmp/dp.sock\"",
                 "socket = \"\"",
-                "control.toml: line 50: dataplane.socket: empty path",
+                "control.toml: line 51: dataplane.socket: empty path",
             ),
             (
                 "socket = \"/tmp/control.sock\"",
                 "socket = \"/tmp/dp.sock\"",
-                "control.toml: line 53: api.socket: /tmp/dp.sock is also dataplane.socket",
+                "control.toml: line 54: api.socket: /tmp/dp.sock is also dataplane.socket",
             ),
             // The parser's own errors: types, ranges, unknown keys.
             (
@@ -1408,12 +1404,12 @@ socket = "/tmp/control.sock"
             (
                 "[routing.pins]",
                 "[routing.pin]",
-                "control.toml: line 45, column 10: unknown field `pin`",
+                "control.toml: line 46, column 10: unknown field `pin`",
             ),
             (
                 "\"6\" = \"direct\"",
                 "\"6\" = 6",
-                "control.toml: line 47, column 7: invalid type: integer `6`, expected a string (in `\"6\" = 6`)",
+                "control.toml: line 48, column 7: invalid type: integer `6`, expected a string (in `\"6\" = 6`)",
             ),
             (
                 "underlay = \"192.0.2.5\"",

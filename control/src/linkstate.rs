@@ -35,7 +35,7 @@
 //!
 //! ## Cost
 //!
-//! A row or delta of `n` links is `44 + 9n` bytes, an acknowledgement 40
+//! A row or delta of `n` links is `45 + 9n` bytes, an acknowledgement 40
 //! (`message::Message::wire_len`). A node whose link to one peer changes
 //! sends a 53-byte delta to each of its `N − 1` peers and gets as many
 //! acknowledgements back; a whole row (`44 + 9(N − 1)` bytes) goes only to
@@ -110,6 +110,10 @@ pub struct Advertiser {
     /// a mark on each to keep them unique.
     pending: Vec<usize>,
     is_pending: Vec<bool>,
+    /// Whether this node relays for no one, and whether that changed since
+    /// the last version.
+    drained: bool,
+    drained_pending: bool,
     /// The current version.
     version: u64,
     last_change: Option<Time>,
@@ -140,6 +144,8 @@ impl Advertiser {
             is_pending: vec![false; row.len()],
             row,
             pending: Vec::new(),
+            drained: false,
+            drained_pending: false,
             version: version_base.max(1),
             last_change: None,
         }
@@ -162,6 +168,23 @@ impl Advertiser {
         true
     }
 
+    /// Drains this node (it asks the others not to relay through it) or
+    /// undrains it; true if that is a change, which goes out with the next
+    /// version.
+    pub fn set_drained(&mut self, drained: bool) -> bool {
+        if self.drained == drained {
+            return false;
+        }
+        self.drained = drained;
+        self.drained_pending = !self.drained_pending;
+        true
+    }
+
+    /// Whether this node is drained, as advertised or about to be.
+    pub fn is_drained(&self) -> bool {
+        self.drained
+    }
+
     /// The link to `peer` as advertised, or about to be.
     pub fn link(&self, peer: NodeId) -> Option<LinkEstimate> {
         self.peers.index(peer).map(|i| self.row[i].1)
@@ -174,7 +197,7 @@ impl Advertiser {
 
     /// When the next version is due: `None` while nothing changed.
     pub fn poll_timeout(&self) -> Option<Time> {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && !self.drained_pending {
             return None;
         }
         Some(
@@ -199,10 +222,12 @@ impl Advertiser {
             .collect();
         self.version += 1;
         self.last_change = Some(now);
+        self.drained_pending = false;
         Some(LinkState {
             origin: self.origin,
             version: self.version,
             kind: RowKind::Delta,
+            drained: self.drained,
             links,
         })
     }
@@ -215,6 +240,7 @@ impl Advertiser {
             origin: self.origin,
             version: self.version,
             kind: RowKind::Full,
+            drained: self.drained,
             links: self.row.clone(),
         }
     }
@@ -270,6 +296,10 @@ pub struct LinkStateDb {
     /// Per member, in `members` order: the row's version and when its
     /// origin was last heard from; `None` for no row.
     rows: Vec<Option<(u64, Time)>>,
+    /// Per member: its row says it is drained (relays for no one).
+    drained: Vec<bool>,
+    /// Whether the last row accepted drained or undrained its origin.
+    drain_changed: bool,
     links: Vec<StoredLink>,
     /// One entry per row held: a time by which it may expire, earliest
     /// first. Hearing from an origin only moves its `rows` time; the entry
@@ -305,6 +335,8 @@ impl LinkStateDb {
             local,
             changed: Vec::new(),
             rows: vec![None; n],
+            drained: vec![false; n],
+            drain_changed: false,
             links: vec![StoredLink::UNKNOWN; n * n],
             members,
             expiries: BTreeSet::new(),
@@ -322,6 +354,7 @@ impl LinkStateDb {
     /// [`Self::last_changed`] names the links that changed.
     pub fn accept(&mut self, now: Time, row: &LinkState) -> Result<Accepted, Reject> {
         self.changed.clear();
+        self.drain_changed = false;
         if row.origin == self.local {
             return Err(Reject::Stale);
         }
@@ -341,6 +374,8 @@ impl LinkStateDb {
             self.expiries.insert((now + self.max_age, row.origin));
         }
         self.rows[origin] = Some((row.version, now));
+        self.drain_changed =
+            std::mem::replace(&mut self.drained[origin], row.drained) != row.drained;
 
         let n = self.members.len();
         if row.kind == RowKind::Delta {
@@ -376,11 +411,13 @@ impl LinkStateDb {
                 }
             }
         }
-        Ok(if stored.is_none() || !self.changed.is_empty() {
-            Accepted::Changed
-        } else {
-            Accepted::Unchanged
-        })
+        Ok(
+            if stored.is_none() || !self.changed.is_empty() || self.drain_changed {
+                Accepted::Changed
+            } else {
+                Accepted::Unchanged
+            },
+        )
     }
 
     /// `origin` was heard from at `now` (any message): its row lives on.
@@ -396,6 +433,25 @@ impl LinkStateDb {
     /// reported a changed link (all it names, for a first row).
     pub fn last_changed(&self) -> &[NodeId] {
         &self.changed
+    }
+
+    /// Whether the last row accepted changed whether its origin is drained.
+    pub fn drain_changed(&self) -> bool {
+        self.drain_changed
+    }
+
+    /// Whether `node`'s row says it is drained: it relays for no one.
+    pub fn is_drained(&self, node: NodeId) -> bool {
+        self.index(node).is_some_and(|i| self.drained[i])
+    }
+
+    /// The members whose rows say they are drained, ascending.
+    pub fn drained(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.members
+            .ids()
+            .iter()
+            .zip(&self.drained)
+            .filter_map(|(node, drained)| drained.then_some(*node))
     }
 
     /// When the next row may expire (it is checked then).
@@ -420,6 +476,7 @@ impl LinkStateDb {
                 continue;
             }
             self.rows[i] = None;
+            self.drained[i] = false;
             for link in self.links[i..].iter_mut().step_by(n) {
                 *link = StoredLink::UNKNOWN;
             }
@@ -476,6 +533,7 @@ mod tests {
             origin,
             version,
             kind: RowKind::Full,
+            drained: false,
             links: links.to_vec(),
         }
     }

@@ -29,8 +29,8 @@
 //!
 //! A probe and a probe reply are [`PROBE_LEN`] = 40 bytes of UDP payload:
 //! 82 bytes on the wire over IPv4 and Ethernet, 102 over IPv6. A link-state
-//! row or delta of `n` links is `44 + 9n` bytes, at most [`MAX_LINKS`] =
-//! 1024 links ([`MAX_MESSAGE_LEN`] = 9260 bytes): one datagram per row,
+//! row or delta of `n` links is `45 + 9n` bytes, at most [`MAX_LINKS`] =
+//! 1024 links ([`MAX_MESSAGE_LEN`] = 9261 bytes): one datagram per row,
 //! which the IP layer fragments past about 150 links (docs/wire-format.md
 //! has the arithmetic and the probe budget). A row acknowledgement is 40
 //! bytes, a row request 32.
@@ -60,8 +60,12 @@ pub const MAC_LEN: usize = 16;
 pub const PROBE_LEN: usize = HEADER_LEN + 8 + MAC_LEN;
 /// The most links one link-state row may carry.
 pub const MAX_LINKS: usize = 1024;
-/// A link-state body before its links: origin, version, link count.
-pub const LINK_STATE_FIXED_LEN: usize = 12;
+/// A link-state body before its links: origin, version, link count, flags.
+pub const LINK_STATE_FIXED_LEN: usize = 13;
+/// Where a link-state body holds its link count.
+const LINK_COUNT_AT: usize = 10;
+/// Link-state flag: the origin relays for no one (an operator drained it).
+const ROW_DRAINED: u8 = 0x01;
 /// One link in a link-state row: node, up, RTT, loss.
 pub const LINK_LEN: usize = 9;
 /// The largest message: a link-state row of [`MAX_LINKS`] links.
@@ -255,6 +259,9 @@ pub struct LinkState {
     /// ones.
     pub version: u64,
     pub kind: RowKind,
+    /// The origin asks not to be used as a relay (it was drained); carried
+    /// in every version, whole or delta.
+    pub drained: bool,
     /// The links from `origin` (all of them, or those that changed), by
     /// ascending node id, at most [`MAX_LINKS`].
     pub links: Vec<(NodeId, LinkEstimate)>,
@@ -450,6 +457,7 @@ pub fn encode(
             out.extend_from_slice(&row.version.to_be_bytes());
             let count = u16::try_from(row.links.len()).expect("checked against MAX_LINKS");
             out.extend_from_slice(&count.to_be_bytes());
+            out.push(if row.drained { ROW_DRAINED } else { 0 });
             for (node, estimate) in &row.links {
                 let (up, rtt, loss) = link_fields(estimate);
                 out.extend_from_slice(&node.0.to_be_bytes());
@@ -510,7 +518,7 @@ pub fn decode(key: &OverlayKey, local: NodeId, datagram: &[u8]) -> Result<Authen
         ROW_REQUEST => 0,
         LINK_STATE | LINK_STATE_DELTA => {
             let count = body
-                .get(LINK_STATE_FIXED_LEN - 2..LINK_STATE_FIXED_LEN)
+                .get(LINK_COUNT_AT..LINK_COUNT_AT + 2)
                 .ok_or(Reject::Malformed)?;
             let count = usize::from(u16::from_be_bytes([count[0], count[1]]));
             if count > MAX_LINKS {
@@ -544,6 +552,13 @@ fn read_body(kind: u8, mut r: Reader<'_>) -> Result<Message, Reject> {
             let origin = NodeId(r.u16()?);
             let version = r.u64()?;
             let count = usize::from(r.u16()?);
+            // The other bits are reserved and must be 0, as the up byte
+            // must be 0 or 1: a change of meaning is a new header version.
+            let drained = match r.u8()? {
+                0 => false,
+                ROW_DRAINED => true,
+                _ => return Err(Reject::Malformed),
+            };
             if !origin.is_valid() {
                 return Err(Reject::Malformed);
             }
@@ -573,6 +588,7 @@ fn read_body(kind: u8, mut r: Reader<'_>) -> Result<Message, Reject> {
                 origin,
                 version,
                 kind,
+                drained,
                 links,
             }))
         }
@@ -770,6 +786,7 @@ mod tests {
             origin: NodeId(3),
             version: 1_700_000_000_000_123,
             kind: RowKind::Full,
+            drained: false,
             links: links.iter().map(|&(n, e)| (NodeId(n), e)).collect(),
         }))
     }
@@ -855,17 +872,17 @@ mod tests {
                 .map(|i| (i, est(true, 1, 0.0)))
                 .collect::<Vec<_>>()
         };
-        assert_eq!(sealed(&header(1), &row(&[])).len(), 44);
-        assert_eq!(sealed(&header(1), &row(&links(10))).len(), 44 + 90);
-        assert_eq!(sealed(&header(1), &delta(&links(10))).len(), 44 + 90);
+        assert_eq!(sealed(&header(1), &row(&[])).len(), 45);
+        assert_eq!(sealed(&header(1), &row(&links(10))).len(), 45 + 90);
+        assert_eq!(sealed(&header(1), &delta(&links(10))).len(), 45 + 90);
         let full = sealed(&header(1), &row(&links(MAX_LINKS)));
         assert_eq!(full.len(), MAX_MESSAGE_LEN);
-        assert_eq!(MAX_MESSAGE_LEN, 9260);
+        assert_eq!(MAX_MESSAGE_LEN, 9261);
         assert!(open(&full).is_ok());
         // Unfragmented up to: IPv4 MTU 1500, IPv6 MTU 1500, IPv6 MTU 1280.
         assert_eq!(
-            [1472, 1452, 1232].map(|p| (p - 44) / LINK_LEN),
-            [158, 156, 132]
+            [1472, 1452, 1232].map(|p| (p - 45) / LINK_LEN),
+            [158, 156, 131]
         );
         let mut out = vec![0xaa];
         assert_eq!(
@@ -1023,6 +1040,7 @@ mod tests {
             (first_link + 1, 0),     // node id 0
             (first_link + 1 + 9, 1), // a repeat of the first node
             (HEADER_LEN + 1, 0),     // origin 0
+            (first_link - 1, 2),     // a reserved flag
             (3, 9),                  // unknown type
             (5, 0),                  // sender 0
         ] {
@@ -1035,7 +1053,7 @@ mod tests {
             );
         }
         let mut count_too_high = good.clone();
-        count_too_high[HEADER_LEN + 10..HEADER_LEN + 12].copy_from_slice(&1025u16.to_be_bytes());
+        count_too_high[HEADER_LEN + LINK_COUNT_AT..][..2].copy_from_slice(&1025u16.to_be_bytes());
         assert_eq!(
             open(&reseal(count_too_high)).map(|_| ()),
             Err(Reject::Malformed)
@@ -1177,14 +1195,22 @@ mod tests {
             1u16..u16::MAX,
             any::<u64>(),
             any::<bool>(),
+            any::<bool>(),
             proptest::collection::btree_map(1u16..u16::MAX, arb_estimate(), 0..200),
         )
             .prop_map(
-                |(origin, version, full, links): (u16, u64, bool, BTreeMap<u16, LinkEstimate>)| {
+                |(origin, version, full, drained, links): (
+                    u16,
+                    u64,
+                    bool,
+                    bool,
+                    BTreeMap<u16, LinkEstimate>,
+                )| {
                     LinkState {
                         origin: NodeId(origin),
                         version,
                         kind: if full { RowKind::Full } else { RowKind::Delta },
+                        drained,
                         links: links.into_iter().map(|(n, e)| (NodeId(n), e)).collect(),
                     }
                 },
@@ -1213,7 +1239,8 @@ mod tests {
             if let (Some(count), LINK_STATE | LINK_STATE_DELTA) = (count, kind) {
                 bytes.truncate(HEADER_LEN + LINK_STATE_FIXED_LEN);
                 bytes.resize(HEADER_LEN + LINK_STATE_FIXED_LEN, 1);
-                bytes[HEADER_LEN + 10..HEADER_LEN + 12].copy_from_slice(&count.to_be_bytes());
+                bytes[HEADER_LEN + LINK_COUNT_AT..][..2].copy_from_slice(&count.to_be_bytes());
+                bytes[HEADER_LEN + LINK_COUNT_AT + 2] = body.first().copied().unwrap_or(0) % 3;
                 let links = (0..usize::from(count) * LINK_LEN).map(|i| body.get(i).copied().unwrap_or(0) % 3);
                 bytes.extend(links);
             }
@@ -1227,7 +1254,7 @@ mod tests {
         #[test]
         fn link_state_rows_round_trip(row in arb_row(), seq in any::<u64>()) {
             let bytes = sealed(&header(seq), &Message::LinkState(Arc::new(row.clone())));
-            prop_assert_eq!(bytes.len(), 44 + 9 * row.links.len());
+            prop_assert_eq!(bytes.len(), 45 + 9 * row.links.len());
             let expected = LinkState {
                 links: row.links.iter().map(|&(n, e)| (n, quantise(e))).collect(),
                 ..row

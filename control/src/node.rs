@@ -73,6 +73,9 @@ pub struct NodeConfig {
     pub probe: ProbeConfig,
     pub linkstate: LinkStateConfig,
     pub policy: Policy,
+    /// This node starts drained: it asks the others not to relay through
+    /// it (see [`Node::set_drained`]).
+    pub drained: bool,
     /// The shortest gap between two route computations, except that a link
     /// of this node going down is acted on at once.
     pub compute_interval: Duration,
@@ -84,6 +87,7 @@ impl Default for NodeConfig {
             probe: ProbeConfig::default(),
             linkstate: LinkStateConfig::default(),
             policy: Policy::default(),
+            drained: false,
             compute_interval: Duration::from_millis(50),
         }
     }
@@ -133,6 +137,9 @@ pub struct Node {
     advertiser: Advertiser,
     db: LinkStateDb,
     selector: PathSelector,
+    /// The policy the selector uses: the configured one, with the members
+    /// whose rows say they are drained added to its drained relays.
+    effective: Policy,
     outbox: VecDeque<(NodeId, Message)>,
     /// When the next computation is due; `None` when nothing changed.
     compute_due: Option<Time>,
@@ -185,9 +192,11 @@ impl Node {
             prober.add_peer(peer, now);
         }
         let count = members.len();
+        let mut advertiser = Advertiser::new(config.linkstate.clone(), local, peers, version_base);
+        advertiser.set_drained(config.drained);
         Node {
             local,
-            advertiser: Advertiser::new(config.linkstate.clone(), local, peers, version_base),
+            advertiser,
             db: LinkStateDb::new(
                 local,
                 members.ids().iter().copied(),
@@ -197,6 +206,7 @@ impl Node {
             start: now,
             prober,
             selector: PathSelector::new(),
+            effective: config.policy.clone(),
             outbox: VecDeque::new(),
             compute_due: Some(now),
             full: true,
@@ -287,6 +297,9 @@ impl Node {
                     Accepted::Changed => {
                         self.acknowledge(from);
                         self.counters.rows_changed += 1;
+                        if self.db.drain_changed() {
+                            self.policy_changed(now);
+                        }
                         // Only the paths through the origin toward the
                         // destinations it reported anew can have changed.
                         for i in 0..self.db.last_changed().len() {
@@ -360,6 +373,8 @@ impl Node {
         let expired = self.db.expire(now);
         if expired > 0 {
             self.counters.rows_expired += expired as u64;
+            // An expired row drains no one any more.
+            self.refresh_effective_policy();
             self.full = true;
             self.routes_due(now, false);
         }
@@ -434,9 +449,39 @@ impl Node {
         &self.config.policy
     }
 
+    /// The policy routes are chosen by: [`Self::policy`], with the nodes
+    /// drained by their own rows among the drained relays.
+    pub fn effective_policy(&self) -> &Policy {
+        &self.effective
+    }
+
     /// Replaces the policy (pins, drains, metric); routes follow at once.
     pub fn set_policy(&mut self, now: Time, policy: Policy) {
         self.config.policy = policy;
+        self.policy_changed(now);
+    }
+
+    /// Drains this node (its row asks every other node not to relay
+    /// through it; it stays a destination) or undrains it. Goes out with
+    /// the next version of the row, within `linkstate.min_interval`.
+    pub fn set_drained(&mut self, drained: bool) {
+        self.advertiser.set_drained(drained);
+    }
+
+    /// Whether this node is drained.
+    pub fn is_drained(&self) -> bool {
+        self.advertiser.is_drained()
+    }
+
+    fn refresh_effective_policy(&mut self) {
+        self.effective.clone_from(&self.config.policy);
+        self.effective.drained.extend(self.db.drained());
+    }
+
+    /// The configured policy or the drains advertised changed: every route
+    /// is chosen again, at once.
+    fn policy_changed(&mut self, now: Time) {
+        self.refresh_effective_policy();
         self.full = true;
         self.routes_due(now, true);
     }
@@ -495,7 +540,7 @@ impl Node {
                 db.link(from, to)
             }
         };
-        let policy = &self.config.policy;
+        let policy = &self.effective;
         let selection = if self.full {
             self.counters.full_computations += 1;
             self.selector
@@ -761,6 +806,54 @@ mod tests {
     }
 
     #[test]
+    fn a_node_drained_by_its_own_row_is_left_as_a_relay_and_taken_back() {
+        let mut trio = Trio::new(slow_a_b);
+        trio.run_until(ms(2000));
+        assert_eq!(trio.node(A).route(B), Some(Hop::Via(C)));
+
+        // C drains itself: one delta, and A stops relaying through it at
+        // once, C staying a destination.
+        let drained = trio.now;
+        trio.node(C).set_drained(true);
+        assert!(trio.node(C).is_drained());
+        while trio.node(A).route(B) != Some(Hop::Direct) {
+            assert!(trio.now < drained + ms(200), "A still relays through C");
+            let step = trio.now;
+            trio.run_until(step);
+        }
+        // One-way delay 5 ms, plus at most a computation interval.
+        assert!(trio.now - drained <= ms(60), "{:?}", trio.now - drained);
+        let a = trio.node(A);
+        assert_eq!(a.route(C), Some(Hop::Direct));
+        assert!(a.link_state().is_drained(C));
+        assert!(a.effective_policy().drained.contains(&C));
+        assert!(
+            a.policy().drained.is_empty(),
+            "the configured policy is A's own"
+        );
+        // B learnt it too.
+        assert!(trio.node(B).effective_policy().drained.contains(&C));
+
+        // Undrained: back through C, the better path.
+        trio.node(C).set_drained(false);
+        let step = trio.now + ms(100);
+        trio.run_until(step);
+        assert_eq!(trio.node(A).route(B), Some(Hop::Via(C)));
+        assert!(!trio.node(A).link_state().is_drained(C));
+
+        // A node configured drained is never used from the start.
+        let config = NodeConfig {
+            drained: true,
+            ..NodeConfig::default()
+        };
+        trio.nodes[2] = Node::new(C, [A, B, C], config, START + 10_000_000, trio.now);
+        let restarted = trio.now;
+        trio.run_until(restarted + ms(3000));
+        assert!(trio.node(A).link_state().is_drained(C));
+        assert_eq!(trio.node(A).route(B), Some(Hop::Direct));
+    }
+
+    #[test]
     fn a_node_with_a_dead_peer_settles_once_the_peer_is_judged_down() {
         fn delay(a: NodeId, b: NodeId) -> Option<Duration> {
             (a != C && b != C).then_some(ms(5))
@@ -903,6 +996,7 @@ mod tests {
                 origin: C,
                 version,
                 kind: RowKind::Full,
+                drained: false,
                 links: vec![(A, trio_link()), (B, LinkEstimate::DOWN)],
             }))
         };

@@ -311,6 +311,26 @@ impl Policy {
     }
 }
 
+/// Why `relay` cannot carry a pinned path from `local` to `dst`, if it
+/// cannot; `is_peer` says which nodes are peers of `local`.
+pub fn check_relay(
+    local: NodeId,
+    dst: NodeId,
+    relay: NodeId,
+    is_peer: impl Fn(NodeId) -> bool,
+) -> Result<(), String> {
+    let reason = if relay == local {
+        "is this node: say \"direct\""
+    } else if relay == dst {
+        "is the destination itself: say \"direct\""
+    } else if !is_peer(relay) {
+        "is not a peer (no [[peers]] has that id)"
+    } else {
+        return Ok(());
+    };
+    Err(format!("relay {relay} {reason}"))
+}
+
 impl Default for Policy {
     fn default() -> Self {
         Policy::new(Metric::default())
