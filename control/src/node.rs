@@ -61,7 +61,7 @@ use crate::link::{LinkEstimate, Time};
 use crate::linkstate::{Accepted, Advertiser, LinkStateConfig, LinkStateDb};
 use crate::members::Members;
 use crate::message::{LinkState, Message, Reject};
-use crate::paths::{Change, Hop, PathSelector, Policy, Route};
+use crate::paths::{Change, Explanation, Hop, PathSelector, Policy, Route};
 use crate::probe::{Action, ProbeConfig, Prober, Transition};
 
 /// The longest a started node waits for its view to settle.
@@ -527,27 +527,20 @@ impl Node {
         self.compute_due = None;
         self.last_compute = Some(now);
         self.counters.computations += 1;
-        // Our own links as advertised, not as last measured: the advertised
-        // row moves only on a material change, so estimates wandering
-        // within the noise of the probes (a loss more or less in the
-        // window) cannot flip a near tie back and forth. The relays' legs
-        // are filtered the same way, by their origins.
-        let (local, advertiser, db) = (self.local, &self.advertiser, &self.db);
-        let links = |from: NodeId, to: NodeId| {
-            if from == local {
-                advertiser.link(to)
-            } else {
-                db.link(from, to)
-            }
-        };
+        let links = routing_links(self.local, &self.advertiser, &self.db);
         let policy = &self.effective;
         let selection = if self.full {
             self.counters.full_computations += 1;
             self.selector
-                .select(local, self.members.ids(), &links, policy)
+                .select(self.local, self.members.ids(), &links, policy)
         } else {
-            self.selector
-                .reselect(local, self.members.ids(), &self.dirty_dsts, &links, policy)
+            self.selector.reselect(
+                self.local,
+                self.members.ids(),
+                &self.dirty_dsts,
+                &links,
+                policy,
+            )
         };
         self.full = false;
         for dst in self.dirty_dsts.drain(..) {
@@ -558,6 +551,15 @@ impl Node {
             self.counters.route_changes += selection.changes.len() as u64;
             self.routes_changed = true;
         }
+    }
+
+    /// Why the route to `dst` is what it is, weighed on the links as they
+    /// are now (a computation may be due: then `chosen` can differ from
+    /// [`Self::route`] until it runs).
+    pub fn explain(&self, dst: NodeId) -> Explanation {
+        let links = routing_links(self.local, &self.advertiser, &self.db);
+        self.selector
+            .explain(self.local, self.members.ids(), dst, &links, &self.effective)
     }
 
     /// Whether our link to the member of index `k` is up.
@@ -641,6 +643,25 @@ impl Node {
         self.prober
             .peers()
             .all(|(peer, p)| p.is_settled() && (!p.is_up() || self.db.row_info(peer).is_some()))
+    }
+}
+
+/// The links routes are computed on: our own as advertised, not as last
+/// measured (the advertised row moves only on a material change, so
+/// estimates wandering within the noise of the probes cannot flip a near
+/// tie back and forth), the others' as their origins reported them, which
+/// filters them the same way.
+fn routing_links<'a>(
+    local: NodeId,
+    advertiser: &'a Advertiser,
+    db: &'a LinkStateDb,
+) -> impl Fn(NodeId, NodeId) -> Option<LinkEstimate> + 'a {
+    move |from, to| {
+        if from == local {
+            advertiser.link(to)
+        } else {
+            db.link(from, to)
+        }
     }
 }
 

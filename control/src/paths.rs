@@ -287,6 +287,49 @@ pub struct Change {
     pub to: Option<Hop>,
 }
 
+/// Why a route is what it is ([`PathSelector::explain`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The cheapest live path.
+    Best,
+    /// The path in use, kept: the cheapest is not better by the
+    /// hysteresis margins.
+    Hysteresis,
+    /// The operator's pin, live.
+    Pinned,
+    /// Pinned, but the pinned path is down: the best live path meanwhile.
+    PinDown,
+    /// No live path.
+    Unreachable,
+}
+
+impl Reason {
+    /// The name operators see (`detourctl paths`, its JSON).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::Best => "best",
+            Reason::Hysteresis => "hysteresis",
+            Reason::Pinned => "pinned",
+            Reason::PinDown => "pin-down",
+            Reason::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// One destination's choice, with what it was weighed against.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Explanation {
+    pub dst: NodeId,
+    /// The path the policy picks now; `None`: unreachable.
+    pub chosen: Option<Path>,
+    /// The cheapest live path, chosen or not.
+    pub best: Option<Path>,
+    /// The direct path, if live.
+    pub direct: Option<Path>,
+    pub pin: Option<Hop>,
+    pub reason: Reason,
+}
+
 /// What the selector may use, besides the links themselves.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -597,6 +640,55 @@ impl PathSelector {
         Selection {
             routes: &self.routes,
             changes: &self.changes,
+        }
+    }
+
+    /// Why the route to `dst` is what it is, weighed on `links` now: for
+    /// operators (`detourctl paths`). Allocates nothing; costs a scan of
+    /// the members.
+    pub fn explain(
+        &self,
+        local: NodeId,
+        nodes: &[NodeId],
+        dst: NodeId,
+        links: &impl LinkTable,
+        policy: &Policy,
+    ) -> Explanation {
+        let mut search = Search::start(local, dst, self.current(dst), links, policy);
+        for &relay in nodes {
+            if relay == local || policy.drained.contains(&relay) {
+                continue;
+            }
+            if let Some(leg) = links.link(local, relay)
+                && leg.up
+            {
+                let (rtt, delivery) = totals(&[leg]);
+                search.offer_via((relay, rtt, delivery), links, policy.metric);
+            }
+        }
+        let path = |c: Candidate| Path {
+            hop: c.hop,
+            cost: c.cost,
+        };
+        let chosen = search.choose(&policy.hysteresis);
+        let reason = match (chosen, search.best) {
+            (None, _) => Reason::Unreachable,
+            _ if search.pinned.is_some() => Reason::Pinned,
+            _ if search.pin.is_some() => Reason::PinDown,
+            (Some(chosen), Some(best)) if chosen.hop != best.hop => Reason::Hysteresis,
+            _ => Reason::Best,
+        };
+        let direct = links.link(local, dst).filter(|leg| leg.up).map(|leg| Path {
+            hop: Hop::Direct,
+            cost: policy.metric.cost(&[leg]),
+        });
+        Explanation {
+            dst,
+            chosen: chosen.map(path),
+            best: search.best.map(path),
+            direct,
+            pin: search.pin,
+            reason,
         }
     }
 
@@ -1028,6 +1120,55 @@ mod tests {
                 from: Some(Hop::Direct),
                 to: Some(Hop::Via(n(2)))
             }]
+        );
+    }
+
+    #[test]
+    fn explain_names_each_reason_and_agrees_with_select() {
+        let mut policy = Policy::new(Metric::Latency);
+        let mut links = matrix(
+            3,
+            &[
+                (1, 3, up(100, 0.0)),
+                (1, 2, up(50, 0.0)),
+                (2, 3, up(50, 0.0)),
+            ],
+        );
+        let nodes = ids(3);
+        let mut selector = PathSelector::new();
+        let mut explain = |selector: &mut PathSelector, links: &LinkMatrix, policy: &Policy| {
+            let hop = hop_to(selector, links, policy, 3);
+            let e = selector.explain(n(1), &nodes, n(3), links, policy);
+            assert_eq!(e.chosen.map(|p| p.hop), hop, "explain agrees with select");
+            e
+        };
+        let e = explain(&mut selector, &links, &policy);
+        assert_eq!((e.reason, e.pin), (Reason::Best, None));
+        assert_eq!(e.best, e.chosen);
+        assert_eq!(e.direct.map(|p| p.hop), Some(Hop::Direct));
+        assert!((e.direct.unwrap().cost - 0.1).abs() < 1e-9);
+
+        // 8 ms better through 2: kept direct by hysteresis.
+        links.set_both(n(2), n(3), up(42, 0.0));
+        let e = explain(&mut selector, &links, &policy);
+        assert_eq!(e.reason, Reason::Hysteresis);
+        assert_eq!(e.chosen.map(|p| p.hop), Some(Hop::Direct));
+        assert_eq!(e.best.map(|p| p.hop), Some(Hop::Via(n(2))));
+
+        policy.pins.insert(n(3), Hop::Via(n(2)));
+        let e = explain(&mut selector, &links, &policy);
+        assert_eq!((e.reason, e.pin), (Reason::Pinned, Some(Hop::Via(n(2)))));
+
+        links.set_both(n(2), n(3), LinkEstimate::DOWN);
+        let e = explain(&mut selector, &links, &policy);
+        assert_eq!(e.reason, Reason::PinDown);
+        assert_eq!(e.chosen.map(|p| p.hop), Some(Hop::Direct));
+
+        links.set_both(n(1), n(3), LinkEstimate::DOWN);
+        let e = explain(&mut selector, &links, &policy);
+        assert_eq!(
+            (e.reason, e.chosen, e.direct),
+            (Reason::Unreachable, None, None)
         );
     }
 
