@@ -1,21 +1,22 @@
 //! The dataplane's local API: what the control process and `detourctl` say
 //! to `detour-dataplane` over its Unix socket, and what it answers.
 //!
-//! One JSON object per line each way; a connection may carry any number of
-//! requests, each answered in order. The shapes here are the contract
+//! One JSON object per line each way ([`crate::local_socket`]); a
+//! connection may carry any number of requests, each answered in order.
+//! The shapes here are the contract
 //! (documented in docs/dataplane-api.md): fields are added, never renamed.
 //! [`Client`] speaks it, for the control process, `detourctl` and tests,
 //! none of which need the dataplane's crate for it.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io;
 use std::net::IpAddr;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::local_socket::Connection;
 use crate::wire::NodeId;
 
 /// A node of the overlay and the underlay address it is reached at.
@@ -199,35 +200,15 @@ pub struct InterfaceHealth {
 }
 
 /// A client of the dataplane's API: one request, one response.
-pub struct Client {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
-}
+pub struct Client(Connection);
 
 impl Client {
     pub fn connect(path: &Path) -> io::Result<Client> {
-        let stream = UnixStream::connect(path).map_err(|e| {
-            io::Error::new(e.kind(), format!("dataplane API {}: {e}", path.display()))
-        })?;
-        let writer = stream.try_clone()?;
-        Ok(Client {
-            reader: BufReader::new(stream),
-            writer,
-        })
+        Connection::connect(path, "dataplane").map(Client)
     }
 
     pub fn request(&mut self, request: &Request) -> io::Result<Response> {
-        let mut out = serde_json::to_vec(request).map_err(io::Error::other)?;
-        out.push(b'\n');
-        self.writer.write_all(&out)?;
-        let mut line = String::new();
-        if self.reader.read_line(&mut line)? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the dataplane closed the connection",
-            ));
-        }
-        serde_json::from_str(&line).map_err(io::Error::other)
+        self.0.request(request)
     }
 
     /// Installs `snapshot`; its version once it is the route table. A

@@ -12,7 +12,11 @@ extern crate std;
 #[cfg(feature = "api")]
 pub mod api;
 pub mod classify;
+#[cfg(feature = "api")]
+pub mod local_socket;
 pub mod maps;
+#[cfg(feature = "api")]
+pub mod metrics;
 #[cfg(feature = "std")]
 pub mod source_text;
 pub mod wire;

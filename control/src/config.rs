@@ -74,6 +74,8 @@ pub struct Config {
     pub dataplane_socket: Option<PathBuf>,
     /// The control process's own API socket.
     pub api_socket: PathBuf,
+    /// Where the Prometheus endpoint listens; `None`: off.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Another node of the overlay.
@@ -138,9 +140,18 @@ pub struct ConfigFile {
     pub dataplane: DataplaneSection,
     #[serde(default)]
     pub api: ApiSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
     /// Where the lines of the parsed text start, to turn spans into lines.
     #[serde(skip)]
     lines: Lines,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    pub listen: Option<Spanned<SocketAddr>>,
 }
 
 /// `[control]`.
@@ -408,6 +419,18 @@ impl ConfigFile {
             ));
         }
 
+        let metrics_listen = match &self.metrics.listen {
+            Some(at) if at.get_ref().port() == 0 => {
+                return Err(c.invalid(
+                    at,
+                    "metrics.listen",
+                    format!("{}: port 0 is no port to scrape", at.get_ref()),
+                ));
+            }
+            Some(at) => Some(*at.get_ref()),
+            None => None,
+        };
+
         // The key last: a file with a mistake in it is refused for that
         // mistake whatever the state of the key.
         let key_path = match path.parent() {
@@ -431,6 +454,7 @@ impl ConfigFile {
             node,
             dataplane_socket: install.then_some(dataplane_socket),
             api_socket,
+            metrics_listen,
         })
     }
 }
@@ -813,8 +837,10 @@ impl Checker<'_> {
                 ));
             }
             self.peer(peers, &key, dst, dst_id)?;
-            let parsed =
-                parse_hop(hop.get_ref()).map_err(|reason| self.invalid(hop, &key, reason))?;
+            let parsed = hop
+                .get_ref()
+                .parse::<Hop>()
+                .map_err(|reason| self.invalid(hop, &key, reason))?;
             if let Hop::Via(relay) = parsed
                 && let Err(reason) = check_relay(local, dst_id, relay, |n| peers.contains(&n))
             {
@@ -921,20 +947,6 @@ impl Prefixes {
 }
 
 /// A pin's path: `"direct"` or `"via <relay id>"`.
-fn parse_hop(text: &str) -> Result<Hop, String> {
-    let words: Vec<&str> = text.split_whitespace().collect();
-    match words[..] {
-        ["direct"] => Ok(Hop::Direct),
-        ["via", relay] => match relay.parse::<u16>() {
-            Ok(id) if NodeId(id).is_valid() => Ok(Hop::Via(NodeId(id))),
-            _ => Err(format!("{relay:?} is not a node id (1 to 65534)")),
-        },
-        _ => Err(format!(
-            "{text:?} is not a path: say \"direct\" or \"via <relay id>\""
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -6,8 +6,11 @@
 //! against replay by [`Endpoint`]), and sends what it asks. A second
 //! thread, the [`Installer`], pushes route snapshots to the dataplane's
 //! API, so that a slow or restarting dataplane never holds up probing.
-//! One socket and one timer need no async runtime; DESIGN.md names tokio
-//! for this, and two threads do the same with nothing added to the build.
+//! The local API ([`crate::api`]) answers `detourctl` on threads of its
+//! own, and the metrics endpoint, if on, on another; both read the core
+//! under the lock the core's thread takes for each turn of its loop. One
+//! socket and one timer need no async runtime; DESIGN.md names tokio for
+//! this, and a few threads do the same with nothing added to the build.
 //!
 //! ## Installation
 //!
@@ -32,11 +35,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use detour_common::api::{Client, NodeSpec, PrefixSpec, RouteSnapshot, RouteSpec};
+use detour_common::local_socket::Server;
 use detour_common::wire::NodeId;
 use tracing::{debug, info, warn};
 
+use crate::api::{Core, Shared};
 use crate::config::Config;
 use crate::message::{Endpoint, MAX_MESSAGE_LEN};
+use crate::metrics;
 use crate::node::Node;
 use crate::paths::Hop;
 
@@ -66,7 +72,7 @@ pub fn run(config: Config, stop: &AtomicBool) -> anyhow::Result<()> {
         .iter()
         .map(|p| (p.id, p.control_addr()))
         .collect();
-    let mut endpoint = Endpoint::new(config.key.clone(), config.node_id, base);
+    let endpoint = Endpoint::new(config.key.clone(), config.node_id, base);
     let mut node = Node::new(
         config.node_id,
         peers.keys().copied(),
@@ -75,29 +81,46 @@ pub fn run(config: Config, stop: &AtomicBool) -> anyhow::Result<()> {
         Duration::ZERO,
     );
     let mut snapshots = SnapshotBuilder::new(&config, base);
-    let installer = config.dataplane_socket.as_ref().map(|path| {
-        if let Some(installed) = installed_routes(path) {
-            info!(
-                version = installed.version,
-                routes = installed.routes.len(),
-                "adopting the dataplane's routes"
-            );
-            snapshots.version = snapshots.version.max(installed.version);
-            node.assume_routes(installed.routes.iter().map(|r| {
-                let hop = if r.via == r.dst {
-                    Hop::Direct
-                } else {
-                    Hop::Via(r.via)
-                };
-                (r.dst, hop)
-            }));
-        }
-        Installer::start(path.clone())
-    });
+    if let Some(installed) = config
+        .dataplane_socket
+        .as_deref()
+        .and_then(installed_routes)
+    {
+        info!(
+            version = installed.version,
+            routes = installed.routes.len(),
+            "adopting the dataplane's routes"
+        );
+        snapshots.version = snapshots.version.max(installed.version);
+        node.assume_routes(installed.routes.iter().map(|r| {
+            let hop = if r.via == r.dst {
+                Hop::Direct
+            } else {
+                Hop::Via(r.via)
+            };
+            (r.dst, hop)
+        }));
+    }
+    let shared = Arc::new(Shared::new(Core { node, endpoint }, clock, config));
+    let config = &shared.config;
+    let api = Server::bind(&config.api_socket, "control process")
+        .with_context(|| "serving the control API".to_string())?;
+    api.spawn(Arc::clone(&shared))?;
+    if let Some(listen) = config.metrics_listen {
+        let metrics = Arc::clone(&shared);
+        let endpoint = detour_common::metrics::serve(listen, move || metrics::render(&metrics))
+            .with_context(|| format!("serving metrics on {listen}"))?;
+        info!(%endpoint, "metrics");
+    }
+    let installer = config
+        .dataplane_socket
+        .as_ref()
+        .map(|path| Installer::start(path.clone(), Arc::clone(&shared)));
     info!(
         node = %config.node_id,
         listen = %config.listen,
         peers = peers.len(),
+        api = %api.path().display(),
         "control process running"
     );
 
@@ -107,13 +130,20 @@ pub fn run(config: Config, stop: &AtomicBool) -> anyhow::Result<()> {
     let mut installed_once = false;
     let mut was_settled = false;
     while !stop.load(Ordering::Relaxed) {
-        let now = clock.elapsed();
-        let wait = node
-            .poll_timeout()
-            .saturating_sub(now)
-            .clamp(Duration::from_millis(1), MAX_WAIT);
+        let wait = {
+            let core = shared.core();
+            core.node
+                .poll_timeout()
+                .saturating_sub(clock.elapsed())
+                .clamp(Duration::from_millis(1), MAX_WAIT)
+        };
         socket.set_read_timeout(Some(wait))?;
-        match socket.recv_from(&mut buf) {
+        let received = socket.recv_from(&mut buf);
+        // The core is locked only from here to the end of the turn, never
+        // while waiting: the API reads it in between.
+        let mut core = shared.core();
+        let Core { node, endpoint } = &mut *core;
+        match received {
             Ok((len, from)) => match endpoint.open(&buf[..len]) {
                 Ok((sender, message)) => {
                     if let Err(reject) = node.handle_message(clock.elapsed(), sender, &message) {
@@ -151,12 +181,12 @@ pub fn run(config: Config, stop: &AtomicBool) -> anyhow::Result<()> {
         routes_pending |= node.take_routes_changed();
         if node.is_settled() && !was_settled {
             was_settled = true;
-            info!(routes = reachable(&node), "routes settled");
+            info!(routes = reachable(node), "routes settled");
         }
         if node.is_settled() && (routes_pending || !installed_once) {
             routes_pending = false;
             installed_once = true;
-            let snapshot = snapshots.build(&node);
+            let snapshot = snapshots.build(node);
             debug!(version = snapshot.version, "routes changed");
             if let Some(installer) = &installer {
                 installer.submit(snapshot);
@@ -255,13 +285,15 @@ struct Installer {
 }
 
 impl Installer {
-    fn start(path: PathBuf) -> Installer {
+    /// Installs into the dataplane at `path`, reporting how that goes in
+    /// `status`.
+    fn start(path: PathBuf, status: Arc<Shared>) -> Installer {
         let shared = Arc::new((Mutex::new(Mailbox::default()), Condvar::new()));
         let thread = thread::Builder::new()
             .name("installer".into())
             .spawn({
                 let shared = Arc::clone(&shared);
-                move || install_loop(&path, &shared)
+                move || install_loop(&path, &shared, &status)
             })
             .expect("spawning the installer thread");
         Installer { shared, thread }
@@ -284,7 +316,7 @@ impl Installer {
     }
 }
 
-fn install_loop(path: &Path, shared: &(Mutex<Mailbox>, Condvar)) {
+fn install_loop(path: &Path, shared: &(Mutex<Mailbox>, Condvar), status: &Shared) {
     let (lock, wake) = shared;
     let mut client: Option<Client> = None;
     let mut failing = false;
@@ -312,13 +344,21 @@ fn install_loop(path: &Path, shared: &(Mutex<Mailbox>, Condvar)) {
                     info!(path = %path.display(), "dataplane reachable again");
                 }
                 info!(version, routes = snapshot.routes.len(), "routes installed");
+                let mut status = status.install();
+                status.installed_version = Some(version);
+                status.installs += 1;
+                status.error = None;
                 failing = false;
             }
-            Ok(None) => failing = false,
+            Ok(None) => {
+                status.install().error = None;
+                failing = false;
+            }
             Err(e) => {
                 if !failing {
                     warn!(path = %path.display(), error = %e, "cannot install routes; retrying");
                 }
+                status.install().error = Some(e.to_string());
                 client = None;
                 failing = true;
             }

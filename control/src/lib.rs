@@ -21,12 +21,14 @@
 //! - [`config`]: the control process's TOML configuration and key file,
 //!   checked, every error naming the file, line and key.
 
+pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod link;
 pub mod linkstate;
 pub mod members;
 pub mod message;
+pub mod metrics;
 pub mod node;
 pub mod paths;
 pub mod probe;

@@ -248,6 +248,25 @@ impl fmt::Display for Hop {
     }
 }
 
+/// `"direct"` or `"via <relay id>"`, as [`Hop`]'s `Display` writes it.
+impl FromStr for Hop {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Hop, String> {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        match words[..] {
+            ["direct"] => Ok(Hop::Direct),
+            ["via", relay] => match relay.parse::<u16>() {
+                Ok(id) if NodeId(id).is_valid() => Ok(Hop::Via(NodeId(id))),
+                _ => Err(format!("{relay:?} is not a node id (1 to 65534)")),
+            },
+            _ => Err(format!(
+                "{text:?} is not a path: say \"direct\" or \"via <relay id>\""
+            )),
+        }
+    }
+}
+
 /// A live path and what it costs by the policy's metric.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Path {

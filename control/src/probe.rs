@@ -110,6 +110,11 @@ impl RttEstimator {
         self.smoothed.map(|(s, _)| s)
     }
 
+    /// The mean deviation of the RTT, if there has been a sample.
+    pub fn rttvar(&self) -> Option<Duration> {
+        self.smoothed.map(|(_, v)| v)
+    }
+
     /// How long to wait for an answer: `srtt + max(4·rttvar, srtt/4)`,
     /// within the configured bounds; the initial timeout before any
     /// sample. The quarter RTT is a floor under the margin: on a steady
@@ -189,6 +194,8 @@ pub struct PeerProbe {
     /// When the first probe goes out, and when the last one went.
     start: Time,
     last_sent: Option<Time>,
+    /// When the last answer came.
+    last_answer: Option<Time>,
     outstanding: VecDeque<Outstanding>,
     /// Unanswered probes in a row, and answers in a row.
     misses: u32,
@@ -208,6 +215,7 @@ impl PeerProbe {
             next_seq: 1,
             start: now,
             last_sent: None,
+            last_answer: None,
             outstanding: VecDeque::new(),
             misses: 0,
             answers: 0,
@@ -225,6 +233,17 @@ impl PeerProbe {
 
     pub fn is_up(&self) -> bool {
         self.up
+    }
+
+    /// When the peer last answered a probe; `None`: never.
+    pub fn last_answer(&self) -> Option<Time> {
+        self.last_answer
+    }
+
+    /// The RTT's mean deviation (RFC 6298's RTTVAR); `None` before the
+    /// first answer.
+    pub fn rtt_deviation(&self) -> Option<Duration> {
+        self.rtt.rttvar()
     }
 
     /// Whether the probes have reached a verdict on the link: up, or
@@ -280,6 +299,7 @@ impl PeerProbe {
             .position(|o| o.seq == seq)
             .ok_or(StrayReply)?;
         let probe = self.outstanding.remove(i).expect("found");
+        self.last_answer = Some(now);
         self.rtt.sample(now.saturating_sub(probe.sent));
         self.loss.record(false);
         self.misses = 0;

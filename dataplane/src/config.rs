@@ -32,6 +32,7 @@ pub struct Config {
     pub afxdp: AfXdp,
     pub overlay: Overlay,
     pub api: Api,
+    pub metrics: Metrics,
 }
 
 /// `[xdp]`: how the classifier is attached.
@@ -168,6 +169,13 @@ impl Default for Api {
     }
 }
 
+/// `[metrics]`: the Prometheus endpoint, off unless `listen` is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    pub listen: Option<std::net::SocketAddr>,
+}
+
 /// The file as written: the two required keys may come from flags instead.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -183,6 +191,8 @@ pub struct ConfigFile {
     pub overlay: Overlay,
     #[serde(default)]
     pub api: Api,
+    #[serde(default)]
+    pub metrics: Metrics,
 }
 
 /// `[wan]` and `[lan]`.
@@ -265,6 +275,14 @@ impl ConfigFile {
         if self.api.socket.as_os_str().is_empty() {
             return Err(invalid("api.socket", "empty path"));
         }
+        if let Some(listen) = self.metrics.listen
+            && listen.port() == 0
+        {
+            return Err(invalid(
+                "metrics.listen",
+                format!("{listen}: port 0 is no port to scrape"),
+            ));
+        }
         Ok(Config {
             node_id,
             wan: wan.interface,
@@ -273,6 +291,7 @@ impl ConfigFile {
             afxdp: self.afxdp,
             overlay: self.overlay,
             api: self.api,
+            metrics: self.metrics,
         })
     }
 }

@@ -20,7 +20,7 @@ use arc_swap::ArcSwapOption;
 use detour_common::api::InterfaceHealth;
 use detour_common::maps::XdpConfig;
 
-use crate::api::{Server, State, WorkerView};
+use crate::api::{State, WorkerView};
 use crate::config::{Config, ZeroCopy};
 use crate::icmp::IcmpSource;
 use crate::neigh::{self, NetlinkSurvey};
@@ -30,6 +30,7 @@ use crate::table::Links;
 use crate::worker::{SharedTable, Worker, WorkerConfig};
 use crate::xdp::{Classifier, Role};
 use crate::xsk::BindMode;
+use detour_common::local_socket::Server;
 
 /// How often the neighbours behind the installed routes are looked at
 /// again.
@@ -43,7 +44,7 @@ const TICK: Duration = Duration::from_millis(50);
 pub fn run(config: &Config, stop: &AtomicBool) -> anyhow::Result<()> {
     // First, so that a second dataplane on the same socket stops before it
     // touches the interfaces the first one holds.
-    let server = Server::bind(&config.api.socket)?;
+    let server = Server::bind(&config.api.socket, "dataplane")?;
     let xdp = XdpConfig::new(config.overlay.port, config.xdp.no_socket);
     let mut classifier = Classifier::load(xdp)?;
     let (mode, replace) = (config.xdp.mode, config.xdp.replace);
@@ -159,6 +160,12 @@ pub fn run(config: &Config, stop: &AtomicBool) -> anyhow::Result<()> {
         interfaces,
     });
     server.spawn(Arc::clone(&state))?;
+    if let Some(listen) = config.metrics.listen {
+        let metrics = Arc::clone(&state);
+        let bound = detour_common::metrics::serve(listen, move || crate::metrics::render(&metrics))
+            .with_context(|| format!("serving metrics on {listen}"))?;
+        tracing::info!(%bound, "metrics");
+    }
 
     let workers_stop = Arc::new(AtomicBool::new(false));
     let handles: Vec<JoinHandle<()>> = workers

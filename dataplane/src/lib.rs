@@ -15,6 +15,7 @@ pub mod config;
 pub mod daemon;
 pub mod icmp;
 pub mod lpm;
+pub mod metrics;
 pub mod neigh;
 mod netlink;
 pub mod resolve;

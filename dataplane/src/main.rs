@@ -107,6 +107,11 @@ struct Args {
     /// /run/detour/dataplane.sock]
     #[arg(long, value_name = "PATH")]
     api_socket: Option<PathBuf>,
+
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics. [metrics.listen,
+    /// default: off]
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Args {
@@ -136,6 +141,7 @@ impl Args {
         set(&mut file.overlay.port, self.overlay_port);
         set(&mut file.overlay.vni, self.vni);
         set(&mut file.api.socket, self.api_socket.clone());
+        set(&mut file.metrics.listen, self.metrics_listen.map(Some));
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         file.check(cpus)
     }

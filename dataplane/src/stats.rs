@@ -59,6 +59,12 @@ impl Stat {
         (Stat::NoTable, "no_table"),
     ];
 
+    /// The names of the drop reasons, as the API and the metrics report
+    /// them.
+    pub fn drop_reasons() -> impl Iterator<Item = &'static str> {
+        Stat::DROPS.iter().map(|(_, name)| *name)
+    }
+
     /// The counter of a discarded frame.
     #[inline]
     pub fn of(discard: Discard) -> Stat {
@@ -193,6 +199,55 @@ impl Published {
     }
 }
 
+/// The latency buckets the metrics report, in nanoseconds: 1-2-5 steps
+/// from 1 µs to 100 ms (a worker turns a batch around in microseconds; a
+/// millisecond is a stall).
+pub const LATENCY_BUCKETS_NS: [u64; 16] = [
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    20_000,
+    50_000,
+    100_000,
+    200_000,
+    500_000,
+    1_000_000,
+    2_000_000,
+    5_000_000,
+    10_000_000,
+    20_000_000,
+    50_000_000,
+    100_000_000,
+];
+
+/// `h` as a Prometheus histogram in seconds: per-bucket counts over
+/// [`LATENCY_BUCKETS_NS`], then the rest up to `+Inf`. The sum is the
+/// histogram's mean times its count (HDR keeps no exact sum; the mean is
+/// within its 3 significant digits).
+pub fn prometheus_buckets(h: &Histogram<u64>) -> detour_common::metrics::Buckets {
+    let mut below = 0;
+    let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_NS
+        .iter()
+        .map(|&le| {
+            let upto = if h.is_empty() {
+                0
+            } else {
+                h.count_between(0, le)
+            };
+            let n = upto - below;
+            below = upto;
+            (le as f64 / 1e9, n)
+        })
+        .collect();
+    buckets.push((f64::INFINITY, h.len() - below));
+    detour_common::metrics::Buckets {
+        sum: h.mean() * h.len() as f64 / 1e9,
+        count: h.len(),
+        buckets,
+    }
+}
+
 /// An empty histogram to merge workers' latency into.
 pub fn merged_latency() -> Histogram<u64> {
     histogram()
@@ -243,6 +298,25 @@ mod tests {
             Stat::COUNT - Stat::Malformed as usize,
             "every slot from Malformed on is a drop"
         );
+    }
+
+    #[test]
+    fn latency_buckets_add_up_to_the_count() {
+        let mut h = histogram();
+        let empty = prometheus_buckets(&h);
+        assert_eq!((empty.count, empty.buckets.len()), (0, 17));
+        assert!(empty.buckets.iter().all(|(_, n)| *n == 0));
+        h.record_n(1_500, 10).unwrap();
+        h.record_n(40_000, 5).unwrap();
+        h.record_n(3_000_000_000, 1).unwrap();
+        let b = prometheus_buckets(&h);
+        assert_eq!(b.count, 16);
+        assert_eq!(b.buckets.iter().map(|(_, n)| n).sum::<u64>(), 16);
+        assert_eq!(b.buckets[1], (2e-6, 10), "1.5 µs is under 2 µs");
+        assert_eq!(b.buckets[5], (50e-6, 5));
+        assert_eq!(b.buckets[16], (f64::INFINITY, 1), "3 s is past 100 ms");
+        let sum = 10.0 * 1.5e-6 + 5.0 * 40e-6 + 3.0;
+        assert!((b.sum - sum).abs() < sum * 1e-3, "{} vs {sum}", b.sum);
     }
 
     #[test]
