@@ -58,7 +58,7 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "response", rename_all = "snake_case")]
 pub enum Response {
-    Status(Status),
+    Status(Box<Status>),
     Peers {
         peers: Vec<PeerView>,
     },
@@ -464,7 +464,7 @@ impl Handler for Shared {
             Err(message) => Response::Error { message },
         };
         match request {
-            Request::Status => Response::Status(self.status()),
+            Request::Status => Response::Status(Box::new(self.status())),
             Request::Peers => Response::Peers {
                 peers: self.peers(),
             },

@@ -1155,7 +1155,7 @@ mod tests {
         );
         let nodes = ids(3);
         let mut selector = PathSelector::new();
-        let mut explain = |selector: &mut PathSelector, links: &LinkMatrix, policy: &Policy| {
+        let explain = |selector: &mut PathSelector, links: &LinkMatrix, policy: &Policy| {
             let hop = hop_to(selector, links, policy, 3);
             let e = selector.explain(n(1), &nodes, n(3), links, policy);
             assert_eq!(e.chosen.map(|p| p.hop), hop, "explain agrees with select");

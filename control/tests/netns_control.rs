@@ -5,16 +5,17 @@
 //! exactly what a dataplane would be told. Needs root.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use detour_common::api::{Health, Request, Response, RouteSnapshot};
 use detour_common::wire::NodeId;
-use detour_testkit::{Netns, Process, ScratchPath, eventually, require_root};
+use detour_testkit::{ScratchPath, eventually};
+
+mod support;
+use support::Overlay;
 
 /// What the stand-in dataplane was told, in order.
 type Installed = Arc<Mutex<Vec<RouteSnapshot>>>;
@@ -121,115 +122,11 @@ fn via(snapshot: &RouteSnapshot, dst: u16) -> Option<u16> {
         .map(|r| r.via.0)
 }
 
-struct Overlay {
-    nodes: Vec<Netns>,
-    _bridge: Netns,
-    _files: Vec<ScratchPath>,
-    configs: Vec<std::path::PathBuf>,
-    processes: Vec<Option<Process>>,
-}
-
-impl Overlay {
-    /// Nodes 1 to 3 at 192.0.2.1–3 on one bridge; node 1 installs into
-    /// `dataplane`.
-    fn up(dataplane: &std::path::Path) -> Overlay {
-        require_root();
-        let bridge = Netns::new("br").unwrap();
-        bridge
-            .ip(&["link", "add", "br0", "type", "bridge"])
-            .unwrap();
-        bridge.ip(&["link", "set", "br0", "up"]).unwrap();
-        let mut nodes = Vec::new();
-        for i in 1..=3 {
-            let ns = Netns::new(&format!("n{i}")).unwrap();
-            ns.quiet().unwrap();
-            ns.veth("eth0", &bridge, &format!("p{i}")).unwrap();
-            bridge
-                .ip(&["link", "set", &format!("p{i}"), "master", "br0"])
-                .unwrap();
-            ns.ip(&["addr", "add", &format!("192.0.2.{i}/24"), "dev", "eth0"])
-                .unwrap();
-            nodes.push(ns);
-        }
-
-        let key = ScratchPath::new("overlay.key");
-        std::fs::write(key.path(), "ab".repeat(32)).unwrap();
-        std::fs::set_permissions(key.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
-        let mut files = Vec::new();
-        let mut configs = Vec::new();
-        for i in 1..=3u16 {
-            let mut text = format!(
-                "node_id = {i}\nkey_file = {:?}\nunderlay = \"192.0.2.{i}\"\nprefixes = [\"10.{i}.0.0/16\"]\n",
-                key.path()
-            );
-            for j in (1..=3u16).filter(|j| *j != i) {
-                text += &format!(
-                    "\n[[peers]]\nid = {j}\nunderlay = \"192.0.2.{j}\"\nprefixes = [\"10.{j}.0.0/16\"]\n"
-                );
-            }
-            if i == 1 {
-                text += &format!("\n[dataplane]\nsocket = {dataplane:?}\n");
-            } else {
-                text += "\n[dataplane]\ninstall = false\n";
-            }
-            let api = ScratchPath::new("control.sock");
-            text += &format!("\n[api]\nsocket = {:?}\n", api.path());
-            let file = ScratchPath::new(&format!("control{i}.toml"));
-            std::fs::write(file.path(), text).unwrap();
-            configs.push(file.path().to_owned());
-            files.push(file);
-            files.push(api);
-        }
-        files.push(key);
-        let mut overlay = Overlay {
-            nodes,
-            _bridge: bridge,
-            _files: files,
-            configs,
-            processes: vec![None, None, None],
-        };
-        for i in 1..=3 {
-            overlay.start(i);
-        }
-        overlay
-    }
-
-    fn start(&mut self, node: usize) {
-        let process = Process::spawn(
-            self.nodes[node - 1]
-                .command(env!("CARGO_BIN_EXE_detour-control"))
-                .arg("--config")
-                .arg(&self.configs[node - 1])
-                .env("DETOUR_LOG", "warn")
-                .stdout(Stdio::null()),
-        )
-        .unwrap();
-        self.processes[node - 1] = Some(process);
-    }
-
-    fn stop(&mut self, node: usize) {
-        self.processes[node - 1] = None;
-    }
-
-    /// Drops everything between node 1 and node 2, both ways, in node 1.
-    fn cut_1_2(&self) {
-        let rules = "table inet dtcut {\n\
-             chain in { type filter hook input priority 0; ip saddr 192.0.2.2 drop; }\n\
-             chain out { type filter hook output priority 0; ip daddr 192.0.2.2 drop; }\n\
-             }\n";
-        let file = ScratchPath::new("cut.nft");
-        std::fs::write(file.path(), rules).unwrap();
-        self.nodes[0]
-            .exec("nft", &["-f", file.path().to_str().unwrap()])
-            .unwrap();
-    }
-}
-
 #[test]
 fn netns_control_installs_routes_fails_over_and_survives_restarts() {
     let socket = ScratchPath::new("dataplane.sock");
     let dataplane = FakeDataplane::start(socket.path());
-    let mut overlay = Overlay::up(socket.path());
+    let mut overlay = Overlay::up(&format!("[dataplane]\nsocket = {:?}\n", socket.path()));
 
     // Settled: node 1 reaches 2 and 3, with every node and prefix.
     let settled = eventually(Duration::from_secs(10), || {

@@ -233,6 +233,16 @@ pub fn print_json(value: &impl Serialize) {
     );
 }
 
+/// Prints `value` as JSON or, for people, as `human` does.
+fn output<T: Serialize>(json: bool, value: &T, human: impl FnOnce(&T)) -> Result<(), Failure> {
+    if json {
+        print_json(value);
+    } else {
+        human(value);
+    }
+    Ok(())
+}
+
 /// What `status --json` prints: each daemon's answer, or why there is
 /// none.
 #[derive(Serialize)]
@@ -245,7 +255,7 @@ struct StatusJson {
 
 fn status(sockets: &Sockets, json: bool) -> Result<(), Failure> {
     let control = match sockets.control(&Request::Status) {
-        Ok(cp::Response::Status(s)) => Ok(s),
+        Ok(cp::Response::Status(s)) => Ok(*s),
         Ok(other) => Err(unexpected(other)),
         Err(e) => Err(e),
     };
@@ -297,29 +307,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Status => status(&sockets, json),
         Command::Peers => match sockets.control(&Request::Peers)? {
-            cp::Response::Peers { peers } if json => Ok(print_json(&peers)),
-            cp::Response::Peers { peers } => Ok(show::peers(&peers)),
+            cp::Response::Peers { peers } => output(json, &peers, |p| show::peers(p)),
             other => Err(unexpected(other)),
         },
         Command::Paths => match sockets.control(&Request::Paths)? {
-            cp::Response::Paths(paths) if json => Ok(print_json(&paths)),
-            cp::Response::Paths(paths) => Ok(show::paths(&paths)),
+            cp::Response::Paths(paths) => output(json, &paths, show::paths),
             other => Err(unexpected(other)),
         },
         Command::Routes => match sockets.dataplane(&dp::Request::Routes)? {
-            dp::Response::Routes { snapshot } if json => Ok(print_json(&snapshot)),
-            dp::Response::Routes { snapshot } => Ok(show::routes(snapshot.as_ref())),
+            dp::Response::Routes { snapshot } => {
+                output(json, &snapshot, |s| show::routes(s.as_ref()))
+            }
             other => Err(unexpected(other)),
         },
-        Command::Stats => {
-            let stats = sockets.stats()?;
-            if json {
-                print_json(&stats);
-            } else {
-                show::stats(&stats);
-            }
-            Ok(())
-        }
+        Command::Stats => output(json, &sockets.stats()?, show::stats),
         Command::Top(args) => top::run(&sockets, &args, json),
         Command::Route(RouteCommand::Pin { dst, path }) => change(
             &sockets,
@@ -352,8 +353,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
 /// Sends a change to the control process and says what it did.
 fn change(sockets: &Sockets, request: Request, json: bool) -> Result<(), Failure> {
     match sockets.control(&request)? {
-        answer @ cp::Response::Done { .. } if json => Ok(print_json(&answer)),
-        cp::Response::Done { message } => Ok(println!("{message}")),
+        answer @ cp::Response::Done { .. } if json => {
+            print_json(&answer);
+            Ok(())
+        }
+        cp::Response::Done { message } => {
+            println!("{message}");
+            Ok(())
+        }
         other => Err(unexpected(other)),
     }
 }

@@ -121,6 +121,11 @@ pub fn nanos(ns: u64) -> String {
     }
 }
 
+/// A latency percentile, `-` when nothing was measured.
+pub fn latency(count: u64, ns: u64) -> String {
+    if count == 0 { "-".into() } else { nanos(ns) }
+}
+
 fn or_none(items: Vec<String>) -> String {
     if items.is_empty() {
         "none".into()
@@ -197,7 +202,7 @@ pub fn status(
                 None => l.add("installing", "off (dataplane.install = false)"),
                 Some(i) => {
                     let installed = match i.installed_version {
-                        Some(v) => format!("route version {v} ({} installs)", i.installs),
+                        Some(v) => format!("route version {v} (installs: {})", i.installs),
                         None => "nothing yet".into(),
                     };
                     let state = match &i.error {
@@ -441,9 +446,9 @@ pub fn stats(stats: &dp::Stats) {
             c.answered.to_string(),
             bytes(c.transmitted_bytes),
             c.dropped_total().to_string(),
-            nanos(l.p50_ns),
-            nanos(l.p99_ns),
-            nanos(l.max_ns),
+            latency(l.count, l.p50_ns),
+            latency(l.count, l.p99_ns),
+            latency(l.count, l.max_ns),
         ]);
     };
     for w in &stats.workers {

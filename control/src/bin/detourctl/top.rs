@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use detour_common::api as dp;
 use serde::Serialize;
 
-use crate::show::{Table, bytes, nanos};
+use crate::show::{Table, bytes, latency};
 use crate::{Failure, Sockets};
 
 #[derive(Debug, clap::Args)]
@@ -183,10 +183,10 @@ fn render(f: &Frame, total_bytes: u64) -> String {
         f.interval_s,
         bytes(total_bytes),
         t.render(),
-        nanos(f.latency.p50_ns),
-        nanos(f.latency.p99_ns),
-        nanos(f.latency.p999_ns),
-        nanos(f.latency.max_ns),
+        latency(f.latency.count, f.latency.p50_ns),
+        latency(f.latency.count, f.latency.p99_ns),
+        latency(f.latency.count, f.latency.p999_ns),
+        latency(f.latency.count, f.latency.max_ns),
     )
 }
 
@@ -297,7 +297,7 @@ impl Terminal {
 
 impl Drop for Terminal {
     fn drop(&mut self) {
-        print!("\x1b[?25h\n");
+        println!("\x1b[?25h");
         let _ = std::io::stdout().flush();
         // SAFETY: restoring the attributes saved in `take`.
         unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.saved) };
