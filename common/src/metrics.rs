@@ -204,7 +204,7 @@ mod tests {
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
         assert!(ok.contains(CONTENT_TYPE), "{ok}");
         assert!(ok.ends_with("\r\n\r\nx_total 1\n# EOF\n"), "{ok}");
-        assert!(ok.contains("Content-Length: 17\r\n"), "{ok}");
+        assert!(ok.contains("Content-Length: 16\r\n"), "{ok}");
         let head = get(addr, "HEAD /metrics?x=1 HTTP/1.0\r\n\r\n");
         assert!(head.starts_with("HTTP/1.1 200 OK") && head.ends_with("\r\n\r\n"));
         assert!(get(addr, "GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
