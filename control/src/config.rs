@@ -1008,6 +1008,9 @@ socket = "/tmp/dp.sock"
 
 [api]
 socket = "/tmp/control.sock"
+
+[metrics]
+listen = "127.0.0.1:9482"
 "#;
 
     const KEY_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
@@ -1132,6 +1135,7 @@ socket = "/tmp/control.sock"
         );
         assert_eq!(c.dataplane_socket, Some(PathBuf::from("/tmp/dp.sock")));
         assert_eq!(c.api_socket, PathBuf::from("/tmp/control.sock"));
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9482".parse().unwrap()));
     }
 
     #[test]
@@ -1153,6 +1157,7 @@ socket = "/tmp/control.sock"
             Some(PathBuf::from("/run/detour/dataplane.sock"))
         );
         assert_eq!(c.api_socket, PathBuf::from("/run/detour/control.sock"));
+        assert_eq!(c.metrics_listen, None, "metrics are off by default");
     }
 
     #[test]
@@ -1386,6 +1391,11 @@ socket = "/tmp/control.sock"
                 "socket = \"/tmp/control.sock\"",
                 "socket = \"/tmp/dp.sock\"",
                 "control.toml: line 54: api.socket: /tmp/dp.sock is also dataplane.socket",
+            ),
+            (
+                "listen = \"127.0.0.1:9482\"",
+                "listen = \"127.0.0.1:0\"",
+                "control.toml: line 57: metrics.listen: 127.0.0.1:0: port 0 is no port to scrape",
             ),
             // The parser's own errors: types, ranges, unknown keys.
             (

@@ -462,6 +462,9 @@ outer_ttl = 32
 
 [api]
 socket = "/tmp/dp.sock"
+
+[metrics]
+listen = "127.0.0.1:9481"
 "#;
 
     fn check(text: &str) -> Result<Config, ConfigError> {
@@ -509,6 +512,7 @@ socket = "/tmp/dp.sock"
             }
         );
         assert_eq!(c.api.socket, PathBuf::from("/tmp/dp.sock"));
+        assert_eq!(c.metrics.listen, Some("127.0.0.1:9481".parse().unwrap()));
     }
 
     #[test]
@@ -518,6 +522,7 @@ socket = "/tmp/dp.sock"
         assert_eq!(c.overlay, Overlay::default());
         assert_eq!(c.xdp, Xdp::default());
         assert_eq!(c.lan, None);
+        assert_eq!(c.metrics.listen, None, "metrics are off by default");
     }
 
     #[test]
@@ -529,6 +534,11 @@ socket = "/tmp/dp.sock"
                 "node_id: 0 and 65535 are reserved",
             ),
             ("node_id = 3\n", "", "node_id: missing"),
+            (
+                "listen = \"127.0.0.1:9481\"",
+                "listen = \"127.0.0.1:0\"",
+                "metrics.listen: 127.0.0.1:0: port 0 is no port to scrape",
+            ),
             (
                 "interface = \"eth1\"",
                 "interface = \"eth0\"",
