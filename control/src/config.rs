@@ -1648,6 +1648,21 @@ listen = "127.0.0.1:9482"
     }
 
     #[test]
+    fn the_operations_guide_example_is_valid() {
+        let doc = include_str!("../../docs/operations.md");
+        // The second TOML block is site A's control.toml.
+        let example = doc
+            .split("```toml\n")
+            .nth(2)
+            .and_then(|rest| rest.split("```").next())
+            .expect("docs/operations.md has site A's control.toml");
+        let c = check(example).unwrap();
+        assert_eq!(c.node_id, node(1));
+        assert_eq!(c.peers.iter().map(|p| p.id.0).collect::<Vec<_>>(), [2, 3]);
+        assert!(c.metrics_listen.is_some());
+    }
+
+    #[test]
     fn lines_count_from_one() {
         let lines = Lines::new("a\nbc\n\nd");
         let line_of = |offset| lines.line(offset);

@@ -516,6 +516,20 @@ listen = "127.0.0.1:9481"
     }
 
     #[test]
+    fn the_operations_guide_example_is_valid() {
+        let doc = include_str!("../../docs/operations.md");
+        // The first TOML block is site A's dataplane.toml.
+        let example = doc
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("docs/operations.md has site A's dataplane.toml");
+        let c = check(example).unwrap();
+        assert_eq!((c.node_id, c.lan.as_deref()), (NodeId(1), Some("eth1")));
+        assert_eq!(c.afxdp.queues, [0, 1, 2, 3]);
+    }
+
+    #[test]
     fn two_keys_are_enough() {
         let c = check("node_id = 1\n[wan]\ninterface = \"wan0\"\n").unwrap();
         assert_eq!(c.afxdp, AfXdp::default());
