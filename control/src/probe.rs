@@ -197,6 +197,9 @@ pub struct PeerProbe {
     /// When the last answer came.
     last_answer: Option<Time>,
     outstanding: VecDeque<Outstanding>,
+    /// The last probes given up on (sequence number, when sent), whose
+    /// late answers still measure the RTT.
+    given_up: VecDeque<(u64, Time)>,
     /// Unanswered probes in a row, and answers in a row.
     misses: u32,
     answers: u32,
@@ -217,6 +220,7 @@ impl PeerProbe {
             last_sent: None,
             last_answer: None,
             outstanding: VecDeque::new(),
+            given_up: VecDeque::with_capacity(GIVEN_UP_REMEMBERED),
             misses: 0,
             answers: 0,
         }
@@ -265,7 +269,11 @@ impl PeerProbe {
     pub fn handle_timeout(&mut self, now: Time) -> Option<Transition> {
         let mut transition = None;
         while let Some(i) = self.outstanding.iter().position(|o| o.deadline <= now) {
-            self.outstanding.remove(i);
+            let probe = self.outstanding.remove(i).expect("found");
+            if self.given_up.len() == GIVEN_UP_REMEMBERED {
+                self.given_up.pop_front();
+            }
+            self.given_up.push_back((probe.seq, probe.sent));
             transition = self.lost().or(transition);
         }
         transition
@@ -290,14 +298,21 @@ impl PeerProbe {
 
     /// An answer to probe `seq`. An answer to no probe outstanding (a
     /// duplicate, one that came after its timeout, or a forgery that got
-    /// this far) changes nothing and returns `Err(StrayReply)` for the
-    /// driver to count.
+    /// this far) returns `Err(StrayReply)` for the driver to count.
+    ///
+    /// A late answer, to one of the last probes given up on, stays a loss
+    /// but is still a sample of the RTT: when a path becomes slower than
+    /// the timeout the old estimate gives, the late answers are what makes
+    /// the estimate, and the timeout, catch up. Without them the link would
+    /// be lost for good on a path that got slower by more than its timeout.
     pub fn handle_reply(&mut self, now: Time, seq: u64) -> Result<Option<Transition>, StrayReply> {
-        let i = self
-            .outstanding
-            .iter()
-            .position(|o| o.seq == seq)
-            .ok_or(StrayReply)?;
+        let Some(i) = self.outstanding.iter().position(|o| o.seq == seq) else {
+            if let Some(j) = self.given_up.iter().position(|&(s, _)| s == seq) {
+                let (_, sent) = self.given_up.remove(j).expect("found");
+                self.rtt.sample(now.saturating_sub(sent));
+            }
+            return Err(StrayReply);
+        };
         let probe = self.outstanding.remove(i).expect("found");
         self.last_answer = Some(now);
         self.rtt.sample(now.saturating_sub(probe.sent));
@@ -336,6 +351,9 @@ impl PeerProbe {
         self.last_sent.map_or(self.start, |t| t + gap)
     }
 }
+
+/// Probes given up on whose late answers are still taken as RTT samples.
+const GIVEN_UP_REMEMBERED: usize = 8;
 
 /// An answer to no probe outstanding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -661,6 +679,47 @@ mod tests {
         assert_eq!(p.poll(ms(700)), Action::Lost(PEER));
         assert_eq!(p.poll(ms(700)), Action::Send(PEER, late + 1));
         assert_eq!(p.handle_reply(ms(701), PEER, late), Err(StrayReply));
+    }
+
+    /// A path whose RTT jumps from 2 ms to 200 ms, far past the 50 ms
+    /// timeout the old estimate gives: the late answers move the estimate,
+    /// and the link stays up (or comes back), measured at its new RTT.
+    /// It used to go down and stay down: every answer was late.
+    #[test]
+    fn a_path_that_slows_past_its_timeout_is_measured_not_lost() {
+        for rtt_after in [ms(200), ms(450)] {
+            let mut p = prober();
+            let mut replies: Vec<(Time, u64)> = Vec::new();
+            let mut now = Time::ZERO;
+            let mut downs = 0;
+            while now < Duration::from_secs(20) {
+                let rtt = if now < ms(5000) { ms(2) } else { rtt_after };
+                let next_reply = replies.iter().map(|r| r.0).min();
+                let next = match (p.poll_timeout(), next_reply) {
+                    (Some(a), Some(b)) => a.min(b),
+                    (a, b) => a.or(b).unwrap(),
+                };
+                now = next;
+                if let Some(i) = replies.iter().position(|r| r.0 <= now) {
+                    let (_, seq) = replies.remove(i);
+                    let _ = p.handle_reply(now, PEER, seq);
+                    continue;
+                }
+                match p.poll(now) {
+                    Action::Send(_, seq) => replies.push((now + rtt, seq)),
+                    Action::Transition(_, Transition::Down) => downs += 1,
+                    _ => {}
+                }
+            }
+            let peer = p.peer(PEER).unwrap();
+            assert!(peer.is_up(), "{rtt_after:?}: the link is up at the end");
+            let srtt = peer.estimate().rtt;
+            assert!(
+                srtt > rtt_after * 9 / 10 && srtt < rtt_after * 11 / 10,
+                "{rtt_after:?}: measured {srtt:?}"
+            );
+            assert!(downs <= 1, "{rtt_after:?}: {downs} times down");
+        }
     }
 
     #[test]
