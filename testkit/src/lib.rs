@@ -123,18 +123,63 @@ fn describe(cmd: &Command) -> String {
 #[derive(Debug)]
 pub struct Netns {
     name: String,
+    /// Whether dropping the handle deletes the namespace.
+    owned: bool,
 }
 
 impl Netns {
     /// Creates `dt-<pid>-<n>-<tag>` with its loopback up.
     pub fn new(tag: &str) -> io::Result<Netns> {
         SWEEP.call_once(sweep_orphans);
+        Netns::create(&unique_name(tag))
+    }
+
+    /// Creates the namespace `name`, exactly so named, with its loopback
+    /// up; deleted on drop unless [`Netns::persist`] is called.
+    pub fn create(name: &str) -> io::Result<Netns> {
+        run(Command::new("ip").args(["netns", "add", name]))?;
         let ns = Netns {
-            name: unique_name(tag),
+            name: name.to_owned(),
+            owned: true,
         };
-        run(Command::new("ip").args(["netns", "add", &ns.name]))?;
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
+    }
+
+    /// A handle on the existing namespace `name` that leaves it in place
+    /// when it drops.
+    pub fn existing(name: &str) -> Netns {
+        Netns {
+            name: name.to_owned(),
+            owned: false,
+        }
+    }
+
+    /// Leaves the namespace in place when this handle drops (a testbed that
+    /// outlives the command that built it).
+    pub fn persist(mut self) -> Netns {
+        self.owned = false;
+        self
+    }
+
+    /// Whether the namespace exists.
+    pub fn exists(&self) -> bool {
+        Path::new(NETNS_DIR).join(&self.name).exists()
+    }
+
+    /// The pids of the processes inside the namespace (`ip netns pids`).
+    pub fn pids(&self) -> io::Result<Vec<u32>> {
+        let out = run(Command::new("ip").args(["netns", "pids", &self.name]))?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect())
+    }
+
+    /// Deletes the namespace now (the handle's drop would).
+    pub fn delete(mut self) -> io::Result<()> {
+        self.owned = false;
+        run(Command::new("ip").args(["netns", "del", &self.name])).map(drop)
     }
 
     pub fn name(&self) -> &str {
@@ -292,6 +337,9 @@ fn join_namespace(file: &File) -> io::Result<()> {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         if let Err(e) = run(Command::new("ip").args(["netns", "del", &self.name])) {
             eprintln!("detour-testkit: cleanup: {e}");
         }

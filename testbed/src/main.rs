@@ -1,0 +1,283 @@
+//! `detour-testbed`: the built-in overlay testbed and the demo. Run through
+//! `scripts/testbed` and `scripts/demo`, which install and build what is
+//! missing first.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use detour_testbed::bed::{self, Layout, Testbed};
+use detour_testbed::demo::{self, Progress};
+use detour_testbed::{Impairment, Topology, delay_line};
+
+/// Where each testbed keeps its state, `<STATE_ROOT>/<name>`.
+const STATE_ROOT: &str = "/run/detour-testbed";
+
+/// detour's built-in testbed: overlay nodes in network namespaces around a
+/// simulated Internet (a router namespace with per-path delay, loss and
+/// cuts), both daemons on every node, a host behind every site.
+///
+/// Node i's underlay address is 198.18.i.2, its site 10.i.0.0/24 with the
+/// host at 10.i.0.2. Namespaces are dtb-NAME-r (the router), dtb-NAME-nI
+/// (node I), dtb-NAME-hI (its host); state, configurations, sockets and
+/// logs are in /run/detour-testbed/NAME. Needs root.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Builds the testbed of a topology file and starts both daemons on
+    /// every node; returns once every node has its routes.
+    Up {
+        /// The topology (examples/testbed/*.toml).
+        topology: PathBuf,
+        /// Its name [default: the file's name without .toml].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Stops everything of the testbed and removes it, also after a crash
+    /// [default: every testbed that is up].
+    Down { name: Option<String> },
+    /// The nodes, their daemons and routes, and the paths.
+    Status { name: Option<String> },
+    /// Drops everything between two nodes, both ways.
+    Cut {
+        a: u16,
+        b: u16,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Undoes `cut`.
+    Restore {
+        a: u16,
+        b: u16,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Sets the one-way delay and the loss of the path between two nodes
+    /// (both ways), keeping what is not given.
+    Set {
+        a: u16,
+        b: u16,
+        #[arg(long)]
+        delay_ms: Option<u32>,
+        #[arg(long)]
+        loss_percent: Option<f64>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Runs detourctl against a node's daemons: `detour-testbed ctl 1 paths`.
+    Ctl {
+        node: u16,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// The demo: builds a testbed, sends traffic between two sites, cuts
+    /// their path, restores it, slows it down, and prints what detour did
+    /// (failover time, packets lost, latency) and the throughput. Ctrl-C
+    /// stops it and takes everything down.
+    Demo {
+        /// The topology, at least 3 nodes and 2 sites.
+        topology: PathBuf,
+        /// Print the summary as JSON on stdout (the progress goes to
+        /// stderr).
+        #[arg(long)]
+        json: bool,
+    },
+    /// The delay line, run by `up` inside the router namespace.
+    #[command(hide = true)]
+    DelayLine { delays: PathBuf },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("detour-testbed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if !matches!(cli.command, Cmd::DelayLine { .. }) {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!("needs root: it creates network namespaces and runs the XDP dataplane");
+        }
+    }
+    match cli.command {
+        Cmd::Up { topology, name } => {
+            let name = match name {
+                Some(n) => n,
+                None => file_stem(&topology)?,
+            };
+            let t = Topology::load(&topology)?;
+            let bed = Testbed::up(t, layout(&name)?)?.keep();
+            print!("{}", bed.status());
+            println!(
+                "\nnext: detour-testbed ctl {} paths | cut A B | set A B --delay-ms MS | status | down {name}",
+                bed.topology().nodes[0].id
+            );
+        }
+        Cmd::Down { name } => {
+            let names = match name {
+                Some(n) => vec![n],
+                None => up_names(),
+            };
+            for name in names {
+                bed::down(&layout(&name)?)?;
+                println!("testbed {name} is down");
+            }
+        }
+        Cmd::Status { name } => {
+            let names = match name {
+                Some(n) => vec![n],
+                None => up_names(),
+            };
+            if names.is_empty() {
+                println!("no testbed is up");
+            }
+            for name in names {
+                print!("{}", open(Some(name))?.status());
+            }
+        }
+        Cmd::Cut { a, b, name } => open(name)?.cut(a, b)?,
+        Cmd::Restore { a, b, name } => open(name)?.restore(a, b)?,
+        Cmd::Set {
+            a,
+            b,
+            delay_ms,
+            loss_percent,
+            name,
+        } => {
+            let mut bed = open(name)?;
+            let now = bed.path(a, b).context("no such path")?;
+            let path = Impairment {
+                delay_ms: delay_ms.unwrap_or(now.delay_ms),
+                loss_percent: loss_percent.unwrap_or(now.loss_percent),
+                cut: now.cut,
+            };
+            bed.set_path(a, b, path)?;
+        }
+        Cmd::Ctl { node, args, name } => {
+            let bed = open(name)?;
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = bed.detourctl(node, &args)?;
+            print!("{}", String::from_utf8_lossy(&out.stdout));
+            eprint!("{}", String::from_utf8_lossy(&out.stderr));
+            return Ok(ExitCode::from(out.status.code().unwrap_or(1) as u8));
+        }
+        Cmd::Demo { topology, json } => return run_demo(&topology, json),
+        Cmd::DelayLine { delays } => delay_line::run(&delays)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_demo(topology: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let t = Topology::load(topology)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(libc::SIGINT, stop.clone())?;
+    signal_hook::flag::register(libc::SIGTERM, stop.clone())?;
+    let progress = Progress::new(json);
+    let layout = layout("demo")?;
+    // A demo killed before it could clean up left this behind.
+    bed::down(&layout)?;
+    progress.say(&format!(
+        "building the testbed: {} nodes around a router namespace, both daemons on each",
+        t.nodes.len()
+    ));
+    let mut bed = Testbed::up(t, layout)?;
+    let result = demo::run(&mut bed, &progress, &stop);
+    progress.say("taking the testbed down");
+    let down = bed.down();
+    let summary = match result {
+        Err(e) if stop.load(std::sync::atomic::Ordering::Relaxed) => {
+            progress.say(&format!("{e}; everything is taken down"));
+            return Ok(ExitCode::from(130));
+        }
+        r => r?,
+    };
+    down?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", demo::render(&summary));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn layout(name: &str) -> anyhow::Result<Layout> {
+    if name.is_empty()
+        || name.len() > 24
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        bail!("testbed name {name:?}: use 1 to 24 of a-z, 0-9 and -");
+    }
+    let exe = std::env::current_exe().context("where is detour-testbed?")?;
+    Ok(Layout {
+        prefix: format!("dtb-{name}"),
+        dir: Path::new(STATE_ROOT).join(name),
+        bin_dir: exe
+            .parent()
+            .context("detour-testbed's directory")?
+            .to_owned(),
+    })
+}
+
+fn file_stem(path: &Path) -> anyhow::Result<String> {
+    Ok(path
+        .file_stem()
+        .context("a topology file name")?
+        .to_string_lossy()
+        .into_owned())
+}
+
+/// The testbeds that are up: with a state directory or namespaces left.
+fn up_names() -> Vec<String> {
+    let mut names = std::collections::BTreeSet::new();
+    if let Ok(entries) = std::fs::read_dir(STATE_ROOT) {
+        names.extend(
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned()),
+        );
+    }
+    if let Ok(entries) = std::fs::read_dir("/run/netns") {
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if let Some(name) = n.strip_prefix("dtb-").and_then(|r| r.strip_suffix("-r")) {
+                names.insert(name.to_owned());
+            }
+        }
+    }
+    names.into_iter().collect()
+}
+
+/// The testbed named, or the only one up.
+fn open(name: Option<String>) -> anyhow::Result<Testbed> {
+    let name = match name {
+        Some(n) => n,
+        None => match up_names().as_slice() {
+            [one] => one.clone(),
+            [] => bail!("no testbed is up (scripts/testbed up TOPOLOGY)"),
+            many => bail!(
+                "{} testbeds are up; name one with --name: {}",
+                many.len(),
+                many.join(", ")
+            ),
+        },
+    };
+    Testbed::open(&layout(&name)?.dir)
+}

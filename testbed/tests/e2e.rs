@@ -1,0 +1,290 @@
+//! detour end to end: real `detour-dataplane` and `detour-control`
+//! processes on every node of a testbed (`detour_testbed`), traffic between
+//! two sites' hosts, and what the traffic shows when paths, relays and
+//! daemons fail.
+//!
+//! Every test builds its own testbed, named by the test kit (`dt-<pid>-…`)
+//! so that one killed midway is swept by the next run, and takes it down on
+//! drop. They run one at a time: each has eight daemons, and two testbeds
+//! sharing two cores would measure each other.
+//!
+//! Needs root; fails without it.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use detour_testbed::topology::host_address;
+use detour_testbed::traffic::{Flow, Record};
+use detour_testbed::{Daemon, Layout, Testbed, Topology};
+use detour_testkit::{eventually, require_root, unique_name};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Datagrams a second of the test flows, and their payload.
+const RATE: u32 = 1000;
+const SIZE: usize = 100;
+const ROUTE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Four sites, 2 ms apart one way.
+const FOUR_SITES: &str = "
+    [defaults]
+    delay_ms = 2
+    [[nodes]]
+    id = 1
+    [[nodes]]
+    id = 2
+    [[nodes]]
+    id = 3
+    [[nodes]]
+    id = 4
+";
+
+fn up(topology: &str) -> Testbed {
+    require_root();
+    let name = unique_name("tb");
+    let layout = Layout {
+        dir: std::env::temp_dir().join(&name),
+        prefix: name,
+        bin_dir: Path::new(env!("CARGO_BIN_EXE_detour-testbed"))
+            .parent()
+            .unwrap()
+            .to_owned(),
+    };
+    Testbed::up(Topology::parse(topology).unwrap(), layout).unwrap()
+}
+
+/// A warm flow of numbered datagrams from site `a`'s host to site `b`'s.
+fn flow(bed: &Testbed, a: u16, b: u16) -> Flow {
+    let l = bed.layout();
+    Flow::start_warm(&l.host(a), &l.host(b), host_address(b), RATE, SIZE).unwrap()
+}
+
+fn route(bed: &Testbed, a: u16, b: u16) -> String {
+    bed.route(a, b)
+        .unwrap()
+        .unwrap_or_else(|| "unreachable".into())
+}
+
+fn wait_route(bed: &Testbed, a: u16, b: u16, want: impl Fn(&str) -> bool) -> String {
+    let held = eventually(ROUTE_TIMEOUT, || want(&route(bed, a, b)));
+    let now = route(bed, a, b);
+    assert!(held, "node {a}'s route to {b} is still {now}");
+    now
+}
+
+/// Waits for a datagram sent from now on to arrive; how long that took.
+fn resumes(flow: &Flow, what: &str) -> Duration {
+    let from = flow.now();
+    assert!(
+        eventually(Duration::from_secs(10), || flow.delivered_since(from)),
+        "{what}: no datagram got through within 10 s"
+    );
+    Duration::from_nanos(flow.now() - from)
+}
+
+fn relayed(bed: &Testbed, id: u16) -> u64 {
+    bed.dataplane_stats(id).unwrap().total.relayed
+}
+
+/// Let the flow run a little longer, stop it, and show what it did.
+fn finish(flow: Flow) -> Record {
+    std::thread::sleep(Duration::from_millis(500));
+    let record = flow.stop().unwrap();
+    eprintln!(
+        "flow: {} sent, {} lost, {} duplicated",
+        record.sent.len(),
+        record.lost(0, u64::MAX),
+        record.duplicates
+    );
+    record
+}
+
+/// The direct path cut under traffic: the traffic goes on through a relay.
+/// Then that relay dies (both daemons killed): the traffic goes on through
+/// the other. Each failover is measured from the traffic.
+#[test]
+fn netns_e2e_traffic_survives_a_cut_path_and_then_a_dead_relay() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut bed = up(FOUR_SITES);
+    let flow = flow(&bed, 1, 2);
+    wait_route(&bed, 1, 2, |r| r == "direct");
+
+    let cut = flow.now();
+    bed.cut(1, 2).unwrap();
+    let cut_done = flow.now();
+    let relay_path = wait_route(&bed, 1, 2, |r| r.starts_with("via"));
+    assert!(eventually(Duration::from_secs(10), || flow.delivered_since(cut_done)));
+    let relay: u16 = relay_path["via ".len()..].parse().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(relayed(&bed, relay) > 0, "node {relay} relayed nothing");
+
+    let relay_dies = flow.now();
+    bed.stop_daemon(relay, Daemon::Control, true).unwrap();
+    bed.stop_daemon(relay, Daemon::Dataplane, true).unwrap();
+    let other = wait_route(&bed, 1, 2, |r| r.starts_with("via") && r != relay_path);
+    let relay_died = flow.now();
+    assert!(eventually(Duration::from_secs(10), || flow.delivered_since(relay_died)));
+    let other_relay: u16 = other["via ".len()..].parse().unwrap();
+    assert!(
+        relayed(&bed, other_relay) > 0,
+        "node {other_relay} relayed nothing"
+    );
+
+    let record = finish(flow);
+    let failover = record.first_arrival_sent_after(cut_done).unwrap() - cut;
+    let relay_failover = record.first_arrival_sent_after(relay_died).unwrap() - relay_dies;
+    eprintln!(
+        "failover from the cut of 1-2 to {relay_path}: {:.0} ms; from the death of node {relay} to {other}: {:.0} ms",
+        failover as f64 / 1e6,
+        relay_failover as f64 / 1e6
+    );
+    // Nothing lost once the traffic was through the second relay.
+    assert_eq!(record.lost(relay_died + 100_000_000, u64::MAX), 0);
+}
+
+/// The control process restarts (on both ends of the flow) while traffic
+/// flows: the dataplane forwards by the last routes meanwhile, and the new
+/// control process installs the same routes again. Not one datagram is
+/// lost.
+#[test]
+fn netns_e2e_a_control_process_restart_loses_no_packets() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = up(FOUR_SITES);
+    let flow = flow(&bed, 1, 2);
+    wait_route(&bed, 1, 2, |r| r == "direct");
+    let installs_before = bed
+        .control_status(1)
+        .unwrap()
+        .dataplane
+        .unwrap()
+        .installed_version;
+    for id in [1, 2] {
+        bed.stop_daemon(id, Daemon::Control, false).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        bed.start_daemon(id, Daemon::Control).unwrap();
+        bed.wait_ready(id, Daemon::Control).unwrap();
+    }
+    // The new process installed its own snapshot.
+    let installs_after = bed
+        .control_status(1)
+        .unwrap()
+        .dataplane
+        .unwrap()
+        .installed_version;
+    assert_ne!(installs_before, installs_after);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(route(&bed, 1, 2), "direct");
+    let record = finish(flow);
+    assert!(record.sent.len() > 1000);
+    assert_eq!(record.lost(0, u64::MAX), 0, "datagrams lost");
+}
+
+/// The dataplane of the receiving node restarts: traffic stops while it is
+/// down and resumes once it is back and the control process reinstalled
+/// its routes.
+#[test]
+fn netns_e2e_traffic_resumes_after_a_dataplane_restart() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = up(FOUR_SITES);
+    let flow = flow(&bed, 1, 2);
+    for id in [2, 1] {
+        bed.stop_daemon(id, Daemon::Dataplane, false).unwrap();
+        let stopped = flow.now();
+        bed.start_daemon(id, Daemon::Dataplane).unwrap();
+        bed.wait_ready(id, Daemon::Dataplane).unwrap();
+        let back = resumes(&flow, &format!("node {id}'s dataplane restarted"));
+        eprintln!(
+            "node {id}'s dataplane: traffic back {:.0} ms after it was stopped, {:.0} ms after it answered again",
+            (flow.now() - stopped) as f64 / 1e6,
+            back.as_secs_f64() * 1e3
+        );
+        // The control process put its routes back.
+        assert!(eventually(ROUTE_TIMEOUT, || {
+            bed.dataplane(id)
+                .and_then(|mut c| Ok(c.routes()?))
+                .is_ok_and(|r| r.is_some())
+        }));
+    }
+    let record = finish(flow);
+    let after = record.sent.last().unwrap() - 400_000_000;
+    assert_eq!(record.lost(after, u64::MAX), 0, "lost after the restarts");
+}
+
+/// Node 5 runs with an overlay key of its own and claims the best links of
+/// all (no delay at all, against 2 ms elsewhere). Its messages are rejected
+/// as forged, so no one takes it as a relay or as up: when the direct path
+/// 1-2 is cut, node 1 goes through 3 or 4, never 5.
+#[test]
+fn netns_e2e_a_node_with_the_wrong_key_changes_no_routes() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let topology = format!(
+        "{FOUR_SITES}
+        [[nodes]]
+        id = 5
+        wrong_key = true
+        {}",
+        (1..=4)
+            .map(|i| format!("[[paths]]\nbetween = [{i}, 5]\ndelay_ms = 0\n"))
+            .collect::<String>()
+    );
+    let mut bed = up(&topology);
+    let rejected = |id: u16| bed.control_status(id).unwrap().rejected["bad_mac"];
+    let before: Vec<u64> = (1..=4).map(rejected).collect();
+    std::thread::sleep(Duration::from_secs(1));
+    for id in 1..=4u16 {
+        assert!(
+            rejected(id) > before[usize::from(id) - 1],
+            "node {id} rejected nothing from 5"
+        );
+        assert_eq!(route(&bed, id, 5), "unreachable", "node {id}");
+        for dst in (1..=4).filter(|&d| d != id) {
+            assert_eq!(route(&bed, id, dst), "direct", "node {id} to {dst}");
+        }
+    }
+    let flow = flow(&bed, 1, 2);
+    bed.cut(1, 2).unwrap();
+    let relay = wait_route(&bed, 1, 2, |r| r.starts_with("via"));
+    assert!(relay == "via 3" || relay == "via 4", "{relay}");
+    resumes(&flow, "through a relay");
+    assert_eq!(relayed(&bed, 5), 0);
+    finish(flow);
+}
+
+/// Node 3 is drained, and the better relay (1 ms paths, against 5 ms
+/// through node 4): when the direct path 1-2 is cut, the traffic goes
+/// through node 4, and node 3 relays nothing.
+#[test]
+fn netns_e2e_a_drained_node_carries_no_relayed_traffic() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut bed = up("
+        [defaults]
+        delay_ms = 5
+        [[nodes]]
+        id = 1
+        [[nodes]]
+        id = 2
+        [[nodes]]
+        id = 3
+        drained = true
+        [[nodes]]
+        id = 4
+        [[paths]]
+        between = [1, 3]
+        delay_ms = 1
+        [[paths]]
+        between = [2, 3]
+        delay_ms = 1
+    ");
+    let flow = flow(&bed, 1, 2);
+    wait_route(&bed, 1, 2, |r| r == "direct");
+    bed.cut(1, 2).unwrap();
+    assert_eq!(wait_route(&bed, 1, 2, |r| r.starts_with("via")), "via 4");
+    resumes(&flow, "through node 4");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(relayed(&bed, 4) > 0);
+    assert_eq!(relayed(&bed, 3), 0, "the drained node relayed");
+    // Still a destination.
+    assert_eq!(route(&bed, 1, 3), "direct");
+    finish(flow);
+}
