@@ -22,6 +22,8 @@ use serde::Serialize;
 pub const PORT: u16 = 9000;
 /// Sequence number and send time.
 const HEADER: usize = 16;
+/// The most trials [`throughput`] runs.
+const MAX_TRIALS: usize = 12;
 
 /// A steady flow of numbered datagrams.
 pub struct Flow {
@@ -315,76 +317,146 @@ impl Record {
     }
 }
 
-/// The most the overlay delivered from `from` to `to` in `duration`.
+/// The highest rate at which the overlay delivered nearly everything
+/// (RFC 2544's throughput, with a loss allowance), found by trials.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Throughput {
-    pub seconds: f64,
     pub payload_bytes: usize,
-    pub sent: u64,
-    pub received: u64,
-    /// Datagrams delivered a second.
+    /// The loss a trial may have and still pass.
+    pub loss_allowed: f64,
+    /// The best passing trial: datagrams a second sent and delivered.
+    pub offered_per_second: f64,
     pub packets_per_second: f64,
     /// Inner IPv4 packets' bits delivered a second (UDP payload plus 28
     /// bytes of headers).
     pub megabits_per_second: f64,
+    /// Whether the sender could not go faster: then the overlay took more
+    /// than this.
+    pub sender_limited: bool,
+    pub trials: usize,
 }
 
-/// Sends as fast as one thread can for `duration` and counts what arrives.
-pub fn blast(
+/// The outcome of one trial.
+#[derive(Debug, Clone, Copy)]
+struct Trial {
+    seconds: f64,
+    sent: u64,
+    received: u64,
+}
+
+impl Trial {
+    fn loss(&self) -> f64 {
+        1.0 - self.received as f64 / self.sent.max(1) as f64
+    }
+}
+
+/// Finds the highest rate from `from` to `to` that loses at most
+/// `loss_allowed`: rates double from 10,000 datagrams a second until a
+/// trial fails (or the sender is at its limit), then four bisections.
+/// Each trial lasts `trial`; between trials the queues drain.
+pub fn throughput(
     from: &Netns,
     to: &Netns,
     to_addr: Ipv4Addr,
     size: usize,
-    duration: Duration,
+    trial: Duration,
+    loss_allowed: f64,
 ) -> anyhow::Result<Throughput> {
+    let size = size.max(HEADER);
     let socket = to.enter(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT)))??;
-    socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+    socket.set_read_timeout(Some(Duration::from_millis(50)))?;
     let out = from.enter(|| -> std::io::Result<UdpSocket> {
         let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
         s.connect((to_addr, PORT))?;
         Ok(s)
     })??;
-    let counting = Arc::new(AtomicU64::new(0));
+    // The receiver counts the datagrams of the current trial only.
+    let current = Arc::new(AtomicU64::new(0));
+    let counted = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
     let receiver = {
-        let counting = counting.clone();
+        let (current, counted, stop) = (current.clone(), counted.clone(), stop.clone());
         std::thread::spawn(move || {
             let mut buf = [0u8; 65_536];
-            // Stops at the first 200 ms of silence after the sender.
-            while socket.recv(&mut buf).is_ok() {
-                counting.fetch_add(1, Ordering::Relaxed);
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(n) = socket.recv(&mut buf)
+                    && n >= 8
+                    && u64::from_be_bytes(buf[..8].try_into().unwrap())
+                        == current.load(Ordering::Relaxed)
+                {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
             }
         })
     };
-    let buf = vec![0u8; size];
-    // A warm-up at a gentle rate, so that every neighbour on the way is
-    // resolved before the count starts.
-    let warm_up = Instant::now();
-    while warm_up.elapsed() < Duration::from_millis(300) {
-        let _ = out.send(&buf);
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    std::thread::sleep(Duration::from_millis(100));
-    let before = counting.load(Ordering::Relaxed);
-    let start = Instant::now();
-    let mut sent = 0u64;
-    while start.elapsed() < duration {
-        if out.send(&buf).is_ok() {
-            sent += 1;
+    let run_trial = |id: u64, rate: f64| -> Trial {
+        current.store(id, Ordering::Relaxed);
+        counted.store(0, Ordering::Relaxed);
+        let mut buf = vec![0u8; size];
+        buf[..8].copy_from_slice(&id.to_be_bytes());
+        // Paced in bursts of a millisecond's worth.
+        let start = Instant::now();
+        let mut sent = 0u64;
+        while start.elapsed() < trial {
+            let due = (start.elapsed().as_secs_f64() * rate) as u64;
+            while sent < due {
+                if out.send(&buf).is_ok() {
+                    sent += 1;
+                } else {
+                    // A full socket buffer: the sender's own limit.
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_micros(500));
         }
+        let seconds = start.elapsed().as_secs_f64();
+        // What is on the way arrives, then the queues drain.
+        std::thread::sleep(Duration::from_millis(300));
+        Trial {
+            seconds,
+            sent,
+            received: counted.load(Ordering::Relaxed),
+        }
+    };
+
+    // Warm-up: neighbours resolved before anything counts.
+    run_trial(u64::MAX, 1000.0);
+    let mut best: Option<Trial> = None;
+    let (mut good, mut bad) = (0.0, None::<f64>);
+    let mut sender_limited = false;
+    let mut rate = 10_000.0;
+    let mut trials = 0;
+    while trials < MAX_TRIALS {
+        trials += 1;
+        let t = run_trial(trials as u64, rate);
+        if t.loss() <= loss_allowed {
+            (good, best) = (rate, Some(t));
+            if (t.sent as f64 / t.seconds) < rate * 0.9 {
+                sender_limited = true;
+                break;
+            }
+        } else {
+            bad = Some(rate);
+        }
+        rate = match bad {
+            None => rate * 2.0,
+            Some(b) if b - good < b / 16.0 => break,
+            Some(b) => (good + b) / 2.0,
+        };
     }
-    let seconds = start.elapsed().as_secs_f64();
-    // The receiver stops after 200 ms of silence: what was on the way
-    // when sending stopped is counted.
+    stop.store(true, Ordering::Relaxed);
     receiver.join().expect("receiver thread");
-    let received = counting.load(Ordering::Relaxed) - before;
-    let pps = received as f64 / seconds;
+    let (pps, offered) = best.map_or((0.0, 0.0), |t| {
+        (t.received as f64 / t.seconds, t.sent as f64 / t.seconds)
+    });
     Ok(Throughput {
-        seconds,
         payload_bytes: size,
-        sent,
-        received,
+        loss_allowed,
+        offered_per_second: offered,
         packets_per_second: pps,
         megabits_per_second: pps * ((size + 28) * 8) as f64 / 1e6,
+        sender_limited,
+        trials,
     })
 }
 

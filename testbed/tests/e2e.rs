@@ -288,3 +288,36 @@ fn netns_e2e_a_drained_node_carries_no_relayed_traffic() {
     assert_eq!(route(&bed, 1, 3), "direct");
     finish(flow);
 }
+
+/// A testbed whose builder is gone (as after a crash: nothing but the
+/// namespaces, processes and files it left) is taken down completely from
+/// its layout alone.
+#[test]
+fn netns_testbed_down_removes_what_a_crashed_run_left() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = up(FOUR_SITES);
+    let layout = bed.layout().clone();
+    let namespaces = [layout.router(), layout.node(1), layout.host(4)];
+    let pids: Vec<u32> = namespaces
+        .iter()
+        .flat_map(|ns| ns.pids().unwrap())
+        .collect();
+    // The router's delay line and node 1's two daemons.
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    drop(bed.keep());
+    assert!(namespaces.iter().all(|ns| ns.exists()) && layout.dir.exists());
+
+    detour_testbed::bed::down(&layout).unwrap();
+    for ns in &namespaces {
+        assert!(!ns.exists(), "{} is left", ns.name());
+    }
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} is left"
+        );
+    }
+    assert!(!layout.dir.exists());
+    // Twice is fine.
+    detour_testbed::bed::down(&layout).unwrap();
+}
