@@ -42,6 +42,17 @@ impl State {
     /// Answers one request.
     pub fn handle(&self, request: Request) -> Response {
         match request {
+            // A control process configured as another node would make this
+            // one forward as that node: its own prefixes would look remote.
+            Request::Install { snapshot } if snapshot.local != self.node_id => {
+                let message = format!(
+                    "snapshot refused: it is for node {}, and this dataplane is node {} \
+                     (node_id differs between the control process's and the dataplane's configuration)",
+                    snapshot.local, self.node_id
+                );
+                tracing::warn!("{message}");
+                Response::Error { message }
+            }
             Request::Install { snapshot } => match self.installer().install(snapshot) {
                 Ok(version) => {
                     tracing::info!(version, "route snapshot installed");

@@ -943,6 +943,12 @@ fn netns_api_refuses_stale_invalid_and_malformed_requests_and_changes_nothing() 
     let mut invalid = rig.snapshot(2, 2);
     invalid.routes.push(invalid.routes[0]);
     assert_eq!(refused(invalid), "snapshot refused: two routes to node 2");
+    let mut foreign = rig.snapshot(3, 2);
+    foreign.local = NodeId(2);
+    assert!(
+        refused(foreign)
+            .starts_with("snapshot refused: it is for node 2, and this dataplane is node 1"),
+    );
 
     let mut stream = std::os::unix::net::UnixStream::connect(rig.api.path()).unwrap();
     stream.write_all(b"{\"request\": \"reboot\"}\n").unwrap();
