@@ -71,8 +71,8 @@ impl Daemon {
 struct State {
     layout: Layout,
     topology: Topology,
-    /// Every pair's path as it is now, `"a-b"` keys.
-    paths: BTreeMap<String, Impairment>,
+    /// Every pair's path as it is now.
+    paths: Vec<(Pair, Impairment)>,
 }
 
 /// A testbed that is up.
@@ -185,18 +185,10 @@ impl Testbed {
             .with_context(|| format!("no testbed is up here ({} is missing)", file.display()))?;
         let state: State = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a testbed's state", file.display()))?;
-        let mut paths = BTreeMap::new();
-        for (key, path) in state.paths {
-            let (a, b) = key
-                .split_once('-')
-                .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
-                .with_context(|| format!("{}: bad path {key:?}", file.display()))?;
-            paths.insert(Pair::new(a, b), path);
-        }
         Ok(Testbed {
             layout: state.layout,
             topology: state.topology,
-            paths,
+            paths: state.paths.into_iter().collect(),
             down_on_drop: false,
         })
     }
@@ -362,11 +354,7 @@ impl Testbed {
         let state = State {
             layout: self.layout.clone(),
             topology: self.topology.clone(),
-            paths: self
-                .paths
-                .iter()
-                .map(|(p, i)| (p.to_string(), *i))
-                .collect(),
+            paths: self.paths.iter().map(|(p, i)| (*p, *i)).collect(),
         };
         let file = self.layout.state_file();
         std::fs::write(&file, serde_json::to_string_pretty(&state)?)

@@ -191,11 +191,8 @@ fn prepare(name: &str) -> anyhow::Result<[u8; 6]> {
     std::fs::write(format!("/proc/sys/net/ipv4/conf/{name}/rp_filter"), "0")
         .context("rp_filter")?;
     let text = std::fs::read_to_string(format!("/sys/class/net/{name}/address"))?;
-    let mut mac = [0u8; 6];
-    for (b, part) in mac.iter_mut().zip(text.trim().split(':')) {
-        *b = u8::from_str_radix(part, 16).context("the TAP's MAC")?;
-    }
-    Ok(mac)
+    let mac = detour_testkit::parse_mac(&text).with_context(|| format!("{name}: MAC {text:?}"))?;
+    Ok(mac.0)
 }
 
 /// Sleeps until the TAP has a frame or `due` comes (at most 100 ms, to

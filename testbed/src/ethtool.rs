@@ -2,6 +2,7 @@
 //! needed).
 
 use std::io;
+use std::os::fd::AsRawFd;
 
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
 const ETHTOOL_STXCSUM: u32 = 0x17;
@@ -26,20 +27,16 @@ pub fn set_tx_checksum(iface: &str, on: bool) -> io::Result<()> {
     ifreq[..iface.len()].copy_from_slice(iface.as_bytes());
     let data = &mut value as *mut EthtoolValue as usize;
     ifreq[16..24].copy_from_slice(&data.to_ne_bytes());
-    // SAFETY: a datagram socket for the ioctl, closed below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // Any socket of the namespace carries the ioctl.
+    let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))?;
     // SAFETY: SIOCETHTOOL reads a struct ifreq whose ifr_data points at
     // `value`; both live until the call returns.
-    let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL, ifreq.as_mut_ptr()) };
-    let result = if rc != 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    };
-    // SAFETY: fd is ours.
-    unsafe { libc::close(fd) };
-    result.map_err(|e| io::Error::new(e.kind(), format!("{iface}: tx checksum offload: {e}")))
+    if unsafe { libc::ioctl(socket.as_raw_fd(), SIOCETHTOOL, ifreq.as_mut_ptr()) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("{iface}: tx checksum offload: {e}"),
+        ));
+    }
+    Ok(())
 }

@@ -60,14 +60,7 @@ impl Flow {
         let done_sending = Arc::new(AtomicBool::new(false));
         let received = Arc::new(AtomicU64::new(0));
         let latest_sent = Arc::new(AtomicU64::new(0));
-        let socket = to.enter(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT)))??;
-        socket.set_read_timeout(Some(Duration::from_millis(20)))?;
-        let target = SocketAddr::from((to_addr, PORT));
-        let out = from.enter(|| -> std::io::Result<UdpSocket> {
-            let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
-            s.connect(target)?;
-            Ok(s)
-        })??;
+        let (socket, out) = sockets(from, to, to_addr, Duration::from_millis(20))?;
         // Late datagrams are waited for this long after the last was sent.
         let linger = Duration::from_millis(500);
         let receiver = {
@@ -145,6 +138,25 @@ impl Flow {
         let arrivals = self.receiver.join().expect("receiver thread")?;
         Ok(Record::new(sent, arrivals))
     }
+}
+
+/// The receiving socket, on [`PORT`] in `to` (reads time out after
+/// `read_timeout`, so that its thread can look at its stop flag), and the
+/// sending one in `from`, connected to it.
+fn sockets(
+    from: &Netns,
+    to: &Netns,
+    to_addr: Ipv4Addr,
+    read_timeout: Duration,
+) -> anyhow::Result<(UdpSocket, UdpSocket)> {
+    let receiver = to.enter(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT)))??;
+    receiver.set_read_timeout(Some(read_timeout))?;
+    let sender = from.enter(|| -> std::io::Result<UdpSocket> {
+        let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        s.connect(SocketAddr::from((to_addr, PORT)))?;
+        Ok(s)
+    })??;
+    Ok((receiver, sender))
 }
 
 fn send(
@@ -267,15 +279,8 @@ impl Record {
         self.sent.iter().filter(|&&t| t >= from && t < to).count() as u64
     }
 
-    /// From `at` to the arrival of the first datagram sent at or after it:
-    /// how long delivery was interrupted by something done at `at` (for a
-    /// cut path, the failover time). `None`: nothing sent after arrived.
-    pub fn recovery_after(&self, at: u64) -> Option<Duration> {
-        self.first_arrival_sent_after(at)
-            .map(|t| Duration::from_nanos(t - at))
-    }
-
-    /// When the first datagram sent at or after `at` arrived.
+    /// When the first datagram sent at or after `at` arrived: after a cut
+    /// at `at`, the end of the failover.
     pub fn first_arrival_sent_after(&self, at: u64) -> Option<u64> {
         self.arrivals
             .iter()
@@ -363,13 +368,7 @@ pub fn throughput(
     loss_allowed: f64,
 ) -> anyhow::Result<Throughput> {
     let size = size.max(HEADER);
-    let socket = to.enter(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT)))??;
-    socket.set_read_timeout(Some(Duration::from_millis(50)))?;
-    let out = from.enter(|| -> std::io::Result<UdpSocket> {
-        let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
-        s.connect((to_addr, PORT))?;
-        Ok(s)
-    })??;
+    let (socket, out) = sockets(from, to, to_addr, Duration::from_millis(50))?;
     // The receiver counts the datagrams of the current trial only.
     let current = Arc::new(AtomicU64::new(0));
     let counted = Arc::new(AtomicU64::new(0));
@@ -496,8 +495,8 @@ mod tests {
         assert_eq!(r.sent_between(3 * MS, 5 * MS), 2);
         // Cut at 3 ms: the first datagram sent after it that arrived was
         // sent at 5 ms and arrived at 15 ms.
-        assert_eq!(r.recovery_after(3 * MS), Some(Duration::from_millis(12)));
-        assert_eq!(r.recovery_after(11 * MS), None);
+        assert_eq!(r.first_arrival_sent_after(3 * MS), Some(15 * MS));
+        assert_eq!(r.first_arrival_sent_after(11 * MS), None);
         assert_eq!(r.median_latency(0, 3 * MS), Some(Duration::from_millis(2)));
         assert_eq!(
             r.median_latency(5 * MS, 10 * MS),

@@ -226,15 +226,8 @@ impl Netns {
     /// The MAC address of `iface`, parsed.
     pub fn mac_addr(&self, iface: &str) -> io::Result<MacAddr> {
         let text = self.mac(iface)?;
-        let mut mac = [0u8; 6];
-        let mut parts = text.split(':');
-        for b in &mut mac {
-            *b = parts
-                .next()
-                .and_then(|p| u8::from_str_radix(p, 16).ok())
-                .ok_or_else(|| io::Error::other(format!("{iface}: no MAC address in {text:?}")))?;
-        }
-        Ok(MacAddr(mac))
+        parse_mac(&text)
+            .ok_or_else(|| io::Error::other(format!("{iface}: no MAC address in {text:?}")))
     }
 
     /// A permanent neighbour entry: `addr` is at `mac` on `dev` (no ARP).
@@ -344,6 +337,17 @@ impl Drop for Netns {
             eprintln!("detour-testkit: cleanup: {e}");
         }
     }
+}
+
+/// A MAC address as `ip` and sysfs write it (`02:00:5e:10:00:01`),
+/// surrounding whitespace ignored.
+pub fn parse_mac(text: &str) -> Option<MacAddr> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.trim().split(':');
+    for b in &mut mac {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(MacAddr(mac))
 }
 
 /// Polls `condition` every 20 ms until it holds or `timeout` passes;
@@ -462,6 +466,17 @@ mod tests {
         let b = unique_name("x");
         assert_ne!(a, b);
         assert_eq!(creator_pid(&a), Some(std::process::id()));
+    }
+
+    #[test]
+    fn macs_parse_as_ip_writes_them() {
+        assert_eq!(
+            parse_mac("02:00:5e:10:00:0a\n"),
+            Some(MacAddr([2, 0, 0x5e, 0x10, 0, 10]))
+        );
+        assert_eq!(parse_mac("02:00:5e:10:00"), None);
+        assert_eq!(parse_mac("02:00:5e:10:00:0a:01"), None);
+        assert_eq!(parse_mac("02:00:5e:10:00:zz"), None);
     }
 
     #[test]
