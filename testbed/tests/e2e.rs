@@ -271,8 +271,14 @@ fn netns_e2e_a_node_with_the_wrong_key_changes_no_routes() {
             "node {id} rejected nothing from 5"
         );
         assert_eq!(route(&bed, id, 5), "unreachable", "node {id}");
+        // Direct or through an honest node: which of those wins depends on
+        // RTT samples that a loaded machine makes noisy, but never node 5.
         for dst in (1..=4).filter(|&d| d != id) {
-            assert_eq!(route(&bed, id, dst), "direct", "node {id} to {dst}");
+            let now = route(&bed, id, dst);
+            assert!(
+                ["direct", "via 1", "via 2", "via 3", "via 4"].contains(&now.as_str()),
+                "node {id} to {dst}: {now}"
+            );
         }
     }
     let flow = flow(&bed, 1, 2);
