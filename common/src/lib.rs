@@ -11,6 +11,7 @@ extern crate std;
 
 #[cfg(feature = "api")]
 pub mod api;
+pub mod bench;
 pub mod classify;
 #[cfg(feature = "api")]
 pub mod local_socket;

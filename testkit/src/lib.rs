@@ -261,8 +261,38 @@ impl Netns {
 
     /// Creates a veth pair: `name` here, `peer_name` in `peer`, both up.
     pub fn veth(&self, name: &str, peer: &Netns, peer_name: &str) -> io::Result<()> {
+        self.veth_with_queues(name, peer, peer_name, 1)
+    }
+
+    /// [`Netns::veth`] with `queues` receive and transmit queues at each end.
+    pub fn veth_with_queues(
+        &self,
+        name: &str,
+        peer: &Netns,
+        peer_name: &str,
+        queues: u32,
+    ) -> io::Result<()> {
+        let q = queues.to_string();
         self.ip(&[
-            "link", "add", name, "type", "veth", "peer", "name", peer_name, "netns", &peer.name,
+            "link",
+            "add",
+            "name",
+            name,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer_name,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "netns",
+            &peer.name,
         ])?;
         self.ip(&["link", "set", name, "up"])?;
         peer.ip(&["link", "set", peer_name, "up"])?;

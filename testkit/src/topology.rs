@@ -26,6 +26,12 @@ pub struct Gateway {
 impl Gateway {
     /// Builds it; everything goes when the value drops.
     pub fn up() -> Gateway {
+        Gateway::up_with(1, 1500)
+    }
+
+    /// [`Gateway::up`] with `queues` queues on every link and an MTU of
+    /// `wan_mtu` on the WAN link (room for encapsulated full-size frames).
+    pub fn up_with(queues: u32, wan_mtu: u32) -> Gateway {
         require_root();
         let gw = Netns::new("gw").unwrap();
         let peer = Netns::new("peer").unwrap();
@@ -33,8 +39,11 @@ impl Gateway {
         for ns in [&gw, &peer, &host] {
             ns.quiet().unwrap();
         }
-        gw.veth("wan", &peer, "eth0").unwrap();
-        gw.veth("lan", &host, "eth0").unwrap();
+        gw.veth_with_queues("wan", &peer, "eth0", queues).unwrap();
+        gw.veth_with_queues("lan", &host, "eth0", queues).unwrap();
+        let mtu = wan_mtu.to_string();
+        gw.ip(&["link", "set", "wan", "mtu", &mtu]).unwrap();
+        peer.ip(&["link", "set", "eth0", "mtu", &mtu]).unwrap();
         gw.ip(&["addr", "add", "192.0.2.2/24", "dev", "wan"])
             .unwrap();
         gw.ip(&["addr", "add", "10.1.0.1/24", "dev", "lan"])

@@ -22,6 +22,11 @@ pub use pass::PassProgram;
 /// The eBPF object, built by `build.rs` and aligned as the ELF parser needs.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/detour-xdp"));
 
+/// The benchmark harness's programs (`detour_common::bench`), built from
+/// the same crate; the dataplane never loads them.
+pub static BENCH_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/detour-bench-xdp"));
+
 /// What can go wrong between the object and an attached program.
 ///
 /// aya's errors are large (they carry verifier logs); they are boxed so that
