@@ -14,13 +14,15 @@ mod xdp;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 
-use crate::bed::{Bed, MAX_FRAME, MIN_FRAME};
-use crate::measure::{Throughput, Timing, Traffic};
+use crate::bed::{Bed, MAX_FRAME, MIN_FRAME, Side};
+use crate::measure::{Pacer, Throughput, Timing, Traffic};
 use crate::paths::Path;
 use crate::report::{Entry, Machine, Report, Settings};
 use crate::xdp::BenchXdp;
@@ -68,6 +70,11 @@ struct Args {
     /// quick, 3 full).
     #[arg(long)]
     runs: Option<usize>,
+    /// Rounds over every path, interleaved so that a noisy spell of the
+    /// machine hits each path in one round only; each path's median round
+    /// is reported (default: 1 quick, 2 full).
+    #[arg(long)]
+    rounds: Option<usize>,
     /// Flag a measurement when other work kept more than this share of the
     /// machine busy just before it.
     #[arg(long, default_value_t = 0.10)]
@@ -96,6 +103,17 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<()> {
+    // Ctrl-C ends the run at the next measurement, and everything it set
+    // up goes (a second Ctrl-C kills it at once; the next run sweeps what
+    // is left).
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(
+            signal,
+            130,
+            std::sync::Arc::clone(&measure::INTERRUPTED),
+        )?;
+        signal_hook::flag::register(signal, std::sync::Arc::clone(&measure::INTERRUPTED))?;
+    }
     // SAFETY: no arguments.
     if unsafe { libc::geteuid() } != 0 {
         bail!("needs root: it builds network namespaces and attaches XDP programs");
@@ -110,12 +128,13 @@ fn run(args: &Args) -> Result<()> {
     let paths = select_paths(&args.paths)?;
     let timing = Timing {
         warm_s: if args.quick { 0.5 } else { 1.0 },
-        seconds: args.seconds.unwrap_or(if args.quick { 2.0 } else { 5.0 }),
+        seconds: args.seconds.unwrap_or(if args.quick { 2.0 } else { 3.0 }),
         runs: args.runs.unwrap_or(if args.quick { 1 } else { 3 }).max(1),
         latency_s: if args.quick { 0.5 } else { 2.0 },
         search_steps: if args.quick { 6 } else { 8 },
         trial_s: if args.quick { 0.5 } else { 1.0 },
     };
+    let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 2 }).max(1);
     let cpus = measure::cpus();
     let queues = args.queues.max(1);
     let generator_cores: Vec<usize> = (0..queues as usize).map(|q| q % cpus).collect();
@@ -137,6 +156,13 @@ fn run(args: &Args) -> Result<()> {
         }
     }
     let bed = Bed::up(queues)?;
+    // The paced generators of both ends, one per queue, for the whole run.
+    let pacers = |side| -> Result<Vec<Mutex<Pacer>>> {
+        (0..queues)
+            .map(|q| Ok(Mutex::new(Pacer::new(bed.ns(side), q)?)))
+            .collect()
+    };
+    let (peer_pacers, host_pacers) = (pacers(Side::Peer)?, pacers(Side::Host)?);
     let mut report = Report {
         date: shell("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         command: std::env::var("DETOUR_BENCH_COMMAND")
@@ -154,114 +180,149 @@ fn run(args: &Args) -> Result<()> {
             generator_cores: generator_cores.clone(),
             worker_cores: worker_cores.clone(),
             timing: timing.clone(),
+            rounds,
             max_other_load: args.max_other_load,
             receive_work: format!("{rx:?}").to_lowercase(),
         },
         results: Vec::new(),
+        rounds: Vec::new(),
         ratios: Vec::new(),
         targets: Vec::new(),
         flagged: Vec::new(),
+        failed: Vec::new(),
     };
-    for path in paths {
-        let napi_before = paths::napi_threads(path.input());
-        let dut = path
-            .start(&bed, &worker_cores)
-            .with_context(|| format!("setting up {}", path.name()))?;
-        let (from, to) = path.ends();
-        let sink_napi_before = paths::napi_threads("eth0");
-        let mut sink = bed.ns(to).enter(|| BenchXdp::sink("eth0"))??;
-        if rx == Rx::Steered {
-            paths::receive_on(&bed.net.gw, path.input(), &worker_cores, &napi_before)?;
-            paths::receive_on(bed.ns(to), "eth0", &generator_cores, &sink_napi_before)?;
-        }
-        for &size in &args.sizes {
-            let frame = path.frame(&bed, size);
-            let traffic = Traffic {
-                ns: bed.ns(from),
-                frame: &frame,
-                cores: &generator_cores,
-            };
-            let other_load = quiet_machine(args.max_other_load);
-            eprint!("{:<34} {size:>4} B: ", path.name());
-            let flat_out = measure::flat_out(&traffic, &sink, &timing)
-                .with_context(|| format!("{}, {size} B, flat out", path.name()))?;
-            let (lossless, generator_bound) = measure::lossless_rate(
-                &traffic,
-                &sink,
-                flat_out.pps,
-                timing.search_steps,
-                timing.trial_s,
-            )?;
-            if lossless == 0.0 {
-                bail!(
-                    "{}, {size} B: loses more than {} % of even {} pps; is the path broken?",
-                    path.name(),
-                    measure::LOSS_ALLOWED * 100.0,
-                    measure::MIN_RATE
-                );
+    for round in 0..rounds {
+        for &path in &paths {
+            let napi_before = paths::napi_threads(path.input());
+            let dut = path
+                .start(&bed, &worker_cores)
+                .with_context(|| format!("setting up {}", path.name()))?;
+            let (from, to) = path.ends();
+            let sink_napi_before = paths::napi_threads("eth0");
+            let mut sink = bed.ns(to).enter(|| BenchXdp::sink("eth0"))??;
+            if rx == Rx::Steered {
+                paths::receive_on(&bed.net.gw, path.input(), &worker_cores, &napi_before)?;
+                paths::receive_on(bed.ns(to), "eth0", &generator_cores, &sink_napi_before)?;
             }
-            let at = measure::at_rate(&traffic, &sink, lossless, &|| dut.worker_tids(), &timing)?;
-            let throughput = Throughput {
-                lossless_pps: at.pps,
-                lossless_bps: at.bps,
-                generator_bound,
-                cpu_busy: at.cpu_busy,
-                steal: at.steal,
-                worker: at.worker,
-                flat_out,
-            };
-            eprint!(
-                "lossless {}{:.3} Mpps (flat out {:.3})",
-                if generator_bound { "≥ " } else { "" },
-                throughput.lossless_pps / 1e6,
-                throughput.flat_out.pps / 1e6,
-            );
-            let mut latency = Vec::new();
-            if throughput.lossless_pps > 1000.0 {
-                for percent in [10, 50, 90] {
-                    let l = measure::latency(
-                        &traffic,
-                        &mut sink,
-                        throughput.lossless_pps,
-                        percent,
-                        &timing,
-                    )?;
-                    eprint!(
-                        ", p50/p99 at {percent} %: {:.1}/{:.1} µs",
-                        l.p50_us, l.p99_us
-                    );
-                    latency.push(l);
+            for &size in &args.sizes {
+                if measure::INTERRUPTED.load(Ordering::Relaxed) {
+                    bail!("interrupted; everything it set up is removed");
                 }
-            }
-            eprintln!();
-            let mut flagged = None;
-            if other_load > args.max_other_load || throughput.steal > args.max_other_load {
-                let why = format!(
-                    "{}, {size} B: other load {:.0} %, steal {:.0} %",
-                    path.name(),
-                    other_load * 100.0,
-                    throughput.steal * 100.0
+                let frame = path.frame(&bed, size);
+                let pacers = match from {
+                    Side::Peer => &peer_pacers,
+                    Side::Host => &host_pacers,
+                };
+                for p in pacers {
+                    p.lock().unwrap_or_else(|e| e.into_inner()).load(&frame);
+                }
+                let traffic = Traffic {
+                    ns: bed.ns(from),
+                    frame: &frame,
+                    cores: &generator_cores,
+                    pacers,
+                };
+                let other_load = quiet_machine(args.max_other_load);
+                let round_note = if rounds > 1 {
+                    format!(" (round {})", round + 1)
+                } else {
+                    String::new()
+                };
+                eprint!("{:<34} {size:>4} B{round_note}: ", path.name());
+                measure::verbose("flat out");
+                let flat_out = measure::flat_out(&traffic, &sink, &timing)
+                    .with_context(|| format!("{}, {size} B, flat out", path.name()))?;
+                measure::interrupted()?;
+                measure::verbose("searching for the lossless rate");
+                let (lossless, generator_bound) = measure::lossless_rate(
+                    &traffic,
+                    &sink,
+                    flat_out.pps,
+                    timing.search_steps,
+                    timing.trial_s,
+                )?;
+                if lossless == 0.0 {
+                    let why = format!(
+                        "{}, {size} B: lost more than {} % at every rate tried, down to {} pps",
+                        path.name(),
+                        measure::LOSS_ALLOWED * 100.0,
+                        measure::MIN_RATE
+                    );
+                    eprintln!("failed\ndetour-bench: {why}");
+                    report.failed.push(why);
+                    continue;
+                }
+                measure::interrupted()?;
+                measure::verbose("at the lossless rate");
+                let at =
+                    measure::at_rate(&traffic, &sink, lossless, &|| dut.worker_tids(), &timing)?;
+                let throughput = Throughput {
+                    lossless_pps: at.pps,
+                    lossless_bps: at.bps,
+                    generator_bound,
+                    cpu_busy: at.cpu_busy,
+                    steal: at.steal,
+                    worker: at.worker,
+                    flat_out,
+                };
+                eprint!(
+                    "lossless {}{:.3} Mpps (flat out {:.3})",
+                    if generator_bound { "≥ " } else { "" },
+                    throughput.lossless_pps / 1e6,
+                    throughput.flat_out.pps / 1e6,
                 );
-                eprintln!("detour-bench: flagged: {why}");
-                report.flagged.push(why.clone());
-                flagged = Some(why);
+                let mut latency = Vec::new();
+                if throughput.lossless_pps > 1000.0 {
+                    for percent in [10, 50, 90] {
+                        measure::interrupted()?;
+                        measure::verbose(&format!("latency at {percent} %"));
+                        let l = measure::latency(
+                            &traffic,
+                            &mut sink,
+                            throughput.lossless_pps,
+                            percent,
+                            &timing,
+                        )?;
+                        eprint!(
+                            ", p50/p99 at {percent} %: {:.1}/{:.1} µs",
+                            l.p50_us, l.p99_us
+                        );
+                        latency.push(l);
+                    }
+                }
+                eprintln!();
+                let mut flagged = None;
+                if other_load > args.max_other_load || throughput.steal > args.max_other_load {
+                    let why = format!(
+                        "{}, {size} B: other load {:.0} %, steal {:.0} %",
+                        path.name(),
+                        other_load * 100.0,
+                        throughput.steal * 100.0
+                    );
+                    eprintln!("detour-bench: flagged: {why}");
+                    report.flagged.push(why.clone());
+                    flagged = Some(why);
+                }
+                report.rounds.push(Entry {
+                    round,
+                    path,
+                    name: path.name(),
+                    detour: path.is_detour(),
+                    frame_bytes: size,
+                    other_load,
+                    flagged,
+                    throughput,
+                    latency,
+                    drops: dut.dataplane_drops(),
+                });
             }
-            report.results.push(Entry {
-                path,
-                name: path.name(),
-                detour: path.is_detour(),
-                frame_bytes: size,
-                other_load,
-                flagged,
-                throughput,
-                latency,
-                drops: dut.dataplane_drops(),
-            });
+            drop(sink);
+            dut.stop(&bed)?;
         }
-        drop(sink);
-        dut.stop(&bed)?;
     }
+    drop((peer_pacers, host_pacers));
     drop(bed);
+    report.pick_medians();
     report.compute_ratios();
     report.write(&args.out)?;
     if let Some(doc) = &args.update_docs {
@@ -275,6 +336,12 @@ fn run(args: &Args) -> Result<()> {
         println!("\n{table}");
     }
     eprintln!("detour-bench: report and plots in {}", args.out.display());
+    if !report.failed.is_empty() {
+        eprintln!(
+            "detour-bench: {} measurement(s) failed; see above",
+            report.failed.len()
+        );
+    }
     if !report.flagged.is_empty() {
         eprintln!(
             "detour-bench: {} measurement(s) flagged: the machine was busy with other work; rerun when it is quiet",

@@ -9,8 +9,8 @@
 //! cores; the sink is [`BenchXdp::sink`], counting at the other end.
 
 use std::process::Command;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
@@ -18,7 +18,7 @@ use detour_testkit::Netns;
 use serde::Serialize;
 
 use detour_common::bench::{STAMP_MAGIC, Stamp};
-use detour_dataplane::xsk::{Desc, Umem};
+use detour_dataplane::xsk::{Desc, Socket, Umem};
 
 use crate::load::{CpuTimes, thread_cpu_ns};
 use crate::xdp::{BenchXdp, ifindex};
@@ -56,6 +56,8 @@ pub struct Traffic<'a> {
     /// One generator thread per core (and so per receive queue: veth picks
     /// the queue of a frame sent with XDP by the sending CPU).
     pub cores: &'a [usize],
+    /// The paced generators of `ns`, one per core, loaded with `frame`.
+    pub pacers: &'a [Mutex<Pacer>],
 }
 
 /// A path's forwarding rate, as the ratios compare it.
@@ -198,9 +200,12 @@ pub fn at_rate(
 
 /// The highest rate the path forwards with at most [`LOSS_ALLOWED`] lost
 /// (RFC 2544's throughput, with its loss allowance), in `steps` trials of
-/// `trial_s` seconds: doubling from the rate forwarded flat out until a
-/// trial loses more, then bisecting. Also whether the paced generator
-/// could not offer more (the path may then forward more than found).
+/// `trial_s` seconds: from the rate forwarded flat out, doubling while
+/// trials pass, then bisecting in log space between the best rate that
+/// passed (at first [`MIN_RATE`]) and the lowest that failed, so that a
+/// start far too high costs a few trials, not the whole budget. Returns 0
+/// if no trial passed, and whether the paced generator could not offer
+/// more (the path may then forward more than found).
 pub fn lossless_rate(
     traffic: &Traffic,
     sink: &BenchXdp,
@@ -208,38 +213,26 @@ pub fn lossless_rate(
     steps: u32,
     trial_s: f64,
 ) -> Result<(f64, bool)> {
-    let (mut ok, mut too_much) = (0.0, f64::INFINITY);
+    let (mut ok, mut too_much) = (0.0_f64, f64::INFINITY);
     let mut rate = start.max(MIN_RATE);
     let mut confirming = false;
-    for _ in 0..steps {
-        let (mut lost, mut offered_pps) = (0.0, 0.0);
-        run_generators(traffic, Some(rate), |sent| {
-            std::thread::sleep(Duration::from_millis(100));
-            let (s0, r0) = (sent(), sink.received()?.packets);
-            std::thread::sleep(Duration::from_secs_f64(trial_s));
-            let s1 = sent();
-            // What is in flight when counting stops still arrives.
-            std::thread::sleep(Duration::from_millis(20));
-            let r1 = sink.received()?.packets;
-            let offered = (s1 - s0).max(1) as f64;
-            offered_pps = offered / trial_s;
-            lost = (offered - (r1 - r0) as f64).max(0.0) / offered;
-            Ok(())
-        })?;
-        if std::env::var_os("DETOUR_BENCH_VERBOSE").is_some() {
-            eprintln!(
-                "\n  search: asked {rate:.0} pps, offered {offered_pps:.0}, lost {:.3} %",
-                lost * 100.0
-            );
-        }
+    let mut step = 0;
+    while step < steps {
+        interrupted()?;
+        let (lost, offered_pps) = trial(traffic, sink, rate, trial_s)?;
+        verbose(&format!(
+            "search: asked {rate:.0} pps, offered {offered_pps:.0}, lost {:.3} %",
+            lost * 100.0
+        ));
         let short = offered_pps < 0.97 * rate;
         if (lost > LOSS_ALLOWED || short) && !confirming {
             // A shared machine has hiccups: a failed trial counts only if
-            // it fails again.
+            // its repeat fails too (the repeat is not a step of its own).
             confirming = true;
             continue;
         }
         confirming = false;
+        step += 1;
         if lost > LOSS_ALLOWED {
             too_much = rate;
         } else if short {
@@ -249,8 +242,11 @@ pub fn lossless_rate(
         } else {
             ok = rate;
         }
+        if ok == 0.0 && too_much <= MIN_RATE {
+            break;
+        }
         rate = if too_much.is_finite() {
-            (ok + too_much) / 2.0
+            (ok.max(MIN_RATE / 2.0) * too_much).sqrt()
         } else {
             rate * 2.0
         };
@@ -258,7 +254,50 @@ pub fn lossless_rate(
     Ok((ok, false))
 }
 
-/// The lowest rate the search starts from.
+/// Offers `rate` for `seconds`: the share lost, and the rate offered.
+fn trial(traffic: &Traffic, sink: &BenchXdp, rate: f64, seconds: f64) -> Result<(f64, f64)> {
+    let mut result = (0.0, 0.0);
+    run_generators(traffic, Some(rate), |sent| {
+        std::thread::sleep(Duration::from_millis(100));
+        let (s0, r0) = (sent(), sink.received()?.packets);
+        std::thread::sleep(Duration::from_secs_f64(seconds));
+        let s1 = sent();
+        // What is in flight when counting stops still arrives.
+        std::thread::sleep(Duration::from_millis(20));
+        let r1 = sink.received()?.packets;
+        let offered = (s1 - s0).max(1) as f64;
+        result = (
+            (offered - (r1 - r0) as f64).max(0.0) / offered,
+            offered / seconds,
+        );
+        Ok(())
+    })?;
+    Ok(result)
+}
+
+/// Set by SIGINT or SIGTERM: the run stops at the next trial.
+pub static INTERRUPTED: LazyLock<Arc<AtomicBool>> =
+    LazyLock::new(|| Arc::new(AtomicBool::new(false)));
+
+/// An error once the run was interrupted.
+pub fn interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        return Err(anyhow!("interrupted; everything it set up is removed"));
+    }
+    Ok(())
+}
+
+/// With `DETOUR_BENCH_VERBOSE` set, says what the harness is doing, and
+/// when.
+pub fn verbose(what: &str) {
+    static START: OnceLock<Instant> = OnceLock::new();
+    if std::env::var_os("DETOUR_BENCH_VERBOSE").is_some() {
+        let t = START.get_or_init(Instant::now).elapsed().as_secs_f64();
+        eprintln!("\n  [{t:7.2} s] {what}");
+    }
+}
+
+/// The lowest rate the search tries.
 pub const MIN_RATE: f64 = 10_000.0;
 
 /// Loss tolerated at the "lossless" rate: frames in flight when the count
@@ -341,11 +380,19 @@ fn run_generators(
             .map(|(queue, &core)| {
                 let (sent, stop) = (&sent, &stop);
                 s.spawn(move || {
-                    let result = traffic
-                        .ns
-                        .enter(|| generate(traffic.frame, core, queue as u32, per_core, sent, stop))
-                        .map_err(anyhow::Error::from)
-                        .and_then(|r| r);
+                    let result = match per_core {
+                        Some(rate) => pin(core).map(|()| {
+                            let mut pacer = traffic.pacers[queue]
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner());
+                            pacer.run(rate, sent, stop);
+                        }),
+                        None => traffic
+                            .ns
+                            .enter(|| flat_out_generator(traffic.frame, core, sent, stop))
+                            .map_err(anyhow::Error::from)
+                            .and_then(|r| r),
+                    };
                     // The others stop too if this one could not go on.
                     stop.store(true, Ordering::Relaxed);
                     result
@@ -361,97 +408,139 @@ fn run_generators(
     })
 }
 
-/// One generator thread: pinned to `core`, sending `frame` out of the
-/// namespace's `eth0`, flat out or at `rate` frames per second.
-fn generate(
+/// The flat-out generator: `BPF_PROG_RUN` live frames out of the
+/// namespace's `eth0`, from a thread pinned to `core`.
+fn flat_out_generator(
     frame: &[u8],
     core: usize,
-    queue: u32,
-    rate: Option<f64>,
     sent: &AtomicU64,
     stop: &AtomicBool,
 ) -> Result<()> {
-    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-        return Err(anyhow!("cannot pin the generator to CPU {core}"));
-    }
+    pin(core)?;
     let program = BenchXdp::generator()?;
     let iface = ifindex("eth0")?;
-    let Some(rate) = rate else {
-        while !stop.load(Ordering::Relaxed) {
-            program.send(frame, iface, CHUNK, BATCH)?;
-            sent.fetch_add(u64::from(CHUNK), Ordering::Relaxed);
-        }
-        return Ok(());
-    };
-    drop(program);
-    paced(frame, queue, rate, sent, stop)
-}
-
-/// The paced generator: an AF_XDP socket on queue `queue` of `eth0`,
-/// sending bursts of `burst` frames every `interval`, each stamped just
-/// before it goes. (`BPF_PROG_RUN` sets up a page pool per call, about
-/// 10 ms: fine flat out, far too slow to pace small bursts.) Copy mode
-/// tops out near 0.8 Mpps here; a rate above that is offered as fast as it
-/// goes, and the search counts only what was offered.
-fn paced(frame: &[u8], queue: u32, rate: f64, sent: &AtomicU64, stop: &AtomicBool) -> Result<()> {
-    const FRAMES: u32 = 4096;
-    let mut umem = Umem::new(2048, FRAMES, 2048)?;
-    let mut socket = umem.socket("eth0", queue, Some(false))?;
-    let mut free: Vec<u64> = umem.frame_addrs().collect();
-    for &addr in &free {
-        let (buf, _) = umem.frame_mut(addr);
-        buf[..frame.len()].copy_from_slice(frame);
-    }
-    let stamp_at = frame.len() - size_of::<Stamp>();
-    let burst = (rate * PACE_TICK.as_secs_f64())
-        .round()
-        .clamp(1.0, f64::from(BATCH)) as usize;
-    let interval = Duration::from_secs_f64(burst as f64 / rate);
-    let mut descs = Vec::with_capacity(burst);
-    let mut done = [0u64; BATCH as usize];
-    let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let n = socket.complete(&mut done);
-        free.extend_from_slice(&done[..n]);
-        sent.fetch_add(n as u64, Ordering::Relaxed);
-        let now = Instant::now();
-        if now < next {
-            // The TX ring may still hold frames a wake-up did not send.
-            socket.kick();
-            // The sink's receive work shares this core: let it run.
-            std::thread::yield_now();
-            continue;
-        }
-        let room = (socket.transmit_room() as usize).min(free.len()).min(burst);
-        let stamp = Stamp {
-            magic: STAMP_MAGIC,
-            sent_ns: monotonic_ns(),
-        };
-        descs.clear();
-        for addr in free.drain(free.len() - room..) {
-            let (buf, _) = umem.frame_mut(addr);
-            // SAFETY: the stamp's 16 bytes lie within the frame's copy.
-            unsafe {
-                buf.as_mut_ptr()
-                    .add(stamp_at)
-                    .cast::<Stamp>()
-                    .write_unaligned(stamp)
-            };
-            descs.push(Desc {
-                addr,
-                len: frame.len() as u32,
-                options: 0,
-            });
-        }
-        let queued = socket.transmit(&descs);
-        free.extend(descs[queued..].iter().map(|d| d.addr));
-        next += interval;
-        // Fallen behind (descheduled): do not catch up in one burst.
-        if now > next + Duration::from_millis(1) {
-            next = now;
-        }
+        program.send(frame, iface, CHUNK, BATCH)?;
+        sent.fetch_add(u64::from(CHUNK), Ordering::Relaxed);
     }
     Ok(())
+}
+
+fn pin(core: usize) -> Result<()> {
+    if core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+        Ok(())
+    } else {
+        Err(anyhow!("cannot pin a generator to CPU {core}"))
+    }
+}
+
+/// The paced generator of one queue: an AF_XDP socket on `eth0` of a
+/// namespace, sending bursts every [`PACE_TICK`], each frame stamped just
+/// before it goes. (`BPF_PROG_RUN` sets up a page pool per call, tens of
+/// ms: fine flat out, far too slow to pace small bursts.) Copy mode tops out
+/// near 0.8 Mpps here; a rate above that is offered as fast as it goes, and
+/// the search counts only what was offered.
+///
+/// Made once for the whole run: a socket bound right after another on the
+/// same queue was closed fails with EBUSY until the kernel's deferred
+/// release has run.
+pub struct Pacer {
+    // Declared before the UMEM: it must go first.
+    socket: Socket,
+    umem: Umem,
+    free: Vec<u64>,
+    frame_len: usize,
+}
+
+impl Pacer {
+    const FRAMES: u32 = 4096;
+
+    pub fn new(ns: &Netns, queue: u32) -> Result<Pacer> {
+        let pacer = ns.enter(|| -> std::io::Result<Pacer> {
+            let mut umem = Umem::new(2048, Self::FRAMES, 2048)?;
+            let socket = umem.socket("eth0", queue, Some(false))?;
+            let free = umem.frame_addrs().collect();
+            Ok(Pacer {
+                socket,
+                umem,
+                free,
+                frame_len: 0,
+            })
+        })??;
+        Ok(pacer)
+    }
+
+    /// Makes every frame a copy of `frame` (the frames in flight, once they
+    /// complete, are not sent again before this is called next).
+    pub fn load(&mut self, frame: &[u8]) {
+        let mut done = [0u64; BATCH as usize];
+        // Give the kernel a moment to finish what is in flight.
+        let deadline = Instant::now() + Duration::from_millis(100);
+        while self.free.len() < Self::FRAMES as usize && Instant::now() < deadline {
+            let n = self.socket.complete(&mut done);
+            self.free.extend_from_slice(&done[..n]);
+            self.socket.kick();
+        }
+        for &addr in &self.free {
+            let (buf, _) = self.umem.frame_mut(addr);
+            buf[..frame.len()].copy_from_slice(frame);
+        }
+        self.frame_len = frame.len();
+    }
+
+    fn run(&mut self, rate: f64, sent: &AtomicU64, stop: &AtomicBool) {
+        let stamp_at = self.frame_len - size_of::<Stamp>();
+        let burst = (rate * PACE_TICK.as_secs_f64())
+            .round()
+            .clamp(1.0, f64::from(BATCH)) as usize;
+        let interval = Duration::from_secs_f64(burst as f64 / rate);
+        let mut descs = Vec::with_capacity(burst);
+        let mut done = [0u64; BATCH as usize];
+        let mut next = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let n = self.socket.complete(&mut done);
+            self.free.extend_from_slice(&done[..n]);
+            sent.fetch_add(n as u64, Ordering::Relaxed);
+            let now = Instant::now();
+            if now < next {
+                // The TX ring may still hold frames a wake-up did not send.
+                self.socket.kick();
+                // The sink's receive work shares this core: let it run.
+                std::thread::yield_now();
+                continue;
+            }
+            let room = (self.socket.transmit_room() as usize)
+                .min(self.free.len())
+                .min(burst);
+            let stamp = Stamp {
+                magic: STAMP_MAGIC,
+                sent_ns: monotonic_ns(),
+            };
+            descs.clear();
+            for addr in self.free.drain(self.free.len() - room..) {
+                let (buf, _) = self.umem.frame_mut(addr);
+                // SAFETY: the stamp's 16 bytes lie within the frame's copy.
+                unsafe {
+                    buf.as_mut_ptr()
+                        .add(stamp_at)
+                        .cast::<Stamp>()
+                        .write_unaligned(stamp)
+                };
+                descs.push(Desc {
+                    addr,
+                    len: self.frame_len as u32,
+                    options: 0,
+                });
+            }
+            let queued = self.socket.transmit(&descs);
+            self.free.extend(descs[queued..].iter().map(|d| d.addr));
+            next += interval;
+            // Fallen behind (descheduled): do not catch up in one burst.
+            if now > next + Duration::from_millis(1) {
+                next = now;
+            }
+        }
+    }
 }
 
 /// `CLOCK_MONOTONIC`, the clock of `bpf_ktime_get_ns`, in ns.

@@ -16,11 +16,16 @@ pub struct Report {
     pub command: String,
     pub machine: Machine,
     pub settings: Settings,
+    /// Each path and size: its median round by lossless rate.
     pub results: Vec<Entry>,
+    /// Every measurement, in the order taken.
+    pub rounds: Vec<Entry>,
     pub ratios: Vec<Ratio>,
     pub targets: Vec<Target>,
     /// Entries measured while other work loaded the machine.
     pub flagged: Vec<String>,
+    /// Paths and sizes that forwarded nothing without loss.
+    pub failed: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -40,6 +45,7 @@ pub struct Settings {
     pub generator_cores: Vec<usize>,
     pub worker_cores: Vec<usize>,
     pub timing: Timing,
+    pub rounds: usize,
     /// Above this share of the machine busy with other work, an entry is
     /// flagged.
     pub max_other_load: f64,
@@ -48,8 +54,10 @@ pub struct Settings {
     pub receive_work: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Entry {
+    /// The round it was measured in, from 0.
+    pub round: usize,
     pub path: Path,
     pub name: &'static str,
     pub detour: bool,
@@ -91,6 +99,33 @@ impl Report {
         self.results
             .iter()
             .find(|e| e.path == path && e.frame_bytes == size)
+    }
+
+    /// Each path and size's median round (by lossless rate) into
+    /// `results`, in the order first measured.
+    pub fn pick_medians(&mut self) {
+        let mut keys: Vec<(Path, usize)> = Vec::new();
+        for e in &self.rounds {
+            if !keys.contains(&(e.path, e.frame_bytes)) {
+                keys.push((e.path, e.frame_bytes));
+            }
+        }
+        self.results = keys
+            .into_iter()
+            .filter_map(|(path, size)| {
+                let mut of: Vec<&Entry> = self
+                    .rounds
+                    .iter()
+                    .filter(|e| e.path == path && e.frame_bytes == size)
+                    .collect();
+                of.sort_by(|a, b| {
+                    a.throughput
+                        .lossless_pps
+                        .total_cmp(&b.throughput.lossless_pps)
+                });
+                of.get(of.len() / 2).map(|e| (*e).clone())
+            })
+            .collect();
     }
 
     /// Every detour path against every baseline, same frame size.
@@ -235,7 +270,8 @@ impl Report {
     pub fn markdown(&self) -> String {
         let mut out = format!(
             "# detour benchmark, {}\n\n`{}` on {} ({} CPUs), kernel {}; {} queue(s), generator on CPU {:?}, \
-             workers on CPU {:?}, receive work {}; median of {} run(s) of {} s.\n\n## Ratios: detour's lossless rate over each baseline's\n\n",
+             workers on CPU {:?}, receive work {}; median of {} run(s) of {} s at the lossless rate, \
+             median of {} round(s).\n\n## Ratios: detour's lossless rate over each baseline's\n\n",
             self.date,
             self.command,
             self.machine.cpu_model,
@@ -247,10 +283,17 @@ impl Report {
             self.settings.receive_work,
             self.settings.timing.runs,
             self.settings.timing.seconds,
+            self.settings.rounds,
         );
         out.push_str(&self.ratio_table());
         out.push_str("\n## Every path\n\n");
         out.push_str(&self.results_table());
+        if !self.failed.is_empty() {
+            out.push_str("\nFailed (no rate tried was forwarded without loss):\n\n");
+            for f in &self.failed {
+                let _ = writeln!(out, "- {f}");
+            }
+        }
         if !self.flagged.is_empty() {
             out.push_str("\nFlagged (the machine was busy with other work):\n\n");
             for f in &self.flagged {
@@ -285,6 +328,7 @@ mod tests {
 
     fn entry(path: Path, size: usize, pps: f64, generator_bound: bool) -> Entry {
         Entry {
+            round: 0,
             path,
             name: path.name(),
             detour: path.is_detour(),
@@ -344,14 +388,37 @@ mod tests {
                 },
                 max_other_load: 0.1,
                 receive_work: "steered".into(),
+                rounds: 1,
             },
-            results,
+            results: Vec::new(),
+            rounds: results,
             ratios: Vec::new(),
             targets: Vec::new(),
             flagged: Vec::new(),
+            failed: Vec::new(),
         };
+        r.pick_medians();
         r.compute_ratios();
         r
+    }
+
+    #[test]
+    fn each_path_reports_its_median_round() {
+        let mut entries = vec![
+            entry(Path::Relay, 64, 300_000.0, false),
+            entry(Path::Relay, 64, 100_000.0, false),
+            entry(Path::UdpRelay, 64, 50_000.0, false),
+            entry(Path::Relay, 64, 200_000.0, false),
+        ];
+        for (round, e) in entries.iter_mut().enumerate() {
+            e.round = round;
+        }
+        let r = report(entries);
+        assert_eq!(r.results.len(), 2);
+        assert_eq!((r.results[0].path, r.results[0].round), (Path::Relay, 3));
+        assert_eq!(r.results[0].throughput.lossless_pps, 200_000.0);
+        assert_eq!(r.results[1].path, Path::UdpRelay);
+        assert_eq!(r.rounds.len(), 4);
     }
 
     #[test]
