@@ -282,6 +282,9 @@ pub enum KeyFileError {
     Key(#[from] KeyError),
 }
 
+/// The longest key file read.
+const MAX_KEY_FILE: u64 = 4096;
+
 /// Reads the overlay key from the file at `path`: 64 hexadecimal digits,
 /// surrounding whitespace ignored, in a file that only its owner may read
 /// (no group or other permission bits), since whoever holds the key can
@@ -298,8 +301,16 @@ pub fn read_key_file(path: &Path) -> Result<OverlayKey, KeyFileError> {
     if mode & 0o077 != 0 {
         return Err(KeyFileError::Exposed(mode));
     }
+    // 64 digits and some whitespace: a file much longer is no key file,
+    // and is refused unread (a mistyped path could name a huge one).
+    if metadata.len() > MAX_KEY_FILE {
+        return Err(KeyError::Length(metadata.len() as usize).into());
+    }
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(unreadable)?;
+    (&mut file)
+        .take(MAX_KEY_FILE)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
     let text = std::str::from_utf8(&bytes).map_err(|_| KeyError::NotHex)?;
     Ok(OverlayKey::from_hex(text)?)
 }
@@ -1584,6 +1595,18 @@ listen = "127.0.0.1:9482"
         assert_eq!(
             read_key_file(&binary).unwrap_err(),
             KeyFileError::Key(KeyError::NotHex)
+        );
+        // A gigabyte (sparse): refused by its size, not read.
+        let huge = dir.write("huge.key", KEY_HEX, 0o600);
+        std::fs::File::options()
+            .write(true)
+            .open(&huge)
+            .unwrap()
+            .set_len(1 << 30)
+            .unwrap();
+        assert_eq!(
+            read_key_file(&huge).unwrap_err(),
+            KeyFileError::Key(KeyError::Length(1 << 30))
         );
     }
 
