@@ -35,7 +35,7 @@ pub enum Side {
 pub struct Bed {
     pub net: Gateway,
     pub queues: u32,
-    peer_mac: MacAddr,
+    pub peer_mac: MacAddr,
     host_mac: MacAddr,
     pub gw_wan: MacAddr,
     pub gw_lan: MacAddr,
@@ -68,10 +68,6 @@ impl Bed {
             Side::Peer => &self.net.peer,
             Side::Host => &self.net.host,
         }
-    }
-
-    pub fn peer_mac(&self) -> [u8; 6] {
-        self.peer_mac.0
     }
 
     /// A UDP frame of `size` bytes from the host to `dst`, through the

@@ -12,11 +12,12 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result};
 use detour_dataplane::xsk::{Desc, Umem};
 use detour_testkit::Netns;
 
 use crate::bed::RELAY_PORT;
+use crate::measure::pin;
 use crate::xdp::BenchXdp;
 
 const BATCH: usize = 64;
@@ -37,14 +38,6 @@ impl Drop for Forwarder {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-    }
-}
-
-fn pin(core: usize) -> Result<()> {
-    if core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-        Ok(())
-    } else {
-        Err(anyhow!("cannot pin a thread to CPU {core}"))
     }
 }
 

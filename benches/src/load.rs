@@ -39,22 +39,25 @@ impl CpuTimes {
 
     /// The share of all CPUs' time busy since `earlier`.
     pub fn all_busy_since(&self, earlier: &CpuTimes) -> f64 {
-        let (busy, total) = self
-            .0
-            .iter()
-            .zip(&earlier.0)
-            .fold((0, 0), |(b, t), (a, e)| (b + a.0 - e.0, t + a.1 - e.1));
-        busy as f64 / total.max(1) as f64
+        self.share_since(earlier, |t| t.0)
     }
 
     /// The share of all CPUs' time the hypervisor took since `earlier`.
     pub fn steal_since(&self, earlier: &CpuTimes) -> f64 {
-        let (steal, total) = self
+        self.share_since(earlier, |t| t.2)
+    }
+
+    /// What `part` of the jiffies grew since `earlier`, over all CPUs'
+    /// total.
+    fn share_since(&self, earlier: &CpuTimes, part: impl Fn(&(u64, u64, u64)) -> u64) -> f64 {
+        let (grew, total) = self
             .0
             .iter()
             .zip(&earlier.0)
-            .fold((0, 0), |(s, t), (a, e)| (s + a.2 - e.2, t + a.1 - e.1));
-        steal as f64 / total.max(1) as f64
+            .fold((0, 0), |(g, t), (a, e)| {
+                (g + part(a) - part(e), t + a.1 - e.1)
+            });
+        grew as f64 / total.max(1) as f64
     }
 }
 

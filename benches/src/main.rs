@@ -15,7 +15,6 @@ mod xdp;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::sync::Mutex;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
@@ -205,9 +204,7 @@ fn run(args: &Args) -> Result<()> {
                 paths::receive_on(bed.ns(to), "eth0", &generator_cores, &sink_napi_before)?;
             }
             for &size in &args.sizes {
-                if measure::INTERRUPTED.load(Ordering::Relaxed) {
-                    bail!("interrupted; everything it set up is removed");
-                }
+                measure::interrupted()?;
                 let frame = path.frame(&bed, size);
                 let pacers = match from {
                     Side::Peer => &peer_pacers,
@@ -300,7 +297,6 @@ fn run(args: &Args) -> Result<()> {
                         throughput.steal * 100.0
                     );
                     eprintln!("detour-bench: flagged: {why}");
-                    report.flagged.push(why.clone());
                     flagged = Some(why);
                 }
                 report.rounds.push(Entry {
@@ -322,8 +318,7 @@ fn run(args: &Args) -> Result<()> {
     }
     drop((peer_pacers, host_pacers));
     drop(bed);
-    report.pick_medians();
-    report.compute_ratios();
+    report.summarise();
     report.write(&args.out)?;
     if let Some(doc) = &args.update_docs {
         update_docs(doc, &report)?;

@@ -426,11 +426,12 @@ fn flat_out_generator(
     Ok(())
 }
 
-fn pin(core: usize) -> Result<()> {
+/// Pins the calling thread to CPU `core`.
+pub fn pin(core: usize) -> Result<()> {
     if core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
         Ok(())
     } else {
-        Err(anyhow!("cannot pin a generator to CPU {core}"))
+        Err(anyhow!("cannot pin a thread to CPU {core}"))
     }
 }
 
@@ -441,9 +442,8 @@ fn pin(core: usize) -> Result<()> {
 /// near 0.8 Mpps here; a rate above that is offered as fast as it goes, and
 /// the search counts only what was offered.
 ///
-/// Made once for the whole run: a socket bound right after another on the
-/// same queue was closed fails with EBUSY until the kernel's deferred
-/// release has run.
+/// Made once for the whole run, not per trial: a bind right after a close
+/// on the same queue waits for the kernel's deferred release.
 pub struct Pacer {
     // Declared before the UMEM: it must go first.
     socket: Socket,

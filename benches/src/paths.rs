@@ -129,19 +129,7 @@ impl Path {
         let mut dut = Dut::default();
         match self {
             Path::Relay | Path::Encap | Path::Decap => {
-                // The kernel frees a closed AF_XDP socket's hold on its
-                // queue a moment later (deferred work): the previous path's
-                // socket may still hold queue 0.
-                let mut tries = 0;
-                dut.dataplane = Some(loop {
-                    match Dataplane::start(bed, cores) {
-                        Err(e) if tries < 10 && format!("{e:?}").contains("busy") => {
-                            tries += 1;
-                            std::thread::sleep(Duration::from_millis(300));
-                        }
-                        started => break started?,
-                    }
-                });
+                dut.dataplane = Some(Dataplane::start(bed, cores)?);
             }
             Path::KernelForward | Path::KernelForwardRps => {
                 // veth hands frames sent with XDP (the generator) only to a
@@ -161,7 +149,7 @@ impl Path {
                 dut.forwarder = Some(forwarders::udp_relay(gw, cores[0])?);
             }
             Path::XdpRedirect => {
-                let (src, dst) = (bed.gw_wan.0, bed.peer_mac());
+                let (src, dst) = (bed.gw_wan.0, bed.peer_mac.0);
                 dut.redirect = Some(gw.enter(|| BenchXdp::redirect("lan", "wan", src, dst))??);
             }
             Path::AfXdpSwap => {
@@ -182,13 +170,18 @@ fn pass_on(bed: &Bed, iface: &str) -> Result<PassProgram> {
 
 /// The NAPI threads of interfaces named `iface` (in any namespace).
 pub fn napi_threads(iface: &str) -> Vec<i32> {
-    let prefix = format!("napi/{iface}-");
-    let Ok(dir) = std::fs::read_dir("/proc") else {
+    tasks_named("/proc", &format!("napi/{iface}-"))
+}
+
+/// The ids of the tasks listed in `dir` (`/proc`, or a process's `task`
+/// folder) whose name starts with `prefix`.
+fn tasks_named(dir: &str, prefix: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
     dir.flatten()
         .filter(|e| {
-            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.starts_with(&prefix))
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
         })
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .collect()
@@ -250,7 +243,8 @@ fn set_rps(bed: &Bed, mask: &str) -> Result<()> {
     Ok(())
 }
 
-/// What one path set up on the gateway; undone on drop.
+/// What one path set up on the gateway: its programs and threads go on
+/// drop; [`Dut::stop`] also puts the sysctls back.
 #[derive(Default)]
 pub struct Dut {
     dataplane: Option<Dataplane>,
@@ -268,7 +262,7 @@ impl Dut {
             return f.tids.clone();
         }
         if self.dataplane.is_some() {
-            return threads_named("worker-q");
+            return tasks_named("/proc/self/task", "worker-q");
         }
         Vec::new()
     }
@@ -304,19 +298,6 @@ impl Dut {
     }
 }
 
-/// This process's threads whose name starts with `prefix`.
-fn threads_named(prefix: &str) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
-        })
-        .filter_map(|t| t.file_name().to_str()?.parse().ok())
-        .collect()
-}
-
 /// detour's dataplane in the gateway's namespace, in this process (its
 /// workers are threads here, so their CPU time can be read), as node 1 of
 /// testkit's three-node table: nodes 2 and 3 direct.
@@ -339,7 +320,7 @@ impl Dataplane {
             api.path()
         ))
         .map_err(|e| anyhow!("the bench's dataplane config: {e}"))?
-        .check(std::thread::available_parallelism().map_or(1, usize::from))?;
+        .check(crate::measure::cpus())?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = Arc::clone(&stop);

@@ -22,7 +22,8 @@ pub struct Report {
     pub rounds: Vec<Entry>,
     pub ratios: Vec<Ratio>,
     pub targets: Vec<Target>,
-    /// Entries measured while other work loaded the machine.
+    /// Every measurement taken while other work loaded the machine (from
+    /// `rounds`).
     pub flagged: Vec<String>,
     /// Paths and sizes that forwarded nothing without loss.
     pub failed: Vec<String>,
@@ -101,9 +102,21 @@ impl Report {
             .find(|e| e.path == path && e.frame_bytes == size)
     }
 
+    /// Fills in what `rounds` gives: the medians, the flagged list, the
+    /// ratios and the targets.
+    pub fn summarise(&mut self) {
+        self.pick_medians();
+        self.flagged = self
+            .rounds
+            .iter()
+            .filter_map(|e| e.flagged.clone())
+            .collect();
+        self.compute_ratios();
+    }
+
     /// Each path and size's median round (by lossless rate) into
     /// `results`, in the order first measured.
-    pub fn pick_medians(&mut self) {
+    fn pick_medians(&mut self) {
         let mut keys: Vec<(Path, usize)> = Vec::new();
         for e in &self.rounds {
             if !keys.contains(&(e.path, e.frame_bytes)) {
@@ -129,7 +142,7 @@ impl Report {
     }
 
     /// Every detour path against every baseline, same frame size.
-    pub fn compute_ratios(&mut self) {
+    fn compute_ratios(&mut self) {
         let mut ratios = Vec::new();
         for d in self.results.iter().filter(|e| e.detour) {
             for b in self
@@ -397,8 +410,7 @@ mod tests {
             flagged: Vec::new(),
             failed: Vec::new(),
         };
-        r.pick_medians();
-        r.compute_ratios();
+        r.summarise();
         r
     }
 
@@ -413,7 +425,9 @@ mod tests {
         for (round, e) in entries.iter_mut().enumerate() {
             e.round = round;
         }
+        entries[1].flagged = Some("steal 30 %".into());
         let r = report(entries);
+        assert_eq!(r.flagged, vec!["steal 30 %".to_string()]);
         assert_eq!(r.results.len(), 2);
         assert_eq!((r.results[0].path, r.results[0].round), (Path::Relay, 3));
         assert_eq!(r.results[0].throughput.lossless_pps, 200_000.0);

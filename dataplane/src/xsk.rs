@@ -25,6 +25,11 @@ use libxdp_sys::{
 
 pub use libxdp_sys::xdp_desc as Desc;
 
+/// How long a bind waits for a queue that a socket closed a moment ago
+/// still holds; a queue that another live socket holds stays busy, and the
+/// bind fails with EBUSY after this.
+const BIND_BUSY_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How a socket moves frames between the NIC and the UMEM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BindMode {
@@ -72,11 +77,12 @@ impl Umem {
             return Err(io::Error::last_os_error());
         }
         // Transparent huge pages, asked for before the memory is touched:
-        // with 4 KiB pages every frame is a page of its own, and the first
-        // read of each received frame missed the TLB (84 % of the relay
-        // rewrite's samples in a profile on a VM, where a page walk is
-        // nested). Both calls are best effort: without THP the mapping
-        // works as before, faulted in below or on first use.
+        // with 4 KiB pages every frame is a page of its own and a TLB entry
+        // of its own. On a VM, where a page walk is nested, the worker's
+        // user time per packet fell by 17 to 50 % (docs/benchmarks.md);
+        // the first read of each frame stays the hot spot, a cache miss.
+        // Both calls are best effort: without THP the mapping works as
+        // before, faulted in below or on first use.
         // SAFETY: advice on the mapping just made, which nothing uses yet.
         unsafe {
             libc::madvise(area, len, libc::MADV_HUGEPAGE);
@@ -166,7 +172,26 @@ impl Umem {
         }
     }
 
+    /// Binds, waiting up to [`BIND_BUSY_FOR`] while the queue is busy: the
+    /// kernel releases a closed socket's hold on its queue in deferred work,
+    /// so a socket bound right after another on the same queue was closed
+    /// (a restarted worker, the next benchmark path) briefly finds it taken.
     fn bind(&mut self, iface: &str, queue: u32, mode: BindMode) -> io::Result<Socket> {
+        let deadline = std::time::Instant::now() + BIND_BUSY_FOR;
+        loop {
+            match self.bind_once(iface, queue, mode) {
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EBUSY)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                bound => return bound,
+            }
+        }
+    }
+
+    fn bind_once(&mut self, iface: &str, queue: u32, mode: BindMode) -> io::Result<Socket> {
         let name = CString::new(iface).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         let copy = match mode {
             BindMode::ZeroCopy => XDP_ZEROCOPY,

@@ -46,28 +46,7 @@ impl Bench {
     fn new() -> Bench {
         require_root();
         let ns = Netns::new("cls").unwrap();
-        let q = QUEUES.to_string();
-        ns.ip(&[
-            "link",
-            "add",
-            "wan",
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "wanp",
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-        ])
-        .unwrap();
-        ns.ip(&["link", "set", "wan", "up"]).unwrap();
-        ns.ip(&["link", "set", "wanp", "up"]).unwrap();
+        ns.veth_with_queues("wan", &ns, "wanp", QUEUES).unwrap();
         let ifindex = ns
             .enter(|| detour_dataplane::xdp::iface::ifindex("wan"))
             .unwrap()

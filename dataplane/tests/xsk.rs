@@ -207,3 +207,25 @@ fn netns_a_shared_umem_forwards_between_interfaces_without_copying() {
         rx_packets(&net.host, "eth0") - before
     );
 }
+
+/// The kernel lets go of a closed socket's queue in deferred work: a socket
+/// bound right after, as a restarted worker's is, must wait for that rather
+/// than fail with EBUSY.
+#[test]
+fn netns_a_queue_closed_a_moment_ago_can_be_bound_again() {
+    require_root();
+    let net = Gateway::up();
+    net.gw
+        .enter(|| {
+            for round in 0..20 {
+                let mut umem = Umem::new(4096, 64, 64).unwrap();
+                let socket = umem
+                    .socket("wan", 0, Some(false))
+                    .unwrap_or_else(|e| panic!("bind {round}: {e}"));
+                // The socket before its UMEM, as a worker drops them.
+                drop(socket);
+                drop(umem);
+            }
+        })
+        .unwrap();
+}
