@@ -152,8 +152,20 @@ impl Rig {
         assert_eq!(version, snapshot.version);
     }
 
+    /// The counters once they have settled: a worker publishes them after
+    /// the turn that sent the frames, so a frame can reach the peer a
+    /// moment before it is counted (a test read "encapsulated: 0" once).
     fn stats(&self) -> Stats {
-        self.client().stats().unwrap()
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut last = self.client().stats().unwrap();
+        loop {
+            std::thread::sleep(Duration::from_millis(10));
+            let now = self.client().stats().unwrap();
+            if now.total == last.total || Instant::now() > deadline {
+                return now;
+            }
+            last = now;
+        }
     }
 
     /// A raw socket on the peer's or the host's interface.
