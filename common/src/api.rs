@@ -99,7 +99,10 @@ pub enum Response {
 /// `received = forwarded + answered + Σ dropped`, where `forwarded` is
 /// encapsulated + relayed + decapsulated and `answered` the frames turned
 /// into ICMP answers. What the XDP programs kept from the workers (passed to
-/// the kernel, dropped as malformed) is in `xdp`, by verdict.
+/// the kernel, dropped as malformed) is in `xdp`, by verdict. Once traffic
+/// stops, what they handed to the workers is what the workers received
+/// plus what the kernel dropped in between: `xdp.wan_to_worker +
+/// xdp.lan_to_worker = received + Σ socket_dropped`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     pub workers: Vec<WorkerStats>,
@@ -134,6 +137,12 @@ pub struct WorkerCounters {
     pub transmitted_bytes: u64,
     /// Drops by reason (the names in docs/dataplane-api.md), zeros left out.
     pub dropped: BTreeMap<String, u64>,
+    /// Frames the kernel dropped on the way into the worker's sockets, so
+    /// never received (`ring_full`: the worker fell behind; `no_frame`: no
+    /// free frame to copy into), zeros left out. Read from the kernel every
+    /// 100 ms or so.
+    #[serde(default)]
+    pub socket_dropped: BTreeMap<String, u64>,
 }
 
 impl WorkerCounters {
@@ -143,6 +152,10 @@ impl WorkerCounters {
 
     pub fn dropped_total(&self) -> u64 {
         self.dropped.values().sum()
+    }
+
+    pub fn socket_dropped_total(&self) -> u64 {
+        self.socket_dropped.values().sum()
     }
 
     /// Adds `other` into `self`.
@@ -156,6 +169,9 @@ impl WorkerCounters {
         self.transmitted_bytes += other.transmitted_bytes;
         for (reason, n) in &other.dropped {
             *self.dropped.entry(reason.clone()).or_default() += n;
+        }
+        for (reason, n) in &other.socket_dropped {
+            *self.socket_dropped.entry(reason.clone()).or_default() += n;
         }
     }
 }

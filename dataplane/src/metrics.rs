@@ -118,6 +118,17 @@ impl Collector for Scrape {
                 })
             }),
         )?;
+        m::counters(
+            e,
+            "detour_dataplane_socket_dropped_packets",
+            "Frames the kernel dropped on the way into a worker's AF_XDP sockets, by reason (docs/dataplane-api.md).",
+            stats.workers.iter().flat_map(|w| {
+                Stat::socket_drop_reasons().map(|reason| {
+                    let n = w.counters.socket_dropped.get(reason).copied().unwrap_or(0);
+                    ([("queue", queue(w.queue)), ("reason", reason.into())], n)
+                })
+            }),
+        )?;
         m::histograms(
             e,
             "detour_dataplane_forwarding_latency_seconds",

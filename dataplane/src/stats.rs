@@ -29,6 +29,10 @@ pub enum Stat {
     Decapsulated,
     Answered,
     TransmittedBytes,
+    // The kernel's drops before the worker (`xsk::SocketDrops`): not
+    // received, so outside the worker's own accounting.
+    SocketRingFull,
+    SocketNoFrame,
     // Drops, by reason.
     Malformed,
     NoRoute,
@@ -59,10 +63,22 @@ impl Stat {
         (Stat::NoTable, "no_table"),
     ];
 
+    /// The kernel's drops on the way into the worker's sockets, with
+    /// their API names.
+    const SOCKET_DROPS: [(Stat, &'static str); 2] = [
+        (Stat::SocketRingFull, "ring_full"),
+        (Stat::SocketNoFrame, "no_frame"),
+    ];
+
     /// The names of the drop reasons, as the API and the metrics report
     /// them.
     pub fn drop_reasons() -> impl Iterator<Item = &'static str> {
         Stat::DROPS.iter().map(|(_, name)| *name)
+    }
+
+    /// The names of the sockets' drop reasons.
+    pub fn socket_drop_reasons() -> impl Iterator<Item = &'static str> {
+        Stat::SOCKET_DROPS.iter().map(|(_, name)| *name)
     }
 
     /// The counter of a discarded frame.
@@ -90,6 +106,12 @@ impl Tally {
     #[inline]
     pub fn add(&mut self, stat: Stat, n: u64) {
         self.0[stat as usize] += n;
+    }
+
+    /// Sets a count kept elsewhere (the kernel's socket drops).
+    #[inline]
+    pub fn set(&mut self, stat: Stat, n: u64) {
+        self.0[stat as usize] = n;
     }
 
     #[inline]
@@ -189,6 +211,11 @@ impl Published {
                 .map(|(s, name)| (name.to_string(), get(*s)))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
+            socket_dropped: Stat::SOCKET_DROPS
+                .iter()
+                .map(|(s, name)| (name.to_string(), get(*s)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
         }
     }
 
@@ -277,8 +304,15 @@ mod tests {
         tally.add(Stat::Relayed, 2);
         tally.add(Stat::of(Discard::HopLimit), 2);
         tally.add(Stat::of(Discard::TooBig { mtu: 1400 }), 1);
+        tally.set(Stat::SocketRingFull, 7);
+        tally.set(Stat::SocketRingFull, 9);
         published.publish(&tally);
         let c = published.counters();
+        assert_eq!(
+            c.socket_dropped.into_iter().collect::<Vec<_>>(),
+            [("ring_full".to_string(), 9)],
+            "the kernel's count, as read last; not a drop of the worker's"
+        );
         assert_eq!(c.received, 5);
         assert_eq!(c.relayed, 2);
         assert_eq!(

@@ -61,6 +61,10 @@ pub struct WorkerConfig {
 /// flag again.
 const IDLE_POLL_MS: i32 = 50;
 
+/// How often a worker reads the kernel's drops on its sockets (two
+/// `getsockopt` calls, per turn at most).
+const SOCKET_DROPS_EVERY: Duration = Duration::from_millis(100);
+
 /// How long a stopping worker keeps going to send what it already took.
 const DRAIN_FOR: Duration = Duration::from_millis(200);
 
@@ -79,6 +83,8 @@ pub struct Worker {
     completed: Vec<u64>,
     tally: Tally,
     latency: LatencyRecorder,
+    /// When the sockets' drops were last read.
+    socket_drops_read: Instant,
     published: Arc<Published>,
     /// LAN hosts this worker dropped decapsulated packets for, for the
     /// daemon to have resolved.
@@ -120,6 +126,7 @@ impl Worker {
             completed: vec![0; batch],
             tally: Tally::default(),
             latency: LatencyRecorder::default(),
+            socket_drops_read: Instant::now(),
             published: Arc::new(Published::default()),
             unresolved: Arc::new(UnresolvedHosts::default()),
             table,
@@ -163,6 +170,7 @@ impl Worker {
         }
         let deadline = Instant::now() + DRAIN_FOR;
         while Instant::now() < deadline && (self.turn() || self.transmitting()) {}
+        self.read_socket_drops(Instant::now());
         self.published.publish(&self.tally);
     }
 
@@ -186,10 +194,26 @@ impl Worker {
             lan.kick();
         }
         if moved {
+            let now = Instant::now();
+            if now.duration_since(self.socket_drops_read) >= SOCKET_DROPS_EVERY {
+                self.read_socket_drops(now);
+            }
             self.published.publish(&self.tally);
-            self.latency.maybe_merge(Instant::now(), &self.published);
+            self.latency.maybe_merge(now, &self.published);
         }
         moved
+    }
+
+    /// Takes the kernel's counts of the frames it dropped on the way into
+    /// the sockets (the worker never saw them) into the tally.
+    fn read_socket_drops(&mut self, now: Instant) {
+        self.socket_drops_read = now;
+        let mut drops = self.wan.drops().unwrap_or_default();
+        if let Some(lan) = &self.lan {
+            drops = drops + lan.drops().unwrap_or_default();
+        }
+        self.tally.set(Stat::SocketRingFull, drops.ring_full);
+        self.tally.set(Stat::SocketNoFrame, drops.no_frame);
     }
 
     /// Takes transmitted frames back from both completion rings.
@@ -321,6 +345,12 @@ impl Worker {
 
     /// Nothing came in: spin (busy polling) or sleep until something does.
     fn idle(&mut self) {
+        // Idle is when the last drops of a burst get counted.
+        let now = Instant::now();
+        if now.duration_since(self.socket_drops_read) >= SOCKET_DROPS_EVERY {
+            self.read_socket_drops(now);
+            self.published.publish(&self.tally);
+        }
         if self.config.busy_poll && !self.wan.fill_needs_wakeup() {
             std::hint::spin_loop();
             return;

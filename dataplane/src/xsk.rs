@@ -388,6 +388,58 @@ impl Socket {
             n => Ok(n > 0),
         }
     }
+    /// What the kernel dropped on the way into this socket since it was
+    /// opened (`XDP_STATISTICS`): frames the XDP program redirected here
+    /// that the worker never saw.
+    pub fn drops(&self) -> io::Result<SocketDrops> {
+        let mut stats = libc::xdp_statistics {
+            rx_dropped: 0,
+            rx_invalid_descs: 0,
+            tx_invalid_descs: 0,
+            rx_ring_full: 0,
+            rx_fill_ring_empty_descs: 0,
+            tx_ring_empty_descs: 0,
+        };
+        let mut len = std::mem::size_of_val(&stats) as libc::socklen_t;
+        // SAFETY: the kernel writes at most `len` bytes into `stats`.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd,
+                libc::SOL_XDP,
+                libc::XDP_STATISTICS,
+                (&raw mut stats).cast(),
+                &mut len,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(SocketDrops {
+            ring_full: stats.rx_ring_full,
+            no_frame: stats.rx_dropped,
+        })
+    }
+}
+
+/// The kernel's drops on the way into one AF_XDP socket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SocketDrops {
+    /// The RX ring was full: the worker fell behind.
+    pub ring_full: u64,
+    /// No frame to copy into (the fill ring was empty), or the frame was
+    /// larger than a UMEM frame.
+    pub no_frame: u64,
+}
+
+impl std::ops::Add for SocketDrops {
+    type Output = SocketDrops;
+
+    fn add(self, other: SocketDrops) -> SocketDrops {
+        SocketDrops {
+            ring_full: self.ring_full + other.ring_full,
+            no_frame: self.no_frame + other.no_frame,
+        }
+    }
 }
 
 impl Drop for Socket {

@@ -468,6 +468,13 @@ pub fn stats(stats: &dp::Stats) {
         .map(|(reason, n)| format!("{reason} {n}"))
         .collect();
     println!("drops by reason: {}", or_none(drops));
+    let socket: Vec<String> = stats
+        .total
+        .socket_dropped
+        .iter()
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect();
+    println!("dropped before a worker (socket): {}", or_none(socket));
     let xdp: Vec<String> = stats
         .xdp
         .iter()
