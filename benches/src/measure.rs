@@ -18,6 +18,7 @@ use detour_testkit::Netns;
 use serde::Serialize;
 
 use detour_common::bench::{STAMP_MAGIC, Stamp};
+use detour_dataplane::xdp::FrameGenerator;
 use detour_dataplane::xsk::{Desc, Socket, Umem};
 
 use crate::load::{CpuTimes, thread_cpu_ns};
@@ -417,7 +418,7 @@ fn flat_out_generator(
     stop: &AtomicBool,
 ) -> Result<()> {
     pin(core)?;
-    let program = BenchXdp::generator()?;
+    let program = FrameGenerator::load()?;
     let iface = ifindex("eth0")?;
     while !stop.load(Ordering::Relaxed) {
         program.send(frame, iface, CHUNK, BATCH)?;

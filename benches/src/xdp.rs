@@ -1,16 +1,17 @@
 //! The harness's XDP programs (`detour_common::bench`), loaded from the
-//! object the dataplane's build embeds: the generator, the sink, and the
-//! two kernel-side baseline forwarders.
+//! object the dataplane's build embeds: the sink and the two kernel-side
+//! baseline forwarders (the generator is the dataplane's
+//! `xdp::FrameGenerator`).
 
 use std::os::fd::{AsFd, BorrowedFd};
 
 use anyhow::{Context as _, Result};
 use aya::Ebpf;
 use aya::maps::{Array, DevMap, PerCpuArray, XskMap};
-use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
+use aya::programs::{Xdp, XdpMode};
 use detour_common::bench::{
-    FORWARD_MAP, Forward, GENERATE_PROGRAM, LATENCY_BUCKETS, LATENCY_MAP, REDIRECT_PROGRAM,
-    SINK_COUNT_MAP, SINK_PROGRAM, TO_XSK_PROGRAM, TX_PORT_MAP, XSKS_MAP, bucket_range,
+    FORWARD_MAP, Forward, LATENCY_BUCKETS, LATENCY_MAP, REDIRECT_PROGRAM, SINK_COUNT_MAP,
+    SINK_PROGRAM, TO_XSK_PROGRAM, TX_PORT_MAP, XSKS_MAP, bucket_range,
 };
 use detour_common::maps::PacketCount;
 use detour_dataplane::xdp::BENCH_OBJECT;
@@ -34,11 +35,6 @@ impl BenchXdp {
             .load()
             .with_context(|| format!("loading {name}"))?;
         Ok(BenchXdp { ebpf, name })
-    }
-
-    /// The generator: see [`BenchXdp::send`].
-    pub fn generator() -> Result<BenchXdp> {
-        Self::load(GENERATE_PROGRAM)
     }
 
     /// The sink, counting, timing and dropping what `iface` receives.
@@ -81,32 +77,6 @@ impl BenchXdp {
         program(&mut self.ebpf, name)?
             .attach(iface, XdpMode::Driver)
             .with_context(|| format!("attaching {name} to {iface}"))?;
-        Ok(())
-    }
-
-    /// Sends `frame` `count` times out of interface `ifindex` with
-    /// `BPF_PROG_RUN` live frames, `batch` per transmit flush.
-    pub fn send(&self, frame: &[u8], ifindex: u32, count: u32, batch: u32) -> Result<()> {
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
-        // rx_queue_index, egress_ifindex.
-        let ctx: Vec<u8> = [0, frame.len() as u32, 0, ifindex, 0, 0]
-            .iter()
-            .flat_map(|w| w.to_ne_bytes())
-            .collect();
-        let program: &Xdp = self
-            .ebpf
-            .program(self.name)
-            .context("no generator program")?
-            .try_into()?;
-        program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                ctx_in: Some(&ctx),
-                repeat: count,
-                attrs: TestRunAttrs::new().xdp_live_frames(batch),
-                ..TestRunOptions::default()
-            })
-            .context("BPF_PROG_RUN with live frames")?;
         Ok(())
     }
 

@@ -276,7 +276,7 @@ impl Testbed {
                 // A wire carries finished checksums; a veth hands on
                 // packets whose UDP checksum the receiving kernel was to
                 // fill in, which the dataplane forwards as they are.
-                host.enter(|| crate::ethtool::set_tx_checksum("eth0", false))??;
+                host.enter(|| detour_testkit::ethtool::set_tx_checksum("eth0", false))??;
             }
             let key_file = l.node_dir(id).join("overlay.key");
             write_secret(&key_file, if spec.wrong_key { &wrong_key } else { &key })?;

@@ -15,7 +15,6 @@
 pub mod bed;
 pub mod delay_line;
 pub mod demo;
-mod ethtool;
 pub mod internet;
 pub mod topology;
 pub mod traffic;

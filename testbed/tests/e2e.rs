@@ -21,21 +21,9 @@ use detour_testkit::{eventually, require_root, unique_name};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// Where the tests' measurements go, for `scripts/test` to print after the
-/// suite (cargo shows a passing test's output only on request).
-const REPORT: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/e2e-report.txt");
-
 /// Prints a measurement, and keeps it for `scripts/test`'s report.
 fn report(line: String) {
-    use std::io::Write;
-    eprintln!("{line}");
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(REPORT)
-    {
-        let _ = writeln!(f, "{line}");
-    }
+    detour_testkit::report(env!("CARGO_TARGET_TMPDIR"), &line);
 }
 
 /// Datagrams a second of the test flows, and their payload.

@@ -19,6 +19,7 @@
 //! ```
 
 pub mod classifier_cases;
+pub mod ethtool;
 pub mod frames;
 pub mod packet;
 pub mod topology;
@@ -68,7 +69,8 @@ pub fn unique_name(tag: &str) -> String {
 }
 
 /// A path under /tmp with a kit-made name for a file a test's process
-/// creates (a Unix socket, say); the file is removed when this drops.
+/// creates (a Unix socket, say), or a directory; either is removed, with
+/// what is in it, when this drops.
 #[derive(Debug)]
 pub struct ScratchPath(PathBuf);
 
@@ -84,7 +86,11 @@ impl ScratchPath {
 
 impl Drop for ScratchPath {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if self.0.is_dir() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        } else {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 }
 
@@ -378,6 +384,25 @@ pub fn parse_mac(text: &str) -> Option<MacAddr> {
         *b = u8::from_str_radix(parts.next()?, 16).ok()?;
     }
     parts.next().is_none().then_some(MacAddr(mac))
+}
+
+/// The file the network tests write what they measured to, in the target's
+/// temporary directory (`CARGO_TARGET_TMPDIR`, which only tests see), for
+/// `scripts/test` to print after the suite: cargo shows a passing test's
+/// output only on request.
+pub const REPORT_FILE: &str = "e2e-report.txt";
+
+/// Prints a measurement, and appends it to [`REPORT_FILE`] in `tmpdir`.
+pub fn report(tmpdir: &str, line: &str) {
+    use std::io::Write;
+    eprintln!("{line}");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(Path::new(tmpdir).join(REPORT_FILE))
+    {
+        let _ = writeln!(f, "{line}");
+    }
 }
 
 /// Polls `condition` every 20 ms until it holds or `timeout` passes;

@@ -6,10 +6,13 @@
 //! - [`PassProgram`]: passes everything; the baseline for the classifier's
 //!   cost and the smallest proof that loading works.
 //! - [`iface`]: what an interface carries, and removing a foreign program.
+//! - [`FrameGenerator`]: sends a frame millions of times a second, for the
+//!   benchmarks and the hostile-traffic test (never used by the dataplane).
 
 mod classifier;
 mod counters;
 pub mod iface;
+mod live_frames;
 mod pass;
 
 use aya::EbpfError;
@@ -17,6 +20,7 @@ use aya::programs::ProgramError;
 
 pub use classifier::{AttachMode, Attachment, Classifier, Role};
 pub use counters::Counters;
+pub use live_frames::FrameGenerator;
 pub use pass::PassProgram;
 
 /// The eBPF object, built by `build.rs` and aligned as the ELF parser needs.
