@@ -8,6 +8,13 @@
 //! holds up another; [`Connection`] is the client side. What the requests
 //! and answers are is each API's own (`api` for the dataplane, the control
 //! process's `api`).
+//!
+//! Whatever a client sends, the daemon answers and goes on: a line that is
+//! no request (not JSON, not UTF-8, an unknown request) gets an error
+//! answer; a line longer than [`MAX_REQUEST`] gets one and the connection
+//! closes; a client silent mid-request for [`READ_TIMEOUT`] is dropped; and
+//! at most [`MAX_CONNECTIONS`] are served at once (each may buffer a whole
+//! request), the next told so and closed.
 
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -15,6 +22,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -25,7 +33,12 @@ use serde::de::DeserializeOwned;
 pub const MAX_REQUEST: u64 = 16 << 20;
 
 /// How long a connection may sit idle in the middle of a request.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections served at once: operators' tools and one control process
+/// need a handful; the cap bounds the threads and request buffers a
+/// runaway script can make a daemon hold (16 MiB each at most).
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// What a server does with each request, and how it says that a line
 /// could not be read as one.
@@ -87,19 +100,36 @@ impl Server {
         std::thread::Builder::new()
             .name("api".into())
             .spawn(move || {
+                let open = Arc::new(AtomicUsize::new(0));
                 for stream in listener.incoming() {
-                    let stream = match stream {
+                    let mut stream = match stream {
                         Ok(s) => s,
                         Err(e) => {
                             tracing::warn!("API accept: {e}");
                             continue;
                         }
                     };
+                    if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                        tracing::warn!("API: {MAX_CONNECTIONS} connections open; refusing another");
+                        let refusal = handler.refuse(format!(
+                            "too many connections ({MAX_CONNECTIONS} open); try again later"
+                        ));
+                        let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+                        let _ = stream.write_all(&answer(&refusal));
+                        continue;
+                    }
+                    open.fetch_add(1, Ordering::Relaxed);
                     let handler = Arc::clone(&handler);
-                    let spawned = std::thread::Builder::new()
-                        .name("api-conn".into())
-                        .spawn(move || serve(stream, &*handler));
+                    let done = Arc::clone(&open);
+                    let spawned =
+                        std::thread::Builder::new()
+                            .name("api-conn".into())
+                            .spawn(move || {
+                                serve(stream, &*handler);
+                                done.fetch_sub(1, Ordering::Relaxed);
+                            });
                     if let Err(e) = spawned {
+                        open.fetch_sub(1, Ordering::Relaxed);
                         tracing::warn!("API connection thread: {e}");
                     }
                 }
@@ -124,25 +154,25 @@ fn serve<H: Handler>(stream: UnixStream, handler: &H) {
         return;
     };
     let mut reader = BufReader::new(stream);
-    let mut line = String::new();
+    let mut line = Vec::new();
     loop {
         line.clear();
-        match (&mut reader).take(MAX_REQUEST).read_line(&mut line) {
+        match (&mut reader).take(MAX_REQUEST).read_until(b'\n', &mut line) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        let oversized = !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST;
+        let oversized = !line.ends_with(b"\n") && line.len() as u64 >= MAX_REQUEST;
         let response = if oversized {
             handler.refuse(format!("request longer than {MAX_REQUEST} bytes"))
         } else {
-            match serde_json::from_str::<H::Request>(&line) {
+            // From bytes: a line that is not UTF-8 is answered like any
+            // other that is no request.
+            match serde_json::from_slice::<H::Request>(&line) {
                 Ok(request) => handler.handle(request),
                 Err(e) => handler.refuse(format!("malformed request: {e}")),
             }
         };
-        let mut out = serde_json::to_vec(&response).expect("responses serialize");
-        out.push(b'\n');
-        if writer.write_all(&out).is_err() {
+        if writer.write_all(&answer(&response)).is_err() {
             return;
         }
         if oversized {
@@ -150,6 +180,13 @@ fn serve<H: Handler>(stream: UnixStream, handler: &H) {
             return;
         }
     }
+}
+
+/// A response as its line.
+fn answer<R: Serialize>(response: &R) -> Vec<u8> {
+    let mut out = serde_json::to_vec(response).expect("responses serialize");
+    out.push(b'\n');
+    out
 }
 
 /// A client's connection to an API socket: one request, one answer.
@@ -185,5 +222,136 @@ impl Connection {
             ));
         }
         serde_json::from_str(&line).map_err(io::Error::other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Echoes a number back; refuses with the reason.
+    struct Echo;
+
+    impl Handler for Echo {
+        type Request = u64;
+        type Response = String;
+
+        fn handle(&self, request: u64) -> String {
+            format!("got {request}")
+        }
+
+        fn refuse(&self, reason: String) -> String {
+            format!("refused: {reason}")
+        }
+    }
+
+    fn server() -> (Server, PathBuf) {
+        let path = std::env::temp_dir().join(format!(
+            "dt-{}-local-socket-{:?}.sock",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let server = Server::bind(&path, "test").unwrap();
+        server.spawn(Arc::new(Echo)).unwrap();
+        (server, path)
+    }
+
+    /// Sends `bytes` on a fresh connection and reads the first answer.
+    fn exchange(path: &Path, bytes: &[u8]) -> String {
+        let mut stream = UnixStream::connect(path).unwrap();
+        stream.write_all(bytes).unwrap();
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).unwrap();
+        line
+    }
+
+    #[test]
+    fn garbage_is_answered_and_the_connection_goes_on() {
+        let (_server, path) = server();
+        let mut stream = UnixStream::connect(&path).unwrap();
+        stream
+            .write_all(b"\xff\xfe\x00garbage\n{\"no\": 1}\n\n7\n")
+            .unwrap();
+        let lines: Vec<String> = BufReader::new(stream)
+            .lines()
+            .take(4)
+            .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+            .collect();
+        assert!(
+            lines[0].starts_with("refused: malformed request"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with("refused: malformed request"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[2].starts_with("refused: malformed request: EOF"),
+            "{lines:?}"
+        );
+        assert_eq!(lines[3], "got 7");
+    }
+
+    #[test]
+    fn an_oversized_request_is_refused_and_the_connection_closed() {
+        let (_server, path) = server();
+        let mut stream = UnixStream::connect(&path).unwrap();
+        let chunk = vec![b'1'; 1 << 20];
+        let writer = {
+            let mut stream = stream.try_clone().unwrap();
+            std::thread::spawn(move || {
+                // The server stops reading after MAX_REQUEST bytes: the
+                // rest may be refused by a closed socket.
+                for _ in 0..=(MAX_REQUEST >> 20) {
+                    if stream.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        let mut line = String::new();
+        BufReader::new(&mut stream).read_line(&mut line).unwrap();
+        let answer: String = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            answer,
+            format!("refused: request longer than {MAX_REQUEST} bytes")
+        );
+        writer.join().unwrap();
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "closed after the refusal");
+        // The server goes on.
+        assert_eq!(exchange(&path, b"5\n"), "\"got 5\"\n");
+    }
+
+    #[test]
+    fn connections_beyond_the_cap_are_told_so_and_closed() {
+        let (_server, path) = server();
+        let held: Vec<UnixStream> = (0..MAX_CONNECTIONS)
+            .map(|_| UnixStream::connect(&path).unwrap())
+            .collect();
+        // Each held connection is served: its thread answers.
+        for mut s in held.iter().take(1) {
+            s.write_all(b"1\n").unwrap();
+            let mut line = String::new();
+            BufReader::new(s).read_line(&mut line).unwrap();
+            assert_eq!(line, "\"got 1\"\n");
+        }
+        let refused = exchange(&path, b"2\n");
+        assert!(refused.contains("too many connections"), "{refused}");
+        drop(held);
+        // The threads notice the closed connections and the cap frees up.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let line = exchange(&path, b"3\n");
+            if line == "\"got 3\"\n" {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still refused: {line}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
