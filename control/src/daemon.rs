@@ -254,6 +254,13 @@ impl SnapshotBuilder {
     }
 
     /// A snapshot of the node's routes, numbered above every one before.
+    ///
+    /// A destination with no live path is sent direct, as RON falls back on
+    /// the Internet's own path: the probes may be wrong (the peer's control
+    /// process restarting, a burst of lost probes), and a packet sent on a
+    /// path believed down may arrive, where one dropped here never does.
+    /// The control process still shows it unreachable; the dataplane's
+    /// `unreachable` drops are for nodes the snapshot does not know.
     fn build(&mut self, node: &Node) -> RouteSnapshot {
         self.version = (self.version + 1).max(epoch_micros());
         RouteSnapshot {
@@ -263,7 +270,11 @@ impl SnapshotBuilder {
             routes: node
                 .routes()
                 .iter()
-                .filter_map(|r| r.next_hop().map(|via| RouteSpec { dst: r.dst, via }))
+                .filter(|r| self.nodes.iter().any(|n| n.id == r.dst))
+                .map(|r| RouteSpec {
+                    dst: r.dst,
+                    via: r.next_hop().unwrap_or(r.dst),
+                })
                 .collect(),
             prefixes: self.prefixes.clone(),
         }

@@ -232,6 +232,188 @@ fn netns_e2e_traffic_resumes_after_a_dataplane_restart() {
     assert_eq!(record.lost(after, u64::MAX), 0, "lost after the restarts");
 }
 
+/// Kills node `id`'s daemon with SIGKILL and waits until the kernel has
+/// taken away what it held: for the dataplane, the XDP programs on both
+/// interfaces (the kernel releases a dead process's files a moment after
+/// it is reaped).
+fn kill(bed: &Testbed, id: u16, daemon: Daemon) {
+    bed.stop_daemon(id, daemon, true).unwrap();
+    assert!(bed.pid(id, daemon).is_none());
+    if daemon == Daemon::Dataplane {
+        let node = bed.layout().node(id);
+        for iface in ["wan", "lan"] {
+            assert!(
+                eventually(Duration::from_secs(2), || !node.xdp_attached(iface)),
+                "node {id}'s {iface} still carries an XDP program after the dataplane was killed"
+            );
+        }
+    }
+}
+
+/// Node `id`'s dataplane holds exactly the routes its control process
+/// installed last: the same version, and toward every destination the path
+/// the control process chose (retried while a new computation races the
+/// reads).
+fn assert_routes_whole(bed: &Testbed, id: u16) {
+    let mut last = String::new();
+    let whole = eventually(ROUTE_TIMEOUT, || {
+        let (Ok(status), Ok(paths), Ok(Some(snapshot))) = (
+            bed.control_status(id),
+            bed.control_paths(id),
+            bed.dataplane(id).and_then(|mut c| Ok(c.routes()?)),
+        ) else {
+            return false;
+        };
+        last = format!("{:?} / {:?}", paths.routes, snapshot.routes);
+        status.dataplane.and_then(|d| d.installed_version) == Some(snapshot.version)
+            && paths.routes.iter().all(|r| {
+                let via = snapshot
+                    .routes
+                    .iter()
+                    .find(|s| s.dst == r.dst)
+                    .map(|s| s.via.0);
+                match r.path.as_deref() {
+                    // No live path: sent direct all the same.
+                    // No live path: sent direct all the same.
+                    None | Some("direct") => via == Some(r.dst.0),
+                    Some(path) => via.is_some_and(|v| path == format!("via {v}")),
+                }
+            })
+    });
+    assert!(
+        whole,
+        "node {id}: the dataplane's routes are not the control process's: {last}"
+    );
+}
+
+/// Sends garbage, a line that is not UTF-8 and a request over the 16 MiB
+/// limit to the API socket at `path`; each is answered with an error, and
+/// the daemon answers the next client as before.
+fn api_garbage(path: &Path) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::os::unix::net::UnixStream;
+    let mut stream = UnixStream::connect(path).unwrap();
+    stream
+        .write_all(b"{\"request\": \"reboot\"}\n\xff\xfe\n\x00\x01\x02\n")
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    for _ in 0..3 {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(
+            line.contains("\"error\"") && line.contains("malformed request"),
+            "{line}"
+        );
+    }
+    let huge = vec![b'x'; (16 << 20) + 1];
+    // The daemon stops reading at the limit and closes.
+    let _ = stream.write_all(&huge);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.contains("request longer than"), "{line}");
+    let mut rest = Vec::new();
+    let _ = reader.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+}
+
+/// SIGKILL, again and again, under traffic both ways between sites 1 and
+/// 2: node 1's dataplane (the kernel takes its programs and sockets away,
+/// nothing stays attached, and the new one forwards again once the control
+/// process has reinstalled its routes), node 1's control process (the
+/// dataplane forwards on by the last routes: nothing is lost), and both at
+/// once; garbage and oversized requests on both API sockets in between.
+/// After every restart the dataplane holds exactly the routes the control
+/// process computed.
+#[test]
+fn netns_e2e_sigkill_again_and_again_leaves_nothing_attached_and_routes_whole() {
+    const ROUNDS: usize = 3;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = up(FOUR_SITES);
+    let there = flow(&bed, 1, 2);
+    let back = flow(&bed, 2, 1);
+    wait_route(&bed, 1, 2, |r| r == "direct");
+    // Kill to traffic back, ms: the dataplane alone, both daemons.
+    let (mut dataplane_back, mut both_back) = (Vec::new(), Vec::new());
+    let mut control_dead = Vec::new();
+    for round in 1..=ROUNDS {
+        // The dataplane.
+        let killed = there.now();
+        kill(&bed, 1, Daemon::Dataplane);
+        bed.start_daemon(1, Daemon::Dataplane).unwrap();
+        bed.wait_ready(1, Daemon::Dataplane).unwrap();
+        resumes(
+            &there,
+            &format!("round {round}: 1 -> 2 after the dataplane's restart"),
+        );
+        resumes(
+            &back,
+            &format!("round {round}: 2 -> 1 after the dataplane's restart"),
+        );
+        dataplane_back.push(format!("{:.0}", (there.now() - killed) as f64 / 1e6));
+        assert_routes_whole(&bed, 1);
+
+        // The control process: the dataplane forwards on meanwhile.
+        let from = (there.now(), back.now());
+        kill(&bed, 1, Daemon::Control);
+        std::thread::sleep(Duration::from_millis(300));
+        bed.start_daemon(1, Daemon::Control).unwrap();
+        bed.wait_ready(1, Daemon::Control).unwrap();
+        control_dead.push((from, (there.now(), back.now())));
+        assert_routes_whole(&bed, 1);
+
+        // Garbage on both API sockets changes nothing.
+        api_garbage(&bed.layout().dataplane_socket(1));
+        api_garbage(&bed.layout().control_socket(1));
+        assert_routes_whole(&bed, 1);
+
+        // Both at once.
+        let killed = there.now();
+        kill(&bed, 1, Daemon::Control);
+        kill(&bed, 1, Daemon::Dataplane);
+        bed.start_daemon(1, Daemon::Dataplane).unwrap();
+        bed.start_daemon(1, Daemon::Control).unwrap();
+        bed.wait_ready(1, Daemon::Dataplane).unwrap();
+        bed.wait_ready(1, Daemon::Control).unwrap();
+        resumes(
+            &there,
+            &format!("round {round}: 1 -> 2 after both restarted"),
+        );
+        resumes(
+            &back,
+            &format!("round {round}: 2 -> 1 after both restarted"),
+        );
+        both_back.push(format!("{:.0}", (there.now() - killed) as f64 / 1e6));
+        assert_routes_whole(&bed, 1);
+    }
+    let there = finish(there);
+    let back = finish(back);
+    // Each flow on its own clock.
+    let lost_with_control_dead: u64 = control_dead
+        .iter()
+        .map(|&(from, to)| there.lost(from.0, to.0) + back.lost(from.1, to.1))
+        .sum();
+    report(format!(
+        "SIGKILL x{ROUNDS} on node 1: traffic back {} ms after the dataplane was killed, {} ms \
+         after both daemons were; {lost_with_control_dead} datagrams lost while only the control \
+         process was dead",
+        dataplane_back.join(", "),
+        both_back.join(", ")
+    ));
+    assert_eq!(
+        lost_with_control_dead, 0,
+        "lost while the dataplane had its routes"
+    );
+    for record in [&there, &back] {
+        let after = record.sent.last().unwrap() - 400_000_000;
+        assert_eq!(
+            record.lost(after, u64::MAX),
+            0,
+            "lost after the last restart"
+        );
+        assert_eq!(record.duplicates, 0);
+    }
+}
+
 /// Node 5 runs with an overlay key of its own and claims the best links of
 /// all (no delay at all, against 2 ms elsewhere). Its messages are rejected
 /// as forged, so no one takes it as a relay or as up: when the direct path
