@@ -193,6 +193,12 @@ pub struct ConfigFile {
     pub api: Api,
     #[serde(default)]
     pub metrics: Metrics,
+    /// The file and its text, to name the line of a value the checks refuse.
+    #[serde(skip)]
+    source: Option<(PathBuf, String)>,
+    /// Keys whose value a flag gave, not the file.
+    #[serde(skip)]
+    from_flags: Vec<&'static str>,
 }
 
 /// `[wan]` and `[lan]`.
@@ -209,15 +215,42 @@ pub enum ConfigError {
     Read { path: PathBuf, reason: String },
     #[error("{path}: {reason}")]
     Parse { path: PathBuf, reason: String },
-    #[error("{key}: {reason}")]
-    Invalid { key: &'static str, reason: String },
+    /// A value that parsed but cannot be used; `at` is the file and line
+    /// it was read from (`None` for a flag's, or a missing key).
+    #[error("{}{key}: {reason}", .at.as_ref().map(|(path, line)| format!("{}: line {line}: ", path.display())).unwrap_or_default())]
+    Invalid {
+        key: &'static str,
+        reason: String,
+        at: Option<(PathBuf, usize)>,
+    },
 }
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
         reason: reason.into(),
+        at: None,
     }
+}
+
+/// The line, from 1, of the value of dotted `key` in TOML `text`, if the
+/// text sets it.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    let document = toml::de::DeTable::parse(text).ok()?;
+    let mut table = document.get_ref();
+    let mut parts = key.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let (_, value) = table.iter().find(|(k, _)| k.get_ref().as_ref() == part)?;
+        if parts.peek().is_none() {
+            let start = value.span().start;
+            return Some(text[..start].matches('\n').count() + 1);
+        }
+        match value.get_ref() {
+            toml::de::DeValue::Table(t) => table = t,
+            _ => return None,
+        }
+    }
+    None
 }
 
 impl ConfigFile {
@@ -227,10 +260,24 @@ impl ConfigFile {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
-        ConfigFile::parse(&text).map_err(|reason| ConfigError::Parse {
+        ConfigFile::from_text(path, text)
+    }
+
+    /// Parses the text of the file at `path` (not yet checked); errors
+    /// name the file, and the checks' errors its line too.
+    pub fn from_text(path: &Path, text: String) -> Result<ConfigFile, ConfigError> {
+        let mut file = ConfigFile::parse(&text).map_err(|reason| ConfigError::Parse {
             path: path.to_owned(),
             reason,
-        })
+        })?;
+        file.source = Some((path.to_owned(), text));
+        Ok(file)
+    }
+
+    /// Notes that a flag set `key`, so that an error about it names no
+    /// line of the file.
+    pub fn set_by_flag(&mut self, key: &'static str) {
+        self.from_flags.push(key);
     }
 
     /// Parses TOML text; the error is the parser's message, after the line
@@ -242,7 +289,24 @@ impl ConfigFile {
 
     /// Checks everything and returns the complete configuration.
     /// `cpus` is the number of CPUs the cores are chosen from.
-    pub fn check(self, cpus: usize) -> Result<Config, ConfigError> {
+    pub fn check(mut self, cpus: usize) -> Result<Config, ConfigError> {
+        let source = self.source.take();
+        let from_flags = std::mem::take(&mut self.from_flags);
+        self.check_values(cpus).map_err(|e| match (e, source) {
+            (ConfigError::Invalid { key, reason, .. }, Some((path, text)))
+                if !from_flags.contains(&key) =>
+            {
+                ConfigError::Invalid {
+                    key,
+                    reason,
+                    at: line_of(&text, key).map(|line| (path, line)),
+                }
+            }
+            (e, _) => e,
+        })
+    }
+
+    fn check_values(self, cpus: usize) -> Result<Config, ConfigError> {
         let node_id = self
             .node_id
             .ok_or_else(|| invalid("node_id", "missing (set it in the file or with --node-id)"))?;
@@ -468,12 +532,7 @@ listen = "127.0.0.1:9481"
 "#;
 
     fn check(text: &str) -> Result<Config, ConfigError> {
-        ConfigFile::parse(text)
-            .map_err(|reason| ConfigError::Parse {
-                path: "t.toml".into(),
-                reason,
-            })?
-            .check(2)
+        ConfigFile::from_text(Path::new("t.toml"), text.to_owned())?.check(2)
     }
 
     #[test]
@@ -540,7 +599,7 @@ listen = "127.0.0.1:9481"
     }
 
     #[test]
-    fn each_bad_value_names_its_key() {
+    fn each_bad_value_names_its_file_line_and_key() {
         let cases = [
             (
                 "node_id = 3",
@@ -658,6 +717,14 @@ listen = "127.0.0.1:9481"
                 err.contains(expected),
                 "{to:?}: got {err:?}, expected {expected:?}"
             );
+            // The file and the line of the value, but for a missing key.
+            if !to.is_empty() {
+                let line = FULL[..FULL.find(from).unwrap()].matches('\n').count() + 1;
+                assert!(
+                    err.starts_with(&format!("t.toml: line {line}")),
+                    "{to:?}: {err:?} does not name line {line}"
+                );
+            }
         }
     }
 }

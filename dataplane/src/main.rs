@@ -124,33 +124,52 @@ impl Args {
         let interface = |name: &String| InterfaceSection {
             interface: name.clone(),
         };
-        set(&mut file.node_id, self.node_id.map(Some));
-        set(&mut file.wan, self.wan.as_ref().map(|w| Some(interface(w))));
-        set(&mut file.lan, self.lan.as_ref().map(|l| Some(interface(l))));
-        set(&mut file.xdp.mode, self.xdp_mode);
+        // A flag's value replaces the file's, and an error about it names
+        // no line of the file.
+        macro_rules! flag {
+            ($key:literal, $slot:expr, $value:expr) => {
+                if let Some(value) = $value {
+                    $slot = value;
+                    file.set_by_flag($key);
+                }
+            };
+        }
+        flag!("node_id", file.node_id, self.node_id.map(Some));
+        flag!(
+            "wan.interface",
+            file.wan,
+            self.wan.as_ref().map(|w| Some(interface(w)))
+        );
+        flag!(
+            "lan.interface",
+            file.lan,
+            self.lan.as_ref().map(|l| Some(interface(l)))
+        );
+        flag!("xdp.mode", file.xdp.mode, self.xdp_mode);
         file.xdp.replace |= self.xdp_replace;
-        set(&mut file.xdp.no_socket, self.no_socket);
-        set(&mut file.afxdp.queues, self.queues.clone());
-        set(&mut file.afxdp.cores, self.cores.clone());
-        set(&mut file.afxdp.zero_copy, self.zero_copy);
-        set(&mut file.afxdp.batch_size, self.batch_size);
-        set(&mut file.afxdp.ring_size, self.ring_size);
-        set(&mut file.afxdp.frame_size, self.frame_size);
-        set(&mut file.afxdp.frame_count, self.frame_count);
+        flag!("xdp.no_socket", file.xdp.no_socket, self.no_socket);
+        flag!("afxdp.queues", file.afxdp.queues, self.queues.clone());
+        flag!("afxdp.cores", file.afxdp.cores, self.cores.clone());
+        flag!("afxdp.zero_copy", file.afxdp.zero_copy, self.zero_copy);
+        flag!("afxdp.batch_size", file.afxdp.batch_size, self.batch_size);
+        flag!("afxdp.ring_size", file.afxdp.ring_size, self.ring_size);
+        flag!("afxdp.frame_size", file.afxdp.frame_size, self.frame_size);
+        flag!(
+            "afxdp.frame_count",
+            file.afxdp.frame_count,
+            self.frame_count
+        );
         file.afxdp.busy_poll |= self.busy_poll;
-        set(&mut file.overlay.port, self.overlay_port);
-        set(&mut file.overlay.vni, self.vni);
-        set(&mut file.api.socket, self.api_socket.clone());
-        set(&mut file.metrics.listen, self.metrics_listen.map(Some));
+        flag!("overlay.port", file.overlay.port, self.overlay_port);
+        flag!("overlay.vni", file.overlay.vni, self.vni);
+        flag!("api.socket", file.api.socket, self.api_socket.clone());
+        flag!(
+            "metrics.listen",
+            file.metrics.listen,
+            self.metrics_listen.map(Some)
+        );
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         file.check(cpus)
-    }
-}
-
-/// Overrides `slot` with a flag's value, if the flag was given.
-fn set<T>(slot: &mut T, flag: Option<T>) {
-    if let Some(value) = flag {
-        *slot = value;
     }
 }
 

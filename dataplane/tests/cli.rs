@@ -1,6 +1,7 @@
 //! The `detour-dataplane` command line without privileges: configuration
-//! errors are one line naming the key, with exit status 2; `--check` prints
-//! the merged configuration.
+//! errors are one line naming the file, the line and the key (a flag's
+//! value: the key), with exit status 2; `--check` prints the merged
+//! configuration.
 
 use std::process::{Command, Output};
 
@@ -22,10 +23,18 @@ fn configuration_errors_name_the_key_and_exit_2() {
     )
     .unwrap();
     let file = file.to_str().unwrap();
-    let cases: [(&[&str], &str); 5] = [
-        (&["--wan", "eth0"], "node_id: missing"),
-        (&["--node-id", "7"], "wan.interface: missing"),
-        (&["-c", file], "afxdp.ring_size: 1000 is not a power of two"),
+    let cases: [(&[&str], &str); 6] = [
+        (&["--wan", "eth0"], "configuration: node_id: missing"),
+        (&["--node-id", "7"], "configuration: wan.interface: missing"),
+        (
+            &["-c", file],
+            "dataplane.toml: line 5: afxdp.ring_size: 1000 is not a power of two",
+        ),
+        // A flag's value is no line of the file.
+        (
+            &["-c", file, "--ring-size", "100"],
+            "configuration: afxdp.ring_size: 100 is not a power of two",
+        ),
         (
             &["-c", "/nonexistent/dataplane.toml"],
             "/nonexistent/dataplane.toml: No such file",
