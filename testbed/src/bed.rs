@@ -58,7 +58,7 @@ pub enum Daemon {
 }
 
 impl Daemon {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Daemon::Dataplane => "dataplane",
             Daemon::Control => "control",

@@ -11,11 +11,14 @@
 //! - [`traffic`]: flows between sites, and loss, latency and failover as
 //!   the traffic shows them.
 //! - [`demo`]: the demo's scenario and its summary.
+//! - [`soak`]: the overlay under traffic and route changes for many
+//!   minutes: memory over time, drops, unexpected loss.
 
 pub mod bed;
 pub mod delay_line;
 pub mod demo;
 pub mod internet;
+pub mod soak;
 pub mod topology;
 pub mod traffic;
 

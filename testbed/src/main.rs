@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use detour_testbed::bed::{self, Layout, Testbed};
 use detour_testbed::demo::{self, Progress};
-use detour_testbed::{Impairment, Topology, delay_line};
+use detour_testbed::{Impairment, Topology, delay_line, soak};
 
 /// Where each testbed keeps its state, `<STATE_ROOT>/<name>`.
 const STATE_ROOT: &str = "/run/detour-testbed";
@@ -89,6 +89,25 @@ enum Cmd {
         /// The topology, at least 3 nodes and 2 sites.
         topology: PathBuf,
         /// Print the summary as JSON on stdout (the progress goes to
+        /// stderr).
+        #[arg(long)]
+        json: bool,
+    },
+    /// The soak: the overlay under steady traffic for MINUTES while its
+    /// routes change every 3 s (a path slowed and sped up, another cut and
+    /// restored); reports each daemon's memory over time, the drops by
+    /// reason and any loss no cut explains. Exit status 1 when a daemon
+    /// grew by 1 % or more, died, or traffic was lost unexpectedly.
+    Soak {
+        /// The topology, at least 4 sites.
+        topology: PathBuf,
+        /// How long to soak.
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// Also write the report (Markdown) to this file.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        /// Print the report as JSON on stdout (the progress goes to
         /// stderr).
         #[arg(long)]
         json: bool,
@@ -178,42 +197,94 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(out.status.code().unwrap_or(1) as u8));
         }
         Cmd::Demo { topology, json } => return run_demo(&topology, json),
+        Cmd::Soak {
+            topology,
+            minutes,
+            report,
+            json,
+        } => return run_soak(&topology, minutes, report.as_deref(), json),
         Cmd::DelayLine { delays } => delay_line::run(&delays)?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn run_demo(topology: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let t = Topology::load(topology)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(libc::SIGINT, stop.clone())?;
-    signal_hook::flag::register(libc::SIGTERM, stop.clone())?;
     let progress = Progress::new(json);
-    let layout = layout("demo")?;
-    // A demo killed before it could clean up left this behind.
-    bed::down(&layout)?;
-    progress.say(&format!(
-        "building the testbed: {} nodes around a router namespace, both daemons on each",
-        t.nodes.len()
-    ));
-    let mut bed = Testbed::up(t, layout)?;
-    let result = demo::run(&mut bed, &progress, &stop);
-    progress.say("taking the testbed down");
-    let down = bed.down();
-    let summary = match result {
-        Err(e) if stop.load(std::sync::atomic::Ordering::Relaxed) => {
-            progress.say(&format!("{e}; everything is taken down"));
-            return Ok(ExitCode::from(130));
-        }
-        r => r?,
+    let Some(summary) = on_own_testbed("demo", topology, &progress, demo::run)? else {
+        return Ok(ExitCode::from(130));
     };
-    down?;
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         print!("{}", demo::render(&summary));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_soak(
+    topology: &Path,
+    minutes: f64,
+    report: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if !(minutes > 0.0 && minutes <= 24.0 * 60.0) {
+        bail!("--minutes {minutes}: give a duration from a moment to a day");
+    }
+    let progress = Progress::new(json);
+    let Some(r) = on_own_testbed("soak", topology, &progress, |bed, progress, stop| {
+        soak::run(bed, minutes, progress, stop)
+    })?
+    else {
+        return Ok(ExitCode::from(130));
+    };
+    let text = soak::render(&r);
+    if let Some(path) = report {
+        std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{text}");
+    }
+    Ok(if r.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Builds testbed `name` of `topology` (taking down what a run killed
+/// before it could clean up left), runs `scenario` on it, and takes it
+/// down, also on Ctrl-C (then `None`).
+fn on_own_testbed<T>(
+    name: &str,
+    topology: &Path,
+    progress: &Progress,
+    scenario: impl FnOnce(&mut Testbed, &Progress, &AtomicBool) -> anyhow::Result<T>,
+) -> anyhow::Result<Option<T>> {
+    let t = Topology::load(topology)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(libc::SIGINT, stop.clone())?;
+    signal_hook::flag::register(libc::SIGTERM, stop.clone())?;
+    let layout = layout(name)?;
+    bed::down(&layout)?;
+    progress.say(&format!(
+        "building the testbed: {} nodes around a router namespace, both daemons on each",
+        t.nodes.len()
+    ));
+    let mut bed = Testbed::up(t, layout)?;
+    let result = scenario(&mut bed, progress, &stop);
+    progress.say("taking the testbed down");
+    let down = bed.down();
+    let value = match result {
+        Err(e) if stop.load(std::sync::atomic::Ordering::Relaxed) => {
+            progress.say(&format!("{e}; everything is taken down"));
+            return Ok(None);
+        }
+        r => r?,
+    };
+    down?;
+    Ok(Some(value))
 }
 
 fn layout(name: &str) -> anyhow::Result<Layout> {

@@ -264,6 +264,14 @@ impl Record {
     /// Datagrams sent in `[from, to)` (flow-clock nanoseconds) that never
     /// arrived.
     pub fn lost(&self, from: u64, to: u64) -> u64 {
+        self.lost_send_times()
+            .into_iter()
+            .filter(|&t| t >= from && t < to)
+            .count() as u64
+    }
+
+    /// The send times of the datagrams that never arrived.
+    pub fn lost_send_times(&self) -> Vec<u64> {
         let mut arrived = vec![false; self.sent.len()];
         for a in &self.arrivals {
             arrived[a.seq as usize] = true;
@@ -271,8 +279,9 @@ impl Record {
         self.sent
             .iter()
             .zip(arrived)
-            .filter(|&(&t, arrived)| t >= from && t < to && !arrived)
-            .count() as u64
+            .filter(|&(_, arrived)| !arrived)
+            .map(|(&t, _)| t)
+            .collect()
     }
 
     pub fn sent_between(&self, from: u64, to: u64) -> u64 {
