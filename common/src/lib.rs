@@ -18,6 +18,8 @@ pub mod local_socket;
 pub mod maps;
 #[cfg(feature = "api")]
 pub mod metrics;
+#[cfg(feature = "api")]
+pub mod privileges;
 #[cfg(feature = "std")]
 pub mod source_text;
 pub mod wire;

@@ -30,13 +30,18 @@ const MAX_HEAD: usize = 8 * 1024;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves `render`'s text at `GET /metrics` on `listen`, on a thread of
+/// Binds the metrics endpoint's socket (before the daemon gives up the
+/// capability a port below 1024 needs).
+pub fn bind(listen: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(listen)
+}
+
+/// Serves `render`'s text at `GET /metrics` on `listener`, on a thread of
 /// its own for the rest of the process; the address bound.
 pub fn serve(
-    listen: SocketAddr,
+    listener: TcpListener,
     render: impl Fn() -> String + Send + 'static,
 ) -> io::Result<SocketAddr> {
-    let listener = TcpListener::bind(listen)?;
     let bound = listener.local_addr()?;
     std::thread::Builder::new()
         .name("metrics".into())
@@ -196,7 +201,7 @@ mod tests {
 
     #[test]
     fn metrics_are_served_and_everything_else_refused() {
-        let addr = serve("127.0.0.1:0".parse().unwrap(), || {
+        let addr = serve(bind("127.0.0.1:0".parse().unwrap()).unwrap(), || {
             "x_total 1\n# EOF\n".into()
         })
         .unwrap();

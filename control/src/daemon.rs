@@ -36,6 +36,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use detour_common::api::{Client, NodeSpec, PrefixSpec, RouteSnapshot, RouteSpec};
 use detour_common::local_socket::Server;
+use detour_common::privileges;
 use detour_common::wire::NodeId;
 use tracing::{debug, info, warn};
 
@@ -105,11 +106,22 @@ pub fn run(config: Config, stop: &AtomicBool) -> anyhow::Result<()> {
     let config = &shared.config;
     let api = Server::bind(&config.api_socket, "control process")
         .with_context(|| "serving the control API".to_string())?;
+    let metrics_listener = config
+        .metrics_listen
+        .map(|listen| {
+            detour_common::metrics::bind(listen)
+                .with_context(|| format!("serving metrics on {listen}"))
+        })
+        .transpose()?;
+    // Every socket is bound and the key read: nothing from here on needs a
+    // capability (the dataplane's socket is root's, and so is this
+    // process). Before any thread starts, so that none has one.
+    let kept = privileges::keep_only(&[]).context("giving up capabilities")?;
+    debug!(capabilities = kept, "capabilities given up");
     api.spawn(Arc::clone(&shared))?;
-    if let Some(listen) = config.metrics_listen {
+    if let Some(listener) = metrics_listener {
         let metrics = Arc::clone(&shared);
-        let endpoint = detour_common::metrics::serve(listen, move || metrics::render(&metrics))
-            .with_context(|| format!("serving metrics on {listen}"))?;
+        let endpoint = detour_common::metrics::serve(listener, move || metrics::render(&metrics))?;
         info!(%endpoint, "metrics");
     }
     let installer = config

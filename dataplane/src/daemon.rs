@@ -31,6 +31,12 @@ use crate::worker::{SharedTable, Worker, WorkerConfig};
 use crate::xdp::{Classifier, Role};
 use crate::xsk::BindMode;
 use detour_common::local_socket::Server;
+use detour_common::privileges::{self, Capability};
+
+/// What the dataplane keeps once started (docs/security.md): BPF map
+/// updates for route installs and the sockets' map, netlink neighbour
+/// requests and the detach at the end.
+const STEADY_CAPABILITIES: [Capability; 2] = [Capability::NetAdmin, Capability::Bpf];
 
 /// How often the neighbours behind the installed routes are looked at
 /// again.
@@ -159,11 +165,25 @@ pub fn run(config: &Config, stop: &AtomicBool) -> anyhow::Result<()> {
         running: Arc::clone(&running),
         interfaces,
     });
+    let metrics_listener = config
+        .metrics
+        .listen
+        .map(|listen| {
+            detour_common::metrics::bind(listen)
+                .with_context(|| format!("serving metrics on {listen}"))
+        })
+        .transpose()?;
+    // The programs are attached and the sockets open: from here on, only
+    // route installs (BPF map updates), neighbour solicitations and the
+    // detach at the end need a capability. Before any thread starts, so
+    // that none has more (the workers give up even these).
+    let kept = privileges::keep_only(&STEADY_CAPABILITIES).context("giving up capabilities")?;
+    tracing::debug!(capabilities = kept, "capabilities given up");
     server.spawn(Arc::clone(&state))?;
-    if let Some(listen) = config.metrics.listen {
+    if let Some(listener) = metrics_listener {
         let metrics = Arc::clone(&state);
-        let bound = detour_common::metrics::serve(listen, move || crate::metrics::render(&metrics))
-            .with_context(|| format!("serving metrics on {listen}"))?;
+        let bound =
+            detour_common::metrics::serve(listener, move || crate::metrics::render(&metrics))?;
         tracing::info!(%bound, "metrics");
     }
 

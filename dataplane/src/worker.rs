@@ -156,8 +156,17 @@ impl Worker {
     }
 
     /// Forwards until `stop` is set, then sends what it already took and
-    /// returns. Pins the calling thread first, if a core is configured.
+    /// returns. Gives up the calling thread's capabilities first, and pins
+    /// it, if a core is configured.
     pub fn run(mut self, stop: &AtomicBool) {
+        // The sockets are open and bound: rings, wake-ups and statistics
+        // need no capability (this thread's only; docs/security.md).
+        if let Err(e) = detour_common::privileges::keep_only(&[]) {
+            tracing::warn!(
+                queue = self.config.queue,
+                "could not give up capabilities: {e}"
+            );
+        }
         if let Some(core) = self.config.core
             && !core_affinity::set_for_current(core_affinity::CoreId { id: core })
         {

@@ -414,6 +414,60 @@ fn netns_e2e_sigkill_again_and_again_leaves_nothing_attached_and_routes_whole() 
     }
 }
 
+/// The effective capabilities of each thread of process `pid`, by thread
+/// name.
+fn capabilities(pid: u32) -> Vec<(String, u64)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap()
+                .trim()
+                .to_owned()
+        };
+        let effective = u64::from_str_radix(&field("CapEff:"), 16).unwrap();
+        threads.push((field("Name:"), effective));
+    }
+    threads
+}
+
+/// Once started, the control process holds no capability in any thread,
+/// the dataplane only CAP_NET_ADMIN and CAP_BPF, and its workers none; and
+/// routes still install and traffic flows (docs/security.md).
+#[test]
+fn netns_e2e_daemons_give_up_their_capabilities_once_started() {
+    const NET_ADMIN_AND_BPF: u64 = 1 << 12 | 1 << 39;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = up(FOUR_SITES);
+    let flow = flow(&bed, 1, 2);
+    wait_route(&bed, 1, 2, |r| r == "direct");
+    let control = capabilities(bed.pid(1, Daemon::Control).unwrap());
+    assert!(control.len() > 1, "{control:?}");
+    assert!(
+        control.iter().all(|(_, caps)| *caps == 0),
+        "control: {control:?}"
+    );
+    let dataplane = capabilities(bed.pid(1, Daemon::Dataplane).unwrap());
+    let workers: Vec<_> = dataplane
+        .iter()
+        .filter(|(name, _)| name.starts_with("worker-q"))
+        .collect();
+    assert!(!workers.is_empty(), "{dataplane:?}");
+    for (name, caps) in &dataplane {
+        let allowed = if name.starts_with("worker-q") {
+            0
+        } else {
+            NET_ADMIN_AND_BPF
+        };
+        assert_eq!(*caps, allowed, "dataplane thread {name}: {dataplane:?}");
+    }
+    assert!(flow.wait_for_more(100, Duration::from_secs(5)));
+    finish(flow);
+}
+
 /// Node 5 runs with an overlay key of its own and claims the best links of
 /// all (no delay at all, against 2 ms elsewhere). Its messages are rejected
 /// as forged, so no one takes it as a relay or as up: when the direct path
