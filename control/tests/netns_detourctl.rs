@@ -300,7 +300,12 @@ fn netns_detourctl_drives_both_daemons_and_their_metrics_parse() {
         assert_keys(&route, ROUTE);
         assert_eq!(route["path"], "direct", "{route}");
         assert_eq!(route["next_hop"], dst);
-        assert_eq!(route["reason"], "best", "{route}");
+        // Equal paths: on a loaded machine a relay can measure faster for
+        // a moment, and hysteresis keeps the direct path (CI saw it).
+        assert!(
+            route["reason"] == "best" || route["reason"] == "hysteresis",
+            "{route}"
+        );
     }
     let human = node.human(&["paths"]);
     assert!(human.contains("FROM \\ TO"), "{human}");

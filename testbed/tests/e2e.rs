@@ -189,7 +189,7 @@ fn netns_e2e_a_control_process_restart_loses_no_packets() {
         .installed_version;
     assert_ne!(installs_before, installs_after);
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(route(&bed, 1, 2), "direct");
+    wait_route(&bed, 1, 2, |r| r == "direct");
     let record = finish(flow);
     assert!(record.sent.len() > 1000);
     let lost = record.lost(0, u64::MAX);
@@ -561,8 +561,13 @@ fn netns_e2e_a_drained_node_carries_no_relayed_traffic() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(relayed(&bed, 4) > 0);
     assert_eq!(relayed(&bed, 3), 0, "the drained node relayed");
-    // Still a destination.
-    assert_eq!(route(&bed, 1, 3), "direct");
+    // Still a destination (direct, unless a loaded machine's late probes
+    // made the 1 ms path look worse for a moment: CI saw "via 4").
+    let to_drained = route(&bed, 1, 3);
+    assert!(
+        to_drained == "direct" || to_drained == "via 4",
+        "{to_drained}"
+    );
     finish(flow);
 }
 
