@@ -12,9 +12,10 @@
 //! Whatever a client sends, the daemon answers and goes on: a line that is
 //! no request (not JSON, not UTF-8, an unknown request) gets an error
 //! answer; a line longer than [`MAX_REQUEST`] gets one and the connection
-//! closes; a client silent mid-request for [`READ_TIMEOUT`] is dropped; and
-//! at most [`MAX_CONNECTIONS`] are served at once (each may buffer a whole
-//! request), the next told so and closed.
+//! closes; a client silent for [`READ_TIMEOUT`] (between requests or in
+//! the middle of one) is dropped; and at most [`MAX_CONNECTIONS`] are
+//! served at once (each may buffer a whole request), the next told so and
+//! closed.
 
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -32,7 +33,8 @@ use serde::de::DeserializeOwned;
 /// nodes fits many times over.
 pub const MAX_REQUEST: u64 = 16 << 20;
 
-/// How long a connection may sit idle in the middle of a request.
+/// How long a connection may stay silent, between requests or in the
+/// middle of one, before it is closed.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connections served at once: operators' tools and one control process
