@@ -690,10 +690,16 @@ fn read_pid(file: &Path) -> anyhow::Result<u32> {
 /// Whether `pid` is a live process (a zombie is not).
 fn alive(pid: u32) -> bool {
     reap(&[pid]);
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+    let running = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
         s.rsplit_once(") ")
             .is_some_and(|(_, rest)| !rest.starts_with('Z'))
-    })
+    });
+    if !running {
+        // It may have died between the reap and the read: a zombie of
+        // ours stays until reaped (a test saw one left after `down`).
+        reap(&[pid]);
+    }
+    running
 }
 
 /// Collects our children among `pids` that exited.
