@@ -272,7 +272,8 @@ impl SnapshotBuilder {
     /// process restarting, a burst of lost probes), and a packet sent on a
     /// path believed down may arrive, where one dropped here never does.
     /// The control process still shows it unreachable; the dataplane's
-    /// `unreachable` drops are for nodes the snapshot does not know.
+    /// `unreachable` drops are for nodes the snapshot does not know. (The
+    /// core's routes are for the configured peers, every one in `nodes`.)
     fn build(&mut self, node: &Node) -> RouteSnapshot {
         self.version = (self.version + 1).max(epoch_micros());
         RouteSnapshot {
@@ -282,7 +283,6 @@ impl SnapshotBuilder {
             routes: node
                 .routes()
                 .iter()
-                .filter(|r| self.nodes.iter().any(|n| n.id == r.dst))
                 .map(|r| RouteSpec {
                     dst: r.dst,
                     via: r.next_hop().unwrap_or(r.dst),
