@@ -16,16 +16,12 @@
 
 use std::io;
 
-/// The capabilities detour uses, by their numbers in `linux/capability.h`.
+/// The capabilities a daemon keeps once started, by their numbers in
+/// `linux/capability.h`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Capability {
-    NetBindService = 10,
     NetAdmin = 12,
-    NetRaw = 13,
-    IpcLock = 14,
-    SysAdmin = 21,
-    SysResource = 24,
     Bpf = 39,
 }
 

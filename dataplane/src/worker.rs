@@ -34,7 +34,7 @@ use crate::resolve::UnresolvedHosts;
 use crate::rewrite::{self, Discard, Egress, Forward};
 use crate::stats::{LatencyRecorder, Published, Stat, Tally};
 use crate::table::RouteTable;
-use crate::xsk::{BindMode, Desc, EMPTY, Socket, Umem, wait_readable};
+use crate::xsk::{BindMode, Desc, EMPTY, Socket, SocketDrops, Umem, wait_readable};
 
 /// The route table the workers forward by; `None` until the first install.
 pub type SharedTable = Arc<ArcSwapOption<RouteTable>>;
@@ -215,14 +215,18 @@ impl Worker {
 
     /// Takes the kernel's counts of the frames it dropped on the way into
     /// the sockets (the worker never saw them) into the tally.
+    /// A failed read keeps the counts as they were: they only grow.
     fn read_socket_drops(&mut self, now: Instant) {
         self.socket_drops_read = now;
-        let mut drops = self.wan.drops().unwrap_or_default();
-        if let Some(lan) = &self.lan {
-            drops = drops + lan.drops().unwrap_or_default();
+        let lan = self
+            .lan
+            .as_ref()
+            .map_or(Ok(SocketDrops::default()), Socket::drops);
+        if let (Ok(wan), Ok(lan)) = (self.wan.drops(), lan) {
+            let drops = wan + lan;
+            self.tally.set(Stat::SocketRingFull, drops.ring_full);
+            self.tally.set(Stat::SocketNoFrame, drops.no_frame);
         }
-        self.tally.set(Stat::SocketRingFull, drops.ring_full);
-        self.tally.set(Stat::SocketNoFrame, drops.no_frame);
     }
 
     /// Takes transmitted frames back from both completion rings.
