@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde::Serialize;
 
+use detour_testkit::rss_kb;
+
 use crate::bed::{Daemon, Testbed};
 use crate::demo::Progress;
 use crate::topology::{Impairment, host_address};
@@ -273,19 +275,6 @@ fn daemons(bed: &Testbed) -> BTreeMap<String, u32> {
         }
     }
     pids
-}
-
-/// Resident memory of process `pid`, kB.
-fn rss_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// The counters the soak compares before and after, summed over nodes.

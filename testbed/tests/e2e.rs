@@ -17,7 +17,7 @@ use std::time::Duration;
 use detour_testbed::topology::host_address;
 use detour_testbed::traffic::{Flow, Record};
 use detour_testbed::{Daemon, Layout, Testbed, Topology};
-use detour_testkit::{eventually, require_root, unique_name};
+use detour_testkit::{eventually, proc_status_field, require_root, unique_name};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -430,20 +430,15 @@ fn netns_e2e_sigkill_again_and_again_leaves_nothing_attached_and_routes_whole() 
 fn capabilities(pid: u32) -> Vec<(String, u64)> {
     let mut threads = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = task.unwrap().path().join("status");
         // A thread may end between the listing and the reading.
-        let Ok(status) = std::fs::read_to_string(task.unwrap().path().join("status")) else {
+        let (Some(name), Some(caps)) = (
+            proc_status_field(&status, "Name"),
+            proc_status_field(&status, "CapEff"),
+        ) else {
             continue;
         };
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .unwrap()
-                .trim()
-                .to_owned()
-        };
-        let effective = u64::from_str_radix(&field("CapEff:"), 16).unwrap();
-        threads.push((field("Name:"), effective));
+        threads.push((name, u64::from_str_radix(&caps, 16).unwrap()));
     }
     threads
 }

@@ -441,6 +441,27 @@ fn creator_pid(name: &str) -> Option<u32> {
     name.strip_prefix(PREFIX)?.split('-').next()?.parse().ok()
 }
 
+/// A field of a `/proc` status file (`/proc/PID/status`, or a thread's
+/// `/proc/PID/task/TID/status`), its value trimmed: `VmRSS:` gives `"6000
+/// kB"`, `CapEff:` a hexadecimal set. `None` when the process or thread has
+/// ended, or the field is not there.
+pub fn proc_status_field(status: &Path, field: &str) -> Option<String> {
+    let text = std::fs::read_to_string(status).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_owned())
+}
+
+/// The resident memory of process `pid`, kB.
+pub fn rss_kb(pid: u32) -> Option<u64> {
+    let status = PathBuf::from(format!("/proc/{pid}/status"));
+    proc_status_field(&status, "VmRSS")?
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// A process started inside a namespace; killed and reaped on drop.
 #[derive(Debug)]
 pub struct Process {
