@@ -35,6 +35,7 @@ use detour_control::api as cp;
 
 use crate::bed::Testbed;
 use crate::topology::host_address;
+use crate::totals::Totals;
 use crate::traffic::{self, Flow, Throughput};
 
 /// The steady flow: datagrams a second, and their UDP payload.
@@ -194,13 +195,7 @@ impl Steps<'_> {
 /// Runs the five acts on a testbed that is up.
 pub fn run(bed: &mut Testbed, progress: &Progress, stop: &AtomicBool) -> anyhow::Result<Summary> {
     let steps = Steps { stop };
-    let sites: Vec<u16> = bed
-        .topology()
-        .nodes
-        .iter()
-        .filter(|n| n.site && !n.drained && !n.wrong_key)
-        .map(|n| n.id)
-        .collect();
+    let sites = bed.topology().traffic_sites();
     if sites.len() < 2 || bed.topology().nodes.len() < 3 {
         bail!("the demo needs at least two sites and a third node to relay");
     }
@@ -225,15 +220,11 @@ pub fn run(bed: &mut Testbed, progress: &Progress, stop: &AtomicBool) -> anyhow:
         host_address(b)
     ));
     let flow = Flow::start_warm(&host_a, &host_b, host_address(b), FLOW_RATE, FLOW_SIZE)?;
-    let drops_before = drops_by_all(bed)?;
+    let before = Totals::read(bed)?;
     let acts = run_flow_acts(bed, progress, &steps, &flow, a, b, original);
     let record = flow.stop()?;
     let t = acts?;
-    let mut dataplane_drops = drops_by_all(bed)?;
-    for (reason, n) in dataplane_drops.iter_mut() {
-        *n -= drops_before.get(reason).copied().unwrap_or(0);
-    }
-    dataplane_drops.retain(|_, n| *n > 0);
+    let dataplane_drops = Totals::read(bed)?.since(&before).dropped;
     steps.check()?;
 
     progress.say(&format!(
@@ -413,7 +404,7 @@ fn run_flow_acts(
     steps.pause(Duration::from_secs(1))?;
 
     progress.say(&format!("act 3: the direct path {a}-{b} is cut"));
-    let relayed_before = relayed_by_all(bed)?;
+    let relayed_before = Totals::read(bed)?.relayed;
     let cut = flow.now();
     bed.cut(a, b)?;
     // A datagram sent once the rules are in can only arrive through a
@@ -428,7 +419,7 @@ fn run_flow_acts(
     ));
     steps.pause(Duration::from_secs(2))?;
     let cut_path = route(bed);
-    let relayed = relayed_by_all(bed)? - relayed_before;
+    let relayed = Totals::read(bed)?.relayed - relayed_before;
     progress.say(&format!(
         "  node {a} now sends to {b} {cut_path}; relays forwarded {relayed} datagrams"
     ));
@@ -481,26 +472,6 @@ fn run_flow_acts(
         restored_path,
         end,
     })
-}
-
-/// Datagrams relayed by every node's dataplane together.
-fn relayed_by_all(bed: &Testbed) -> anyhow::Result<u64> {
-    let mut total = 0;
-    for id in bed.topology().ids() {
-        total += bed.dataplane_stats(id)?.total.relayed;
-    }
-    Ok(total)
-}
-
-/// Every node's dataplane drops by reason, summed.
-fn drops_by_all(bed: &Testbed) -> anyhow::Result<BTreeMap<String, u64>> {
-    let mut total = BTreeMap::new();
-    for id in bed.topology().ids() {
-        for (reason, n) in bed.dataplane_stats(id)?.total.dropped {
-            *total.entry(reason).or_default() += n;
-        }
-    }
-    Ok(total)
 }
 
 /// The summary as the demo prints it at the end.

@@ -13,6 +13,7 @@
 //! - [`demo`]: the demo's scenario and its summary.
 //! - [`soak`]: the overlay under traffic and route changes for many
 //!   minutes: memory over time, drops, unexpected loss.
+//! - [`totals`]: every node's counters summed, for the demo and the soak.
 
 pub mod bed;
 pub mod delay_line;
@@ -20,6 +21,7 @@ pub mod demo;
 pub mod internet;
 pub mod soak;
 pub mod topology;
+pub mod totals;
 pub mod traffic;
 
 pub use bed::{Daemon, Layout, Testbed};

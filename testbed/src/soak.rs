@@ -34,6 +34,7 @@ use detour_testkit::rss_kb;
 use crate::bed::{Daemon, Testbed};
 use crate::demo::Progress;
 use crate::topology::{Impairment, host_address};
+use crate::totals::Totals;
 use crate::traffic::{Flow, Record};
 
 /// Each flow: datagrams a second, and their UDP payload.
@@ -113,13 +114,7 @@ pub fn run(
     progress: &Progress,
     stop: &AtomicBool,
 ) -> anyhow::Result<Report> {
-    let sites: Vec<u16> = bed
-        .topology()
-        .nodes
-        .iter()
-        .filter(|n| n.site && !n.drained && !n.wrong_key)
-        .map(|n| n.id)
-        .collect();
+    let sites = bed.topology().traffic_sites();
     if sites.len() < 4 {
         bail!("the soak needs four sites: two pairs, one slowed and one cut");
     }
@@ -148,7 +143,7 @@ pub fn run(
          every {} s a route change (slow {a}-{b}, fast again, cut {c}-{d}, restore)",
         CHANGE_EVERY.as_secs()
     ));
-    let before = counters(bed)?;
+    let before = Totals::read(bed)?;
     let start = Instant::now();
     let mut next_change = start + CHANGE_EVERY;
     let mut next_sample = start;
@@ -213,7 +208,7 @@ pub fn run(
         .map(|(from, to, flow)| Ok((from, to, flow.stop()?)))
         .collect::<anyhow::Result<_>>()?;
     result?;
-    let after = counters(bed)?;
+    let counted = Totals::read(bed)?.since(&before);
 
     let cut_count = cuts.first().map_or(0, Vec::len);
     let flows: Vec<FlowReport> = records
@@ -255,10 +250,10 @@ pub fn run(
         flows,
         samples,
         daemons,
-        dataplane_drops: difference(&after.drops, &before.drops),
-        socket_drops: difference(&after.socket_drops, &before.socket_drops),
-        control_rejected: difference(&after.rejected, &before.rejected),
-        relayed: after.relayed - before.relayed,
+        dataplane_drops: counted.dropped,
+        socket_drops: counted.socket_dropped,
+        control_rejected: counted.rejected,
+        relayed: counted.relayed,
         unexpected_lost,
         passed,
     })
@@ -275,49 +270,6 @@ fn daemons(bed: &Testbed) -> BTreeMap<String, u32> {
         }
     }
     pids
-}
-
-/// The counters the soak compares before and after, summed over nodes.
-struct Counters {
-    relayed: u64,
-    drops: BTreeMap<String, u64>,
-    socket_drops: BTreeMap<String, u64>,
-    rejected: BTreeMap<String, u64>,
-}
-
-fn counters(bed: &Testbed) -> anyhow::Result<Counters> {
-    let mut c = Counters {
-        relayed: 0,
-        drops: BTreeMap::new(),
-        socket_drops: BTreeMap::new(),
-        rejected: BTreeMap::new(),
-    };
-    for id in bed.topology().ids() {
-        let stats = bed.dataplane_stats(id)?;
-        c.relayed += stats.total.relayed;
-        for (reason, n) in stats.total.dropped {
-            *c.drops.entry(reason).or_default() += n;
-        }
-        for (reason, n) in stats.total.socket_dropped {
-            *c.socket_drops.entry(reason).or_default() += n;
-        }
-        for (reason, n) in bed.control_status(id)?.rejected {
-            *c.rejected.entry(reason).or_default() += n;
-        }
-    }
-    Ok(c)
-}
-
-/// `after - before` per key, zeros left out.
-fn difference(
-    after: &BTreeMap<String, u64>,
-    before: &BTreeMap<String, u64>,
-) -> BTreeMap<String, u64> {
-    after
-        .iter()
-        .map(|(k, n)| (k.clone(), n - before.get(k).copied().unwrap_or(0)))
-        .filter(|(_, n)| *n > 0)
-        .collect()
 }
 
 /// A flow's losses, split into those within a cut's allowance and the

@@ -140,6 +140,16 @@ impl Topology {
         self.nodes.iter().map(|n| n.id)
     }
 
+    /// The nodes that carry the demo's and the soak's traffic: those with a
+    /// site, not drained, holding the overlay's key.
+    pub fn traffic_sites(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .filter(|n| n.site && !n.drained && !n.wrong_key)
+            .map(|n| n.id)
+            .collect()
+    }
+
     pub fn node(&self, id: u16) -> Option<&NodeSpec> {
         self.nodes.iter().find(|n| n.id == id)
     }
