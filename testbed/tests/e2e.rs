@@ -250,6 +250,26 @@ fn kill(bed: &Testbed, id: u16, daemon: Daemon) {
     }
 }
 
+/// Kills node 1's `daemons` in that order, starts them again in the other,
+/// and waits for traffic through both `flows`; the milliseconds from the
+/// kill to the traffic back, as the report shows them.
+fn restart(bed: &Testbed, daemons: &[Daemon], flows: [&Flow; 2], what: &str) -> String {
+    let killed = flows[0].now();
+    for &daemon in daemons {
+        kill(bed, 1, daemon);
+    }
+    for &daemon in daemons.iter().rev() {
+        bed.start_daemon(1, daemon).unwrap();
+    }
+    for &daemon in daemons.iter().rev() {
+        bed.wait_ready(1, daemon).unwrap();
+    }
+    for flow in flows {
+        resumes(flow, &format!("{what} restarted"));
+    }
+    format!("{:.0}", (flows[0].now() - killed) as f64 / 1e6)
+}
+
 /// Node `id`'s dataplane holds exactly the routes its control process
 /// installed last: the same version, and toward every destination the path
 /// the control process chose (retried while a new computation races the
@@ -344,19 +364,12 @@ fn netns_e2e_sigkill_again_and_again_leaves_nothing_attached_and_routes_whole() 
     let mut control_dead = Vec::new();
     for round in 1..=ROUNDS {
         // The dataplane.
-        let killed = there.now();
-        kill(&bed, 1, Daemon::Dataplane);
-        bed.start_daemon(1, Daemon::Dataplane).unwrap();
-        bed.wait_ready(1, Daemon::Dataplane).unwrap();
-        resumes(
-            &there,
-            &format!("round {round}: 1 -> 2 after the dataplane's restart"),
-        );
-        resumes(
-            &back,
-            &format!("round {round}: 2 -> 1 after the dataplane's restart"),
-        );
-        dataplane_back.push(format!("{:.0}", (there.now() - killed) as f64 / 1e6));
+        dataplane_back.push(restart(
+            &bed,
+            &[Daemon::Dataplane],
+            [&there, &back],
+            &format!("round {round}, the dataplane"),
+        ));
         assert_routes_whole(&bed, 1);
 
         // The control process: the dataplane forwards on meanwhile.
@@ -374,22 +387,12 @@ fn netns_e2e_sigkill_again_and_again_leaves_nothing_attached_and_routes_whole() 
         assert_routes_whole(&bed, 1);
 
         // Both at once.
-        let killed = there.now();
-        kill(&bed, 1, Daemon::Control);
-        kill(&bed, 1, Daemon::Dataplane);
-        bed.start_daemon(1, Daemon::Dataplane).unwrap();
-        bed.start_daemon(1, Daemon::Control).unwrap();
-        bed.wait_ready(1, Daemon::Dataplane).unwrap();
-        bed.wait_ready(1, Daemon::Control).unwrap();
-        resumes(
-            &there,
-            &format!("round {round}: 1 -> 2 after both restarted"),
-        );
-        resumes(
-            &back,
-            &format!("round {round}: 2 -> 1 after both restarted"),
-        );
-        both_back.push(format!("{:.0}", (there.now() - killed) as f64 / 1e6));
+        both_back.push(restart(
+            &bed,
+            &[Daemon::Control, Daemon::Dataplane],
+            [&there, &back],
+            &format!("round {round}, both daemons"),
+        ));
         assert_routes_whole(&bed, 1);
     }
     let there = finish(there);
