@@ -484,6 +484,20 @@ fn netns_detourctl_drives_both_daemons_and_their_metrics_parse() {
         10,
         "every reason, for the one queue"
     );
+    let socket_drops = family(
+        &dataplane,
+        "detour_dataplane_socket_dropped_packets",
+        OpenMetricsType::Counter,
+    );
+    assert_eq!(
+        socket_drops.get_label_names(),
+        ["queue".to_string(), "reason".to_string()]
+    );
+    assert_eq!(
+        socket_drops.iter_samples().count(),
+        2,
+        "ring_full and no_frame, for the one queue"
+    );
     family(
         &dataplane,
         "detour_dataplane_received_packets",

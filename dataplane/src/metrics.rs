@@ -4,9 +4,11 @@
 //! from a worker itself) at each scrape. Names and labels are in
 //! docs/operations.md.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use detour_common::api::{WorkerCounters, WorkerStats};
 use detour_common::metrics::{self as m, Collector, DescriptorEncoder};
 
 use crate::api::State;
@@ -18,6 +20,24 @@ pub fn render(state: &Arc<State>) -> String {
 }
 
 struct Scrape(Arc<State>);
+
+/// Each of `reasons` for every worker, zeros included, labelled by queue
+/// and reason.
+fn by_reason<'a>(
+    workers: &'a [WorkerStats],
+    reasons: impl Iterator<Item = &'static str> + Clone + 'a,
+    counts: fn(&WorkerCounters) -> &BTreeMap<String, u64>,
+) -> impl Iterator<Item = ([(&'static str, String); 2], u64)> + 'a {
+    workers.iter().flat_map(move |w| {
+        reasons.clone().map(move |reason| {
+            let n = counts(&w.counters).get(reason).copied().unwrap_or(0);
+            (
+                [("queue", w.queue.to_string()), ("reason", reason.into())],
+                n,
+            )
+        })
+    })
+}
 
 impl fmt::Debug for Scrape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -111,22 +131,14 @@ impl Collector for Scrape {
             e,
             "detour_dataplane_dropped_packets",
             "Frames a worker dropped, by reason (docs/dataplane-api.md).",
-            stats.workers.iter().flat_map(|w| {
-                Stat::drop_reasons().map(|reason| {
-                    let n = w.counters.dropped.get(reason).copied().unwrap_or(0);
-                    ([("queue", queue(w.queue)), ("reason", reason.into())], n)
-                })
-            }),
+            by_reason(&stats.workers, Stat::drop_reasons(), |c| &c.dropped),
         )?;
         m::counters(
             e,
             "detour_dataplane_socket_dropped_packets",
             "Frames the kernel dropped on the way into a worker's AF_XDP sockets, by reason (docs/dataplane-api.md).",
-            stats.workers.iter().flat_map(|w| {
-                Stat::socket_drop_reasons().map(|reason| {
-                    let n = w.counters.socket_dropped.get(reason).copied().unwrap_or(0);
-                    ([("queue", queue(w.queue)), ("reason", reason.into())], n)
-                })
+            by_reason(&stats.workers, Stat::socket_drop_reasons(), |c| {
+                &c.socket_dropped
             }),
         )?;
         m::histograms(

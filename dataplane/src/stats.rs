@@ -72,12 +72,12 @@ impl Stat {
 
     /// The names of the drop reasons, as the API and the metrics report
     /// them.
-    pub fn drop_reasons() -> impl Iterator<Item = &'static str> {
+    pub fn drop_reasons() -> impl Iterator<Item = &'static str> + Clone {
         Stat::DROPS.iter().map(|(_, name)| *name)
     }
 
     /// The names of the sockets' drop reasons.
-    pub fn socket_drop_reasons() -> impl Iterator<Item = &'static str> {
+    pub fn socket_drop_reasons() -> impl Iterator<Item = &'static str> + Clone {
         Stat::SOCKET_DROPS.iter().map(|(_, name)| *name)
     }
 

@@ -461,27 +461,21 @@ pub fn stats(stats: &dp::Stats) {
     }
     row("total".into(), String::new(), &stats.total, &stats.latency);
     print!("{}", t.render());
-    let drops: Vec<String> = stats
-        .total
-        .dropped
-        .iter()
-        .map(|(reason, n)| format!("{reason} {n}"))
-        .collect();
-    println!("drops by reason: {}", or_none(drops));
-    let socket: Vec<String> = stats
-        .total
-        .socket_dropped
-        .iter()
-        .map(|(reason, n)| format!("{reason} {n}"))
-        .collect();
-    println!("dropped before a worker (socket): {}", or_none(socket));
-    let xdp: Vec<String> = stats
-        .xdp
-        .iter()
-        .filter(|(_, n)| **n > 0)
-        .map(|(counter, n)| format!("{counter} {n}"))
-        .collect();
-    println!("XDP classifier: {}", or_none(xdp));
+    // Each as `name count, ...`, zeros left out.
+    let counts = |m: &BTreeMap<String, u64>| {
+        or_none(
+            m.iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(name, n)| format!("{name} {n}"))
+                .collect(),
+        )
+    };
+    println!("drops by reason: {}", counts(&stats.total.dropped));
+    println!(
+        "dropped before a worker (socket): {}",
+        counts(&stats.total.socket_dropped)
+    );
+    println!("XDP classifier: {}", counts(&stats.xdp));
 }
 
 #[cfg(test)]
