@@ -5,6 +5,7 @@
 
 mod bed;
 mod forwarders;
+mod generators;
 mod load;
 mod measure;
 mod paths;
@@ -19,11 +20,12 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
+use detour_dataplane::generator::Method;
 
 use crate::bed::{Bed, MAX_FRAME, MIN_FRAME, Side};
 use crate::measure::{Pacer, Throughput, Timing, Traffic};
 use crate::paths::Path;
-use crate::report::{Entry, Machine, Report, Settings};
+use crate::report::{Entry, Generators, Machine, Report, Settings};
 use crate::xdp::BenchXdp;
 
 /// Measures detour's relay, encap and decap paths against Linux IP
@@ -78,6 +80,10 @@ struct Args {
     /// machine busy just before it.
     #[arg(long, default_value_t = 0.10)]
     max_other_load: f64,
+    /// Measure only the frame generators (XDP live frames where the kernel
+    /// accepts them, AF_XDP TX), flat out into an XDP sink on the gateway.
+    #[arg(long)]
+    generators: bool,
     /// Replace the results section of this Markdown file (between
     /// `<!-- bench:begin -->` and `<!-- bench:end -->`) with this run's.
     #[arg(long)]
@@ -154,6 +160,13 @@ fn run(args: &Args) -> Result<()> {
             rx = Rx::Sender;
         }
     }
+    let generator = Method::choose(Method::LiveFrames)?;
+    eprintln!(
+        "detour-bench: flat out from {} ({}); paced from {}",
+        generator.method,
+        generator.why,
+        Method::AfXdp
+    );
     let bed = Bed::up(queues)?;
     // The paced generators of both ends, one per queue, for the whole run.
     let pacers = |side| -> Result<Vec<Mutex<Pacer>>> {
@@ -162,6 +175,22 @@ fn run(args: &Args) -> Result<()> {
             .collect()
     };
     let (peer_pacers, host_pacers) = (pacers(Side::Peer)?, pacers(Side::Host)?);
+    if args.generators {
+        let rates = generators::compare(
+            &bed,
+            &peer_pacers,
+            &args.sizes,
+            &generator_cores,
+            &worker_cores,
+            &timing,
+        )?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&rates)?);
+        } else {
+            println!("\n{}", generators::table(&rates));
+        }
+        return Ok(());
+    }
     let mut report = Report {
         date: shell("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         command: std::env::var("DETOUR_BENCH_COMMAND")
@@ -182,6 +211,11 @@ fn run(args: &Args) -> Result<()> {
             rounds,
             max_other_load: args.max_other_load,
             receive_work: format!("{rx:?}").to_lowercase(),
+            generators: Generators {
+                flat_out: generator.method.name(),
+                flat_out_why: generator.why.clone(),
+                paced: Method::AfXdp.name(),
+            },
         },
         results: Vec::new(),
         rounds: Vec::new(),
@@ -218,6 +252,7 @@ fn run(args: &Args) -> Result<()> {
                     frame: &frame,
                     cores: &generator_cores,
                     pacers,
+                    flat_out: generator.method,
                 };
                 let other_load = quiet_machine(args.max_other_load);
                 let round_note = if rounds > 1 {

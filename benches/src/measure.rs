@@ -1,12 +1,15 @@
 //! The trials: a path's highest forwarding rate, and its latency when
 //! offered a share of that rate.
 //!
-//! Flat out, the generator is `BPF_PROG_RUN` with XDP live frames (the
-//! kernel sends one frame, given once, as fast as it can: about 1.7 Mpps
-//! from one core of this machine into an XDP sink, against 0.78 for an
-//! AF_XDP TX generator); paced, for the lossless rate and latency, it is an
-//! AF_XDP TX socket. One generator thread per queue, on the generator
-//! cores; the sink is [`BenchXdp::sink`], counting at the other end.
+//! Flat out, the generator is `BPF_PROG_RUN` with XDP live frames where the
+//! kernel accepts them (the kernel sends one frame, given once, as fast as
+//! it can: 4 to 7 Mpps from one core of this machine into an XDP sink), and
+//! the AF_XDP TX socket of [`Pacer`], unpaced, where it refuses them
+//! (`detour_dataplane::generator::Method::choose`; docs/benchmarks.md
+//! compares the two). Paced, for the lossless rate and latency, it is
+//! always the AF_XDP socket. One generator thread per queue, on the
+//! generator cores; the sink is [`BenchXdp::sink`], counting at the other
+//! end.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,18 +21,21 @@ use detour_testkit::Netns;
 use serde::Serialize;
 
 use detour_common::bench::{STAMP_MAGIC, Stamp};
-use detour_dataplane::xdp::FrameGenerator;
+use detour_dataplane::generator::{Generator, Method};
 use detour_dataplane::xsk::{Desc, Socket, Umem};
 
 use crate::load::{CpuTimes, thread_cpu_ns};
-use crate::xdp::{BenchXdp, ifindex};
+use crate::xdp::BenchXdp;
 
 /// Frames per `BPF_PROG_RUN` call at full rate: long enough that the call's
 /// own cost (a page pool set up and torn down, tens of ms with an RCU grace
 /// period) vanishes, short enough to stop within a second.
 const CHUNK: u32 = 1 << 19;
-/// Frames the kernel sends per flush at full rate (its default batch).
+/// Frames a paced burst holds at most.
 const BATCH: u32 = 64;
+/// Descriptors one wake-up of the unpaced AF_XDP generator may transmit
+/// (where the kernel takes a TX budget above its default of 32).
+const FLAT_OUT_BURST: u32 = 256;
 /// When pacing, the generator sends a burst every this long.
 const PACE_TICK: Duration = Duration::from_micros(20);
 
@@ -59,6 +65,8 @@ pub struct Traffic<'a> {
     pub cores: &'a [usize],
     /// The paced generators of `ns`, one per core, loaded with `frame`.
     pub pacers: &'a [Mutex<Pacer>],
+    /// The generator flat out.
+    pub flat_out: Method,
 }
 
 /// A path's forwarding rate, as the ratios compare it.
@@ -82,8 +90,8 @@ pub struct Throughput {
     pub flat_out: FlatOut,
 }
 
-/// The generator flat out (`BPF_PROG_RUN` live frames), far above what any
-/// path here forwards: how a path behaves overloaded.
+/// The generator flat out, above what any path here forwards: how a path
+/// behaves overloaded.
 #[derive(Debug, Clone, Serialize)]
 pub struct FlatOut {
     pub offered_pps: f64,
@@ -381,18 +389,18 @@ fn run_generators(
             .map(|(queue, &core)| {
                 let (sent, stop) = (&sent, &stop);
                 s.spawn(move || {
-                    let result = match per_core {
-                        Some(rate) => pin(core).map(|()| {
-                            let mut pacer = traffic.pacers[queue]
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner());
-                            pacer.run(rate, sent, stop);
-                        }),
-                        None => traffic
+                    let pacer = || {
+                        traffic.pacers[queue]
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                    };
+                    let result = match (per_core, traffic.flat_out) {
+                        (None, Method::LiveFrames) => traffic
                             .ns
-                            .enter(|| flat_out_generator(traffic.frame, core, sent, stop))
+                            .enter(|| live_frames(traffic.frame, queue, core, sent, stop))
                             .map_err(anyhow::Error::from)
                             .and_then(|r| r),
+                        (rate, _) => pin(core).map(|()| pacer().run(rate, sent, stop)),
                     };
                     // The others stop too if this one could not go on.
                     stop.store(true, Ordering::Relaxed);
@@ -409,19 +417,25 @@ fn run_generators(
     })
 }
 
-/// The flat-out generator: `BPF_PROG_RUN` live frames out of the
-/// namespace's `eth0`, from a thread pinned to `core`.
-fn flat_out_generator(
+/// The flat-out generator where the kernel accepts live frames:
+/// `BPF_PROG_RUN` out of the namespace's `eth0`, from a thread pinned to
+/// `core`.
+fn live_frames(
     frame: &[u8],
+    queue: usize,
     core: usize,
     sent: &AtomicU64,
     stop: &AtomicBool,
 ) -> Result<()> {
     pin(core)?;
-    let program = FrameGenerator::load()?;
-    let iface = ifindex("eth0")?;
+    let mut generator = Generator::new(
+        Method::LiveFrames,
+        "eth0",
+        queue as u32,
+        vec![frame.to_vec()],
+    )?;
     while !stop.load(Ordering::Relaxed) {
-        program.send(frame, iface, CHUNK, BATCH)?;
+        generator.send(0, CHUNK)?;
         sent.fetch_add(u64::from(CHUNK), Ordering::Relaxed);
     }
     Ok(())
@@ -441,7 +455,8 @@ pub fn pin(core: usize) -> Result<()> {
 /// before it goes. (`BPF_PROG_RUN` sets up a page pool per call, tens of
 /// ms: fine flat out, far too slow to pace small bursts.) Copy mode tops out
 /// near 0.8 Mpps here; a rate above that is offered as fast as it goes, and
-/// the search counts only what was offered.
+/// the search counts only what was offered. Unpaced, it is the flat-out
+/// generator where the kernel refuses live frames.
 ///
 /// Made once for the whole run, not per trial: a bind right after a close
 /// on the same queue waits for the kernel's deferred release.
@@ -460,6 +475,8 @@ impl Pacer {
         let pacer = ns.enter(|| -> std::io::Result<Pacer> {
             let mut umem = Umem::new(2048, Self::FRAMES, 2048)?;
             let socket = umem.socket("eth0", queue, Some(false))?;
+            // Best effort: an older kernel keeps 32 frames per wake-up.
+            let _ = socket.set_tx_budget(FLAT_OUT_BURST);
             let free = umem.frame_addrs().collect();
             Ok(Pacer {
                 socket,
@@ -489,21 +506,27 @@ impl Pacer {
         self.frame_len = frame.len();
     }
 
-    fn run(&mut self, rate: f64, sent: &AtomicU64, stop: &AtomicBool) {
-        let stamp_at = self.frame_len - size_of::<Stamp>();
-        let burst = (rate * PACE_TICK.as_secs_f64())
-            .round()
-            .clamp(1.0, f64::from(BATCH)) as usize;
-        let interval = Duration::from_secs_f64(burst as f64 / rate);
+    /// Sends until `stop`: `rate` frames a second, stamped; or with no
+    /// rate as fast as the socket takes them, unstamped. Counts into `sent`
+    /// the frames the kernel completed.
+    fn run(&mut self, rate: Option<f64>, sent: &AtomicU64, stop: &AtomicBool) {
+        // With a rate: bursts of `burst` frames every `interval`.
+        let pace = rate.map(|rate| {
+            let burst = (rate * PACE_TICK.as_secs_f64())
+                .round()
+                .clamp(1.0, f64::from(BATCH)) as usize;
+            (burst, Duration::from_secs_f64(burst as f64 / rate))
+        });
+        let burst = pace.map_or(FLAT_OUT_BURST as usize, |(burst, _)| burst);
         let mut descs = Vec::with_capacity(burst);
-        let mut done = [0u64; BATCH as usize];
+        let mut done = [0u64; FLAT_OUT_BURST as usize];
         let mut next = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let n = self.socket.complete(&mut done);
             self.free.extend_from_slice(&done[..n]);
             sent.fetch_add(n as u64, Ordering::Relaxed);
             let now = Instant::now();
-            if now < next {
+            if pace.is_some() && now < next {
                 // The TX ring may still hold frames a wake-up did not send.
                 self.socket.kick();
                 // The sink's receive work shares this core: let it run.
@@ -513,34 +536,51 @@ impl Pacer {
             let room = (self.socket.transmit_room() as usize)
                 .min(self.free.len())
                 .min(burst);
+            descs.clear();
             let stamp = Stamp {
                 magic: STAMP_MAGIC,
                 sent_ns: monotonic_ns(),
             };
-            descs.clear();
-            for addr in self.free.drain(self.free.len() - room..) {
-                let (buf, _) = self.umem.frame_mut(addr);
-                // SAFETY: the stamp's 16 bytes lie within the frame's copy.
-                unsafe {
-                    buf.as_mut_ptr()
-                        .add(stamp_at)
-                        .cast::<Stamp>()
-                        .write_unaligned(stamp)
-                };
-                descs.push(Desc {
-                    addr,
-                    len: self.frame_len as u32,
-                    options: 0,
-                });
+            let len = self.frame_len as u32;
+            descs.extend(self.free.drain(self.free.len() - room..).map(|addr| Desc {
+                addr,
+                len,
+                options: 0,
+            }));
+            if pace.is_some() {
+                for d in &descs {
+                    self.stamp(d.addr, stamp);
+                }
             }
             let queued = self.socket.transmit(&descs);
             self.free.extend(descs[queued..].iter().map(|d| d.addr));
-            next += interval;
-            // Fallen behind (descheduled): do not catch up in one burst.
-            if now > next + Duration::from_millis(1) {
-                next = now;
+            if queued == 0 {
+                // Waiting for completions: the ring may hold frames a
+                // wake-up left.
+                self.socket.kick();
+            }
+            if let Some((_, interval)) = pace {
+                next += interval;
+                // Fallen behind (descheduled): do not catch up in one burst.
+                if now > next + Duration::from_millis(1) {
+                    next = now;
+                }
             }
         }
+    }
+
+    /// Writes `stamp` into the last 16 bytes of the frame at `addr`.
+    fn stamp(&mut self, addr: u64, stamp: Stamp) {
+        let stamp_at = self.frame_len - size_of::<Stamp>();
+        let (buf, _) = self.umem.frame_mut(addr);
+        // SAFETY: the stamp's 16 bytes lie within the frame's copy (every
+        // frame sent is at least that long).
+        unsafe {
+            buf.as_mut_ptr()
+                .add(stamp_at)
+                .cast::<Stamp>()
+                .write_unaligned(stamp)
+        };
     }
 }
 

@@ -53,6 +53,19 @@ pub struct Settings {
     /// Where receive work ran: `steered` (the gateway's on the worker
     /// cores, the sink's on the generator cores) or `sender` (veth's way).
     pub receive_work: String,
+    pub generators: Generators,
+}
+
+/// The frame generators a run used (`detour_dataplane::generator`).
+#[derive(Debug, Serialize)]
+pub struct Generators {
+    /// Flat out: `xdp-live-frames` or `af-xdp-tx`.
+    pub flat_out: &'static str,
+    /// Why that one: the kernel's refusal of live frames, or the
+    /// environment's choice.
+    pub flat_out_why: String,
+    /// For the lossless rate and latency: always `af-xdp-tx`.
+    pub paced: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -284,7 +297,8 @@ impl Report {
         let mut out = format!(
             "# detour benchmark, {}\n\n`{}` on {} ({} CPUs), kernel {}; {} queue(s), generator on CPU {:?}, \
              workers on CPU {:?}, receive work {}; median of {} run(s) of {} s at the lossless rate, \
-             median of {} round(s).\n\n## Ratios: detour's lossless rate over each baseline's\n\n",
+             median of {} round(s). Generators: flat out {} ({}), paced {}.\n\n\
+             ## Ratios: detour's lossless rate over each baseline's\n\n",
             self.date,
             self.command,
             self.machine.cpu_model,
@@ -297,6 +311,9 @@ impl Report {
             self.settings.timing.runs,
             self.settings.timing.seconds,
             self.settings.rounds,
+            self.settings.generators.flat_out,
+            self.settings.generators.flat_out_why,
+            self.settings.generators.paced,
         );
         out.push_str(&self.ratio_table());
         out.push_str("\n## Every path\n\n");
@@ -401,6 +418,11 @@ mod tests {
                 },
                 max_other_load: 0.1,
                 receive_work: "steered".into(),
+                generators: Generators {
+                    flat_out: "af-xdp-tx",
+                    flat_out_why: "test".into(),
+                    paced: "af-xdp-tx",
+                },
                 rounds: 1,
             },
             results: Vec::new(),

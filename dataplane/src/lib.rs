@@ -8,11 +8,14 @@
 //! next-hop MAC addresses from the kernel ([`neigh`]); LAN hosts that
 //! decapsulated packets were dropped for are resolved through it
 //! ([`resolve`]). Counters and latency:
-//! [`stats`]. Settings: [`config`]. The process: [`daemon`].
+//! [`stats`]. Settings: [`config`]. The process: [`daemon`]. Frame
+//! generators for the benchmarks and tests (never the dataplane's own):
+//! [`generator`].
 
 pub mod api;
 pub mod config;
 pub mod daemon;
+pub mod generator;
 pub mod icmp;
 pub mod lpm;
 pub mod metrics;

@@ -6,13 +6,10 @@
 //! - [`PassProgram`]: passes everything; the baseline for the classifier's
 //!   cost and the smallest proof that loading works.
 //! - [`iface`]: what an interface carries, and removing a foreign program.
-//! - [`FrameGenerator`]: sends a frame millions of times a second, for the
-//!   benchmarks and the hostile-traffic test (never used by the dataplane).
 
 mod classifier;
 mod counters;
 pub mod iface;
-mod live_frames;
 mod pass;
 
 use aya::EbpfError;
@@ -20,7 +17,6 @@ use aya::programs::ProgramError;
 
 pub use classifier::{AttachMode, Attachment, Classifier, Role};
 pub use counters::Counters;
-pub use live_frames::FrameGenerator;
 pub use pass::PassProgram;
 
 /// The eBPF object, built by `build.rs` and aligned as the ELF parser needs.
@@ -93,7 +89,7 @@ pub enum XdpError {
     },
 }
 
-fn program_error(program: &'static str, source: ProgramError) -> XdpError {
+pub(crate) fn program_error(program: &'static str, source: ProgramError) -> XdpError {
     XdpError::Program {
         program,
         source: Box::new(source),

@@ -1,32 +1,32 @@
-//! The frame generator of the benchmarks and the hostile-traffic test:
-//! `BPF_PROG_RUN` with live frames, which sends a frame out of an interface
-//! millions of times a second without a socket or a copy per frame.
+//! `BPF_PROG_RUN` with XDP live frames: the kernel sends one frame, given
+//! once, out of an interface millions of times a second, with no socket, no
+//! copy from userspace and no skb per frame.
 //!
 //! The program (`detour_common::bench::GENERATE_PROGRAM`, in
-//! [`super::BENCH_OBJECT`]) answers `XDP_TX`, which the kernel turns into a
-//! transmit on the interface the frame "arrived" on. Over a veth, the frame
-//! lands in the peer's XDP receive ring, which exists only while the peer
-//! has an XDP program attached; a full ring drops it and counts it in the
-//! peer's `rx_dropped`.
+//! [`crate::xdp::BENCH_OBJECT`]) answers `XDP_TX`, which the kernel turns
+//! into a transmit on the interface the frame "arrived" on. Over a veth, the
+//! frame lands in the peer's XDP receive ring, which exists only while the
+//! peer has an XDP program attached; a full ring drops it and counts it in
+//! the sending veth's driver statistics (`tx_queue_N_xdp_xmit_errors`).
 
 use aya::Ebpf;
 use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp};
 use detour_common::bench::GENERATE_PROGRAM;
 
-use super::{BENCH_OBJECT, XdpError, program_error};
+use crate::xdp::{BENCH_OBJECT, XdpError, program_error};
 
 /// The generator program, loaded (never attached).
-pub struct FrameGenerator {
+pub struct LiveFrames {
     ebpf: Ebpf,
 }
 
-impl FrameGenerator {
-    pub fn load() -> Result<FrameGenerator, XdpError> {
+impl LiveFrames {
+    pub fn load() -> Result<LiveFrames, XdpError> {
         let mut ebpf = Ebpf::load(BENCH_OBJECT).map_err(|e| XdpError::Load(Box::new(e)))?;
         program_mut(&mut ebpf)?
             .load()
             .map_err(|e| program_error(GENERATE_PROGRAM, e))?;
-        Ok(FrameGenerator { ebpf })
+        Ok(LiveFrames { ebpf })
     }
 
     /// Sends `frame` `count` times out of the interface with index
