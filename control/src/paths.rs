@@ -36,6 +36,17 @@
 //! live one. With [`Hysteresis::OFF`] the choice is the best candidate,
 //! a pure function of the links.
 //!
+//! The direct path is the default, as the Internet's own path is in RON: a
+//! relay costs the relay's capacity and one more node that can fail. A
+//! destination without a live current path (a new one, or its path went
+//! down) takes a relay only for a clear gain over the direct path, and a
+//! relay in use is left for the direct path once it is no longer worth
+//! half a clear gain over it (a band, so that it does not flap). Without
+//! that, a relay taken while the direct path had a bad spell (a delayed
+//! probe on a loaded machine) would keep the traffic for as long as the
+//! two paths stay within the margin of each other: for ever, on equal
+//! paths.
+//!
 //! ## Ties
 //!
 //! Equal candidates are ordered by cost, then summed RTT, then the direct
@@ -205,6 +216,14 @@ impl Hysteresis {
                 relative: 0.10,
                 absolute: 0.05,
             },
+        }
+    }
+
+    /// Half of both margins: what keeps a relay against the direct path.
+    pub fn half(&self) -> Hysteresis {
+        Hysteresis {
+            relative: self.relative / 2.0,
+            absolute: self.absolute / 2.0,
         }
     }
 
@@ -782,6 +801,8 @@ struct Search {
     previous: Option<Hop>,
     pin: Option<Hop>,
     best: Option<Candidate>,
+    /// The direct path, if it is live.
+    direct: Option<Candidate>,
     /// The previous path, if it is still live.
     current: Option<Candidate>,
     /// The pinned path, if it is live.
@@ -795,6 +816,7 @@ impl Search {
             previous,
             pin,
             best: None,
+            direct: None,
             current: None,
             pinned: None,
         }
@@ -807,6 +829,9 @@ impl Search {
             .is_none_or(|best| candidate.order(&best) == Ordering::Less)
         {
             self.best = Some(candidate);
+        }
+        if hop == Hop::Direct {
+            self.direct = Some(candidate);
         }
         if self.previous == Some(hop) {
             self.current = Some(candidate);
@@ -872,13 +897,24 @@ impl Search {
         if self.pinned.is_some() {
             return self.pinned;
         }
-        match (self.current, self.best) {
-            (Some(current), Some(best)) if !hysteresis.is_clear_gain(current.cost, best.cost) => {
-                Some(current)
+        let best = self.best?;
+        // The path to beat: the one in use while it is live; with none (a
+        // new destination, or its path went down), the direct path.
+        let choice = match self.current.or(self.direct) {
+            Some(incumbent) if !hysteresis.is_clear_gain(incumbent.cost, best.cost) => incumbent,
+            _ => best,
+        };
+        // A relay stays only while it is worth half a clear gain over the
+        // direct path: one taken while the direct path had a bad spell
+        // hands the traffic back once it is as good again, rather than
+        // keeping it for ever on equal paths.
+        match (choice.hop, self.direct) {
+            (Hop::Via(_), Some(direct))
+                if !hysteresis.half().is_clear_gain(direct.cost, choice.cost) =>
+            {
+                Some(direct)
             }
-            // No current path, or it went down, or the best is clearly
-            // better: the best, at once. None when nothing is live.
-            _ => self.best,
+            _ => Some(choice),
         }
     }
 
@@ -1189,6 +1225,81 @@ mod tests {
             (e.reason, e.chosen, e.direct),
             (Reason::Unreachable, None, None)
         );
+    }
+
+    #[test]
+    fn a_new_destination_takes_a_relay_only_for_a_clear_gain_over_the_direct_path() {
+        let policy = Policy::new(Metric::Latency);
+        // Via 2: 4 ms better than direct, under the 5 ms margin.
+        let mut links = matrix(
+            3,
+            &[(1, 3, up(10, 0.0)), (1, 2, up(3, 0.0)), (2, 3, up(3, 0.0))],
+        );
+        assert_eq!(
+            hop_to(&mut PathSelector::new(), &links, &policy, 3),
+            Some(Hop::Direct)
+        );
+        // 8 ms better (and more than 10 %): a clear gain.
+        links.set_both(n(1), n(3), up(14, 0.0));
+        assert_eq!(
+            hop_to(&mut PathSelector::new(), &links, &policy, 3),
+            Some(Hop::Via(n(2)))
+        );
+    }
+
+    #[test]
+    fn a_relay_taken_for_a_bad_spell_of_the_direct_path_hands_back_once_it_is_over() {
+        let policy = Policy::new(Metric::Latency);
+        // Equal paths, 1 ms each leg and direct 2 ms: direct.
+        let mut links = matrix(
+            3,
+            &[(1, 3, up(2, 0.0)), (1, 2, up(1, 0.0)), (2, 3, up(1, 0.0))],
+        );
+        let mut selector = PathSelector::new();
+        assert_eq!(hop_to(&mut selector, &links, &policy, 3), Some(Hop::Direct));
+        // A bad spell of the direct path: 20 ms. Via 2 is a clear gain.
+        links.set_both(n(1), n(3), up(20, 0.0));
+        assert_eq!(
+            hop_to(&mut selector, &links, &policy, 3),
+            Some(Hop::Via(n(2)))
+        );
+        // Still 3 ms worse than the relay: worth half the 5 ms margin, kept.
+        links.set_both(n(1), n(3), up(5, 0.0));
+        assert_eq!(
+            hop_to(&mut selector, &links, &policy, 3),
+            Some(Hop::Via(n(2)))
+        );
+        // Over: the paths are equal again, and the direct path takes the
+        // traffic back (plain hysteresis would keep the relay for ever).
+        links.set_both(n(1), n(3), up(2, 0.0));
+        assert_eq!(hop_to(&mut selector, &links, &policy, 3), Some(Hop::Direct));
+        let e = selector.explain(n(1), &ids(3), n(3), &links, &policy);
+        assert_eq!(e.chosen.map(|p| p.hop), Some(Hop::Direct));
+    }
+
+    #[test]
+    fn a_better_relay_than_the_one_in_use_is_taken_only_if_it_beats_the_direct_path_too() {
+        let policy = Policy::new(Metric::Latency);
+        // Direct 30 ms; via 2 is 20, via 4 is 28.
+        let mut links = matrix(
+            4,
+            &[
+                (1, 3, up(30, 0.0)),
+                (1, 2, up(10, 0.0)),
+                (2, 3, up(10, 0.0)),
+                (1, 4, up(14, 0.0)),
+                (4, 3, up(14, 0.0)),
+            ],
+        );
+        let mut selector = PathSelector::new();
+        assert_eq!(
+            hop_to(&mut selector, &links, &policy, 3),
+            Some(Hop::Via(n(2)))
+        );
+        // Via 2 slows to 60 ms; via 4 (28) is clearly better than it but
+        // only 2 ms better than direct (30): direct.
+        links.set_both(n(2), n(3), up(50, 0.0));
+        assert_eq!(hop_to(&mut selector, &links, &policy, 3), Some(Hop::Direct));
     }
 
     #[test]

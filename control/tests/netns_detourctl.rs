@@ -228,6 +228,19 @@ fn netns_detourctl_drives_both_daemons_and_their_metrics_parse() {
             && status["control"]["dataplane"]["installed_version"].is_u64()
     });
     assert!(settled, "{}", text(&node.ctl(1, &["status"])));
+    // Equal paths on one bridge: the direct path is the default, and a
+    // relay taken while a loaded machine held up a probe hands the traffic
+    // back once the estimates agree again (control/src/paths.rs). Waited
+    // for, not sampled (a loaded CI machine saw "1 relayed" here once).
+    let direct = eventually(Duration::from_secs(15), || {
+        let out = node.ctl(1, &["--json", "paths"]);
+        serde_json::from_slice::<Value>(&out.stdout).is_ok_and(|paths| {
+            [2, 3]
+                .iter()
+                .all(|&dst| route_of(&paths, dst)["path"] == "direct")
+        })
+    });
+    assert!(direct, "{}", text(&node.ctl(1, &["paths"])));
 
     // status
     let status = node.json(1, &["status"]);
@@ -368,17 +381,16 @@ fn netns_detourctl_drives_both_daemons_and_their_metrics_parse() {
     );
     let answer = node.json(1, &["route", "unpin", "2"]);
     assert_eq!(answer["response"], "done", "{answer}");
-    // Unpinned, the metric chooses again, with hysteresis: on this bridge
-    // every RTT is a fraction of a millisecond, and the direct path is not
-    // better by the 5 ms that leaving a live path takes. `paths` says so.
-    let route = route_of(&node.json(1, &["paths"]), 2);
-    assert_eq!(route["pin"], Value::Null, "{route}");
-    assert_eq!(route["path"], "via 3", "{route}");
-    assert!(
-        route["reason"] == "hysteresis" && route["best"] == "direct" || route["reason"] == "best",
-        "{route}"
-    );
-    assert_eq!(installed_via(&node, 2), Some(3));
+    // Unpinned, the metric chooses again: on this bridge every RTT is a
+    // fraction of a millisecond, a relay is worth nothing over the direct
+    // path, and the direct path, the default, takes the route back.
+    let back = eventually(Duration::from_secs(5), || {
+        let route = route_of(&node.json(1, &["paths"]), 2);
+        route["pin"] == Value::Null
+            && route["path"] == "direct"
+            && installed_via(&node, 2) == Some(2)
+    });
+    assert!(back, "{}", node.human(&["paths"]));
 
     // The daemon refuses what cannot be: exit 1, one line.
     assert_fails(
