@@ -550,12 +550,18 @@ fn netns_a_minute_of_malformed_frames_at_full_rate_loses_no_real_traffic_and_no_
         "the control process saw none of the garbage: {rejected:?}"
     );
 
-    // Real traffic in every second of the flood, both ways. A receive ring
-    // under a flood drops real frames with the rest; most must still
-    // arrive (measured: 95 % encapsulated, all decapsulated).
-    for (what, arrivals, sent) in [
-        ("encapsulated", &encap, encap_sent),
-        ("decapsulated", &decap, decap_sent),
+    // Real traffic in every second of the flood, both ways. A worker's
+    // receive ring under a flood drops real frames with the rest, and the
+    // LAN flood reaches the worker far more than the WAN's (most of the
+    // WAN's is passed to the kernel or dropped by the classifier). Ten
+    // runs of this test on a 2-core machine (kernel 6.18.44-fc-v1272, the
+    // AF_XDP generator, 0.27 Mpps into each side) delivered 81.4 to 84.5 %
+    // encapsulated and 99.1 to 99.5 % decapsulated (docs/security.md);
+    // with live frames, a lighter flood here, about 97 and 100 %. The
+    // floors leave 6 and 4 points for a busier machine.
+    for (what, arrivals, sent, floor_percent) in [
+        ("encapsulated", &encap, encap_sent, 75),
+        ("decapsulated", &decap, decap_sent, 95),
     ] {
         let silent: Vec<u64> = (flood_start..flood_secs)
             .filter(|s| !arrivals.per_second.contains_key(s))
@@ -566,8 +572,8 @@ fn netns_a_minute_of_malformed_frames_at_full_rate_loses_no_real_traffic_and_no_
         );
         let arrived = arrivals.seqs.len() as u64;
         assert!(
-            arrived * 2 >= u64::from(sent),
-            "only {arrived} of {sent} {what} datagrams arrived"
+            arrived * 100 >= u64::from(sent) * floor_percent,
+            "only {arrived} of {sent} {what} datagrams arrived, under {floor_percent} %"
         );
     }
 
