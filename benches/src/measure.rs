@@ -33,8 +33,7 @@ use crate::xdp::BenchXdp;
 const CHUNK: u32 = 1 << 19;
 /// Frames a paced burst holds at most.
 const BATCH: u32 = 64;
-/// Descriptors one wake-up of the unpaced AF_XDP generator may transmit
-/// (where the kernel takes a TX budget above its default of 32).
+/// Descriptors the unpaced AF_XDP generator queues at a time.
 const FLAT_OUT_BURST: u32 = 256;
 /// When pacing, the generator sends a burst every this long.
 const PACE_TICK: Duration = Duration::from_micros(20);
@@ -475,8 +474,6 @@ impl Pacer {
         let pacer = ns.enter(|| -> std::io::Result<Pacer> {
             let mut umem = Umem::new(2048, Self::FRAMES, 2048)?;
             let socket = umem.socket("eth0", queue, Some(false))?;
-            // Best effort: an older kernel keeps 32 frames per wake-up.
-            let _ = socket.set_tx_budget(FLAT_OUT_BURST);
             let free = umem.frame_addrs().collect();
             Ok(Pacer {
                 socket,
@@ -556,8 +553,10 @@ impl Pacer {
             self.free.extend(descs[queued..].iter().map(|d| d.addr));
             if queued == 0 {
                 // Waiting for completions: the ring may hold frames a
-                // wake-up left.
+                // wake-up left; and the sink's receive work, which shares
+                // this core, is what frees them.
                 self.socket.kick();
+                std::thread::yield_now();
             }
             if let Some((_, interval)) = pace {
                 next += interval;

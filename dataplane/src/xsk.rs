@@ -368,29 +368,6 @@ impl Socket {
         }
     }
 
-    /// Lets one wake-up of a copy-mode socket transmit up to `frames`
-    /// descriptors instead of the kernel's default 32
-    /// (`XDP_MAX_TX_SKB_BUDGET`, Linux 6.17; at most the TX ring's size).
-    /// An older kernel refuses the option (`ENOPROTOOPT`) and keeps 32.
-    pub fn set_tx_budget(&self, frames: u32) -> io::Result<()> {
-        /// `include/uapi/linux/if_xdp.h`; not in libc yet.
-        const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
-        // SAFETY: the kernel reads one u32 from `frames`.
-        let r = unsafe {
-            libc::setsockopt(
-                self.fd,
-                libc::SOL_XDP,
-                XDP_MAX_TX_SKB_BUDGET,
-                (&raw const frames).cast(),
-                size_of::<u32>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
     /// Takes the addresses of transmitted frames, up to `out.len()`.
     pub fn complete(&mut self, out: &mut [u64]) -> usize {
         // SAFETY: the completion ring's slots are UMEM addresses.

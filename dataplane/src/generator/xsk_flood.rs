@@ -5,9 +5,10 @@
 //! into an skb in copy mode, DMAed in zero-copy mode), so many may point at
 //! the same frame at once.
 //!
-//! In copy mode one wake-up (`sendto`) transmits at most the socket's TX
-//! budget, 32 frames unless the kernel takes a larger one
-//! ([`Socket::set_tx_budget`], Linux 6.17). The kernel reserves a
+//! In copy mode one wake-up (`sendto`) transmits at most 32 frames (the
+//! kernel's TX budget; Linux 6.17 lets a socket raise it with
+//! `XDP_MAX_TX_SKB_BUDGET`, which made no measurable difference here: the
+//! skb per frame is the cost, not the system call). The kernel reserves a
 //! completion slot per frame it consumes and posts it when the skb is
 //! freed, transmitted or dropped: a frame counts as sent when its
 //! completion arrives.
@@ -22,7 +23,7 @@ pub const FRAME_SIZE: u32 = 2048;
 /// Entries of the TX and completion rings, and so the most frames in
 /// flight.
 const RING: u32 = 2048;
-/// Descriptors queued per wake-up.
+/// Descriptors queued at a time.
 const BURST: usize = 256;
 /// How long a send may go without a single completion before it gives up:
 /// the kernel completes every frame it consumes, so a stall means the
@@ -45,9 +46,6 @@ impl XskFlood {
     pub fn new(iface: &str, queue: u32, frames: &[Vec<u8>]) -> io::Result<XskFlood> {
         let mut umem = Umem::new(FRAME_SIZE, frames.len().max(1) as u32, RING)?;
         let socket = umem.socket(iface, queue, Some(false))?;
-        // Best effort: where the kernel keeps its default of 32, the
-        // generator still works, with more system calls.
-        let _ = socket.set_tx_budget(BURST as u32);
         let mut addrs = umem.frame_addrs();
         for frame in frames {
             let addr = addrs.next().expect("a UMEM frame per frame");
