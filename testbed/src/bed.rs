@@ -638,7 +638,6 @@ pub fn down(layout: &Layout) -> anyhow::Result<()> {
     }
     let deadline = Instant::now() + STOP_TIMEOUT;
     while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
-        reap(&pids);
         std::thread::sleep(Duration::from_millis(20));
     }
     for &pid in pids.iter().filter(|&&p| alive(p)) {
@@ -687,27 +686,21 @@ fn read_pid(file: &Path) -> anyhow::Result<u32> {
     Ok(text.trim().parse()?)
 }
 
-/// Whether `pid` is a live process (a zombie is not).
+/// Whether process `pid` still runs. A child of ours is gone only once
+/// reaped (which this does): a multi-threaded child whose main thread has
+/// exited shows as a zombie while its other threads are still exiting, and
+/// cannot be reaped before they are (a test saw one left after `down`, on a
+/// loaded machine). Another's process is gone once it is a zombie.
 fn alive(pid: u32) -> bool {
-    reap(&[pid]);
-    let running = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
-    });
-    if !running {
-        // It may have died between the reap and the read: a zombie of
-        // ours stays until reaped (a test saw one left after `down`).
-        reap(&[pid]);
-    }
-    running
-}
-
-/// Collects our children among `pids` that exited.
-fn reap(pids: &[u32]) {
-    for &pid in pids {
-        // SAFETY: waitpid with WNOHANG on a pid; a process that is not our
-        // child just gives ECHILD.
-        unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), libc::WNOHANG) };
+    // SAFETY: waitpid with WNOHANG on a pid; a process that is not our
+    // child just gives ECHILD.
+    match unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), libc::WNOHANG) } {
+        0 => true,
+        r if r == pid as libc::pid_t => false,
+        _ => std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        }),
     }
 }
 
