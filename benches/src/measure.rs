@@ -3,7 +3,7 @@
 //!
 //! Flat out, the generator is `BPF_PROG_RUN` with XDP live frames where the
 //! kernel accepts them (the kernel sends one frame, given once, as fast as
-//! it can: 4 to 7 Mpps from one core of this machine into an XDP sink), and
+//! it can: 3 to 7 Mpps from one core of this machine into an XDP sink), and
 //! the AF_XDP TX socket of [`Pacer`], unpaced, where it refuses them
 //! (`detour_dataplane::generator::Method::choose`; docs/benchmarks.md
 //! compares the two). Paced, for the lossless rate and latency, it is

@@ -177,14 +177,18 @@ pub const MIN_FRAME: usize = 14;
 /// A set of frames, ready to be sent out of one interface, each as often
 /// as asked.
 pub struct Generator {
-    frames: Vec<Vec<u8>>,
     iface: String,
     queue: u32,
     way: Way,
 }
 
 enum Way {
-    Live { program: LiveFrames, ifindex: u32 },
+    Live {
+        program: LiveFrames,
+        ifindex: u32,
+        frames: Vec<Vec<u8>>,
+    },
+    /// The frames are in the socket's UMEM.
     Xsk(xsk_flood::XskFlood),
 }
 
@@ -215,6 +219,7 @@ impl Generator {
                     iface: iface.into(),
                     source,
                 })?,
+                frames,
             },
             Method::AfXdp => Way::Xsk(xsk_flood::XskFlood::new(iface, queue, &frames).map_err(
                 |source| GeneratorError::Socket {
@@ -225,7 +230,6 @@ impl Generator {
             )?),
         };
         Ok(Generator {
-            frames,
             iface: iface.into(),
             queue,
             way,
@@ -239,18 +243,17 @@ impl Generator {
         }
     }
 
-    /// The frames it sends, in the order given.
-    pub fn frames(&self) -> &[Vec<u8>] {
-        &self.frames
-    }
-
     /// Sends frame `index` `count` times, and returns once the interface
     /// has taken every one (passed it to its driver, which may still drop
     /// it: a full receive ring at a veth's other end, say).
     pub fn send(&mut self, index: usize, count: u32) -> Result<(), GeneratorError> {
         match &mut self.way {
-            Way::Live { program, ifindex } => program
-                .send(&self.frames[index], *ifindex, count, LIVE_BATCH)
+            Way::Live {
+                program,
+                ifindex,
+                frames,
+            } => program
+                .send(&frames[index], *ifindex, count, LIVE_BATCH)
                 .map_err(GeneratorError::LiveFrames),
             Way::Xsk(flood) => flood
                 .send(index, count)
