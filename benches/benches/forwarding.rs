@@ -72,6 +72,7 @@ fn table(v6: bool) -> RouteTable {
             },
         ],
         prefixes,
+        control_port: None,
     };
     let mut links = Links::new(
         MacAddr([2, 0, 0, 0, 0, 1]),

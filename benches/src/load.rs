@@ -71,15 +71,7 @@ pub fn other_load(window: Duration) -> f64 {
 
 /// (user, system) CPU time of thread `tid` of this process, in ns.
 pub fn thread_cpu_ns(tid: i32) -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
-    // Fields after the command name, which may hold spaces: utime is the
-    // 14th field of the line, the 12th after ") ".
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // SAFETY: no arguments.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    let ns = |v: &str| v.parse::<u64>().ok().map(|t| t * 1_000_000_000 / hz);
-    Some((ns(f.get(11)?)?, ns(f.get(12)?)?))
+    detour_testkit::cpu_ns(std::path::Path::new(&format!("/proc/self/task/{tid}/stat")))
 }
 
 #[cfg(test)]

@@ -56,6 +56,11 @@ pub struct RouteSnapshot {
     pub routes: Vec<RouteSpec>,
     /// Site prefixes; those of this node are local and never encapsulated.
     pub prefixes: Vec<PrefixSpec>,
+    /// The UDP port of the control process that sent the snapshot: the WAN
+    /// program drops what comes to it from anyone but the nodes listed.
+    /// Absent (older control processes, tests): nothing to it is filtered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_port: Option<u16>,
 }
 
 /// A request to the dataplane.
@@ -113,6 +118,18 @@ pub struct Stats {
     /// The XDP classifier's counters by name (docs/classifier.md), summed
     /// over CPUs.
     pub xdp: BTreeMap<String, u64>,
+    /// Who sent the datagrams to the control port that the WAN program
+    /// dropped (`wan_drop_control_stranger`), most first; the classifier
+    /// keeps the most recent 1024 sources.
+    #[serde(default)]
+    pub control_strangers: Vec<Stranger>,
+}
+
+/// A source of datagrams to the control port that is no peer's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stranger {
+    pub addr: IpAddr,
+    pub dropped: u64,
 }
 
 /// One worker: the queue it serves, its core, its counters and latency.

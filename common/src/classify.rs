@@ -9,10 +9,13 @@
 //!
 //! The rule for the WAN side: a frame is dropped only when it provably is
 //! addressed to the overlay (UDP to the overlay port, readable as such) and
-//! is malformed or comes from an unknown peer. Anything the program cannot
-//! prove to be overlay traffic is the kernel's, which validates its own
-//! traffic: a frame cut off inside its IP header, a non-first IPv4 fragment,
-//! an IPv6 packet with extension headers, another protocol or port.
+//! is malformed or comes from an unknown peer, or when it provably is UDP to
+//! detour's control port from an address that is no peer's (strangers reach
+//! no userspace code). Anything else is the kernel's, which validates its
+//! own traffic: a frame cut off inside its IP header, a non-first IPv4
+//! fragment, an IPv6 packet with extension headers (but a fragment header
+//! in front of UDP to the control port, which is read), another protocol or
+//! port.
 //!
 //! Written for the eBPF verifier as much as for people: every read goes
 //! through [`Frame::bytes`], which checks its bounds; offsets are bounded
@@ -49,7 +52,8 @@ impl Frame for [u8] {
     }
 }
 
-/// Why the WAN program dropped a frame addressed to the overlay port.
+/// Why the WAN program dropped a frame addressed to the overlay port (or,
+/// for [`DropReason::ControlStranger`], the control port).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DropReason {
     /// The frame ends inside the overlay headers, or before the length its
@@ -73,6 +77,9 @@ pub enum DropReason {
     HopLimit,
     /// The outer source address is not a peer's.
     UnknownPeer,
+    /// UDP to the control port (its first fragment included) from an
+    /// address that is not a peer's.
+    ControlStranger,
 }
 
 /// What the WAN program does with a frame.
@@ -88,14 +95,17 @@ pub enum WanVerdict {
 
 /// Classifies a frame received on the WAN interface.
 ///
-/// `overlay_port` is the UDP port overlay data arrives on; `is_peer` answers
-/// whether an outer source address belongs to a peer (the XDP program asks
-/// its allow-list map). The peer is checked before the GENEVE header, so
-/// that frames from strangers cost the least.
+/// `overlay_port` is the UDP port overlay data arrives on; `control_port`
+/// the one control messages do, 0 while no control process has said (then
+/// nothing to it is filtered); `is_peer` answers whether an outer source
+/// address belongs to a peer (the XDP program asks its allow-list map). The
+/// peer is checked before the GENEVE header, so that frames from strangers
+/// cost the least.
 #[inline(always)]
 pub fn classify_wan<F: Frame + ?Sized>(
     frame: &F,
     overlay_port: u16,
+    control_port: u16,
     is_peer: impl Fn(&PeerKey) -> bool,
 ) -> WanVerdict {
     let Some((ip_offset, ethertype)) = ip_header(frame) else {
@@ -107,7 +117,13 @@ pub fn classify_wan<F: Frame + ?Sized>(
         _ => return WanVerdict::Pass,
     };
     let outer = match outer {
-        Outer::NotOverlay => return WanVerdict::Pass,
+        Outer::NotOverlay => {
+            return match control_source(frame, ip_offset, ethertype, control_port) {
+                Some(Sender::Peer(src)) if is_peer(&src) => WanVerdict::Pass,
+                Some(_) => WanVerdict::Drop(DropReason::ControlStranger),
+                None => WanVerdict::Pass,
+            };
+        }
         Outer::Malformed(reason) => return WanVerdict::Drop(reason),
         Outer::Udp(outer) => outer,
     };
@@ -117,6 +133,94 @@ pub fn classify_wan<F: Frame + ?Sized>(
     match detour_geneve(frame, outer.udp_offset, outer.ip_end) {
         Ok(()) => WanVerdict::Overlay,
         Err(reason) => WanVerdict::Drop(reason),
+    }
+}
+
+/// Who sent a datagram to the control port.
+enum Sender {
+    /// Its source address, to look up.
+    Peer(PeerKey),
+    /// An IPv6 packet with an IPv4-mapped source: no peer's, whatever the
+    /// allow-list holds (IPv4 peers are keyed as such).
+    Forged,
+}
+
+/// The sender of a datagram to UDP port `port` (0: none), if the frame
+/// provably is one: unfragmented or the first fragment (whose reassembly
+/// the kernel would hand to the control process), behind an IPv4 header
+/// with or without options or an IPv6 header with or without one fragment
+/// header. The lengths are not checked: from a peer it is the kernel's to
+/// validate, from anyone else it is dropped either way.
+#[inline(always)]
+fn control_source<F: Frame + ?Sized>(
+    frame: &F,
+    ip: usize,
+    ethertype: EtherType,
+    port: u16,
+) -> Option<Sender> {
+    if port == 0 {
+        return None;
+    }
+    match ethertype {
+        EtherType::IPV4 => {
+            let h = frame.bytes::<{ ipv4::HEADER_LEN }>(ip)?;
+            let header_len = usize::from(h[0] & 0x0f) * 4;
+            const OFFSET_MASK: u16 = 0x1fff;
+            let first = u16::from_be_bytes([h[6], h[7]]) & OFFSET_MASK == 0;
+            let to_port = h[0] >> 4 == 4
+                && header_len >= ipv4::HEADER_LEN
+                && h[9] == ip_protocol::UDP
+                && first
+                && be16(frame, ip + header_len + 2) == Some(port);
+            to_port.then(|| Sender::Peer(PeerKey::v4([h[12], h[13], h[14], h[15]])))
+        }
+        EtherType::IPV6 => {
+            let h = frame.bytes::<8>(ip)?;
+            if h[0] >> 4 != 6 {
+                return None;
+            }
+            let mut udp = ip + ipv6::HEADER_LEN;
+            match h[6] {
+                ip_protocol::UDP => {}
+                ip_protocol::IPV6_FRAGMENT => {
+                    // Next header, reserved, offset and flags, id.
+                    let f = frame.bytes::<4>(udp)?;
+                    let offset = u16::from_be_bytes([f[2], f[3]]) >> 3;
+                    if f[0] != ip_protocol::UDP || offset != 0 {
+                        return None;
+                    }
+                    udp += 8;
+                }
+                _ => return None,
+            }
+            if be16(frame, udp + 2) != Some(port) {
+                return None;
+            }
+            let src = PeerKey::v6(frame.bytes::<16>(ip + 8)?);
+            Some(if src.is_ipv4_mapped() {
+                Sender::Forged
+            } else {
+                Sender::Peer(src)
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The source address of an IPv4 or IPv6 frame, as the allow-list keys
+/// it: for counting what [`DropReason::ControlStranger`] dropped by sender.
+/// `None` for an IPv6 source that is IPv4-mapped, which would read as that
+/// IPv4 host (a peer, say) where it is a forgery.
+#[inline(always)]
+pub fn outer_source<F: Frame + ?Sized>(frame: &F) -> Option<PeerKey> {
+    let (ip, ethertype) = ip_header(frame)?;
+    match ethertype {
+        EtherType::IPV4 => frame.bytes::<4>(ip + 12).map(PeerKey::v4),
+        EtherType::IPV6 => frame
+            .bytes::<16>(ip + 8)
+            .map(PeerKey::v6)
+            .filter(|key| !key.is_ipv4_mapped()),
+        _ => None,
     }
 }
 

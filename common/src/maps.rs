@@ -33,6 +33,10 @@ pub const REMOTE_V6_MAP: &str = "REMOTE_V6";
 pub const WAN_SOCKETS_MAP: &str = "WAN_SOCKETS";
 /// `XskMap` of the LAN interface, indexed by receive queue.
 pub const LAN_SOCKETS_MAP: &str = "LAN_SOCKETS";
+/// `LruPerCpuHashMap<PeerKey, u64>`: datagrams to the control port the
+/// WAN program dropped, by source address (the most recent
+/// [`MAX_CONTROL_STRANGERS`] sources).
+pub const CONTROL_STRANGERS_MAP: &str = "CONTROL_STRANGERS";
 /// `PerCpuArray<PacketCount>`, one slot: what `detour_pass` saw.
 pub const PASS_COUNT_MAP: &str = "PASS_COUNT";
 
@@ -43,6 +47,8 @@ pub const MAX_QUEUES: u32 = 64;
 pub const MAX_PEERS: u32 = 4096;
 /// Entries in each remote-prefix trie.
 pub const MAX_REMOTE_PREFIXES: u32 = 16384;
+/// Sources kept in [`CONTROL_STRANGERS_MAP`]; the least recent go first.
+pub const MAX_CONTROL_STRANGERS: u32 = 1024;
 
 /// Packets and bytes seen, kept per CPU by a program and summed by userspace.
 #[repr(C)]
@@ -71,6 +77,10 @@ pub struct XdpConfig {
     pub overlay_port: u16,
     /// [`XdpConfig::DROP_WITHOUT_SOCKET`] or 0.
     pub flags: u16,
+    /// The UDP port of the control process, which only peers may reach; 0
+    /// (the loader's) until a control process has installed its routes
+    /// and with them the peers: nothing to it is filtered before.
+    pub control_port: u16,
 }
 
 impl XdpConfig {
@@ -86,6 +96,15 @@ impl XdpConfig {
         XdpConfig {
             overlay_port,
             flags,
+            control_port: 0,
+        }
+    }
+
+    /// The same with `port` as the control port (0: none).
+    pub const fn with_control_port(self, port: u16) -> Self {
+        XdpConfig {
+            control_port: port,
+            ..self
         }
     }
 
@@ -215,6 +234,9 @@ pub enum Counter {
     DropHopLimit,
     /// WAN drop: the outer source address is not in the peer allow-list.
     DropUnknownPeer,
+    /// WAN drop: UDP to the control port from an address not in the peer
+    /// allow-list.
+    DropControlStranger,
     /// LAN: for a remote prefix, redirected to the queue's socket.
     LanToWorker,
     /// LAN: local traffic, ARP, ND, anything not for a remote prefix: passed.
@@ -234,7 +256,7 @@ pub enum Fate {
 }
 
 impl Counter {
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 17;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -250,6 +272,7 @@ impl Counter {
         Counter::DropGenevePayload,
         Counter::DropHopLimit,
         Counter::DropUnknownPeer,
+        Counter::DropControlStranger,
         Counter::LanToWorker,
         Counter::LanPass,
         Counter::LanNoSocketPass,
@@ -275,6 +298,7 @@ impl Counter {
             Counter::DropGenevePayload => "wan_drop_geneve_payload",
             Counter::DropHopLimit => "wan_drop_hop_limit",
             Counter::DropUnknownPeer => "wan_drop_unknown_peer",
+            Counter::DropControlStranger => "wan_drop_control_stranger",
             Counter::LanToWorker => "lan_to_worker",
             Counter::LanPass => "lan_pass",
             Counter::LanNoSocketPass => "lan_no_socket_pass",
@@ -310,6 +334,7 @@ impl From<DropReason> for Counter {
             DropReason::GenevePayload => Counter::DropGenevePayload,
             DropReason::HopLimit => Counter::DropHopLimit,
             DropReason::UnknownPeer => Counter::DropUnknownPeer,
+            DropReason::ControlStranger => Counter::DropControlStranger,
         }
     }
 }
@@ -325,7 +350,7 @@ mod pod {
 }
 
 const _: () = assert!(core::mem::size_of::<PacketCount>() == 16);
-const _: () = assert!(core::mem::size_of::<XdpConfig>() == 4);
+const _: () = assert!(core::mem::size_of::<XdpConfig>() == 6);
 const _: () = assert!(core::mem::size_of::<PeerKey>() == 16);
 const _: () = assert!(Counter::ALL.len() == Counter::COUNT as usize);
 

@@ -6,18 +6,18 @@
 
 use std::net::IpAddr;
 
-use detour_common::classify::{Destination, WanVerdict, classify_wan, lan_destination};
+use detour_common::classify::{Destination, DropReason, WanVerdict, classify_wan, lan_destination};
 use detour_common::maps::PeerKey;
 use detour_common::wire::{EtherType, EthernetFrame, Ipv4Packet, Ipv6Packet, OverlayFrame};
 use detour_testkit::classifier_cases::{is_peer, lan_cases, wan_cases};
-use detour_testkit::frames::{OVERLAY_PORT, mutated, overlay_seeds};
+use detour_testkit::frames::{CONTROL_PORT, OVERLAY_PORT, mutated, overlay_seeds};
 use proptest::prelude::*;
 
 #[test]
 fn every_wan_case_gets_its_verdict() {
     let mut wrong = Vec::new();
     for case in wan_cases() {
-        let got = classify_wan(&case.frame[..], OVERLAY_PORT, is_peer);
+        let got = classify_wan(&case.frame[..], OVERLAY_PORT, CONTROL_PORT, is_peer);
         if got != case.verdict {
             wrong.push(format!(
                 "{}: expected {:?}, got {got:?}",
@@ -26,6 +26,16 @@ fn every_wan_case_gets_its_verdict() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn without_a_control_port_nothing_to_it_is_filtered() {
+    for case in wan_cases() {
+        if case.verdict == WanVerdict::Drop(DropReason::ControlStranger) {
+            let got = classify_wan(&case.frame[..], OVERLAY_PORT, 0, is_peer);
+            assert_eq!(got, WanVerdict::Pass, "{}", case.name);
+        }
+    }
 }
 
 #[test]
@@ -85,7 +95,7 @@ proptest! {
         // Half the cases whole, half cut somewhere.
         let cut = if cut >= 100 { seed.len() } else { cut };
         let frame = mutated(seed, &edits, cut);
-        let verdict = classify_wan(&frame[..], OVERLAY_PORT, is_peer);
+        let verdict = classify_wan(&frame[..], OVERLAY_PORT, CONTROL_PORT, is_peer);
         prop_assert_eq!(verdict == WanVerdict::Overlay, oracle_is_overlay(&frame),
                         "verdict {:?} for {:02x?}", verdict, frame);
     }
@@ -100,7 +110,7 @@ proptest! {
 
     #[test]
     fn random_bytes_never_reach_a_worker_unparsed(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-        let verdict = classify_wan(&bytes[..], OVERLAY_PORT, |_| true);
+        let verdict = classify_wan(&bytes[..], OVERLAY_PORT, CONTROL_PORT, |_| true);
         if verdict == WanVerdict::Overlay {
             prop_assert!(OverlayFrame::parse(&bytes, OVERLAY_PORT).is_ok());
         }

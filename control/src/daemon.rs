@@ -24,9 +24,9 @@
 //! current paths and numbers its snapshots above them, so that its own
 //! restart changes nothing in the dataplane until a route really changes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -42,7 +42,7 @@ use tracing::{debug, info, warn};
 
 use crate::api::{Core, Shared};
 use crate::config::Config;
-use crate::message::{Endpoint, MAX_MESSAGE_LEN};
+use crate::message::{Endpoint, MAX_MESSAGE_LEN, Reject};
 use crate::metrics;
 use crate::node::Node;
 use crate::paths::Hop;
@@ -72,6 +72,12 @@ pub fn run(config: Config, stop: &AtomicBool) -> anyhow::Result<()> {
         .peers
         .iter()
         .map(|p| (p.id, p.control_addr()))
+        .collect();
+    // Where peers' control messages come from: their underlay addresses.
+    let peer_addrs: HashSet<IpAddr> = config
+        .peers
+        .iter()
+        .map(|p| p.underlay.to_canonical())
         .collect();
     let endpoint = Endpoint::new(config.key.clone(), config.node_id, base);
     let mut node = Node::new(
@@ -156,6 +162,10 @@ pub fn run(config: Config, stop: &AtomicBool) -> anyhow::Result<()> {
         let mut core = shared.core();
         let Core { node, endpoint } = &mut *core;
         match received {
+            Ok((_, from)) if !peer_addrs.contains(&from.ip().to_canonical()) => {
+                endpoint.record(Reject::Stranger);
+                debug!(%from, reject = %Reject::Stranger, "control message dropped");
+            }
             Ok((len, from)) => match endpoint.open(&buf[..len]) {
                 Ok((sender, message)) => {
                     if let Err(reject) = node.handle_message(clock.elapsed(), sender, &message) {
@@ -229,6 +239,8 @@ struct SnapshotBuilder {
     local: NodeId,
     nodes: Vec<NodeSpec>,
     prefixes: Vec<PrefixSpec>,
+    /// Ours, which the dataplane's WAN program then keeps strangers from.
+    control_port: u16,
     /// The last version handed out.
     version: u64,
 }
@@ -261,6 +273,7 @@ impl SnapshotBuilder {
             local: config.node_id,
             nodes,
             prefixes,
+            control_port: config.listen.port(),
             version: base,
         }
     }
@@ -289,6 +302,7 @@ impl SnapshotBuilder {
                 })
                 .collect(),
             prefixes: self.prefixes.clone(),
+            control_port: Some(self.control_port),
         }
     }
 }

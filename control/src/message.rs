@@ -328,10 +328,15 @@ pub enum Reject {
     /// this node's overlay: a node missing from the configuration.
     #[error("control message from a node not in the overlay")]
     UnknownNode,
+    /// From an address that is no configured peer's underlay address:
+    /// dropped before anything about it is computed (the dataplane's WAN
+    /// program drops most of these before they reach the socket).
+    #[error("control message from an address that is no peer's")]
+    Stranger,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 7] = [
+    pub const ALL: [Reject; 8] = [
         Reject::Malformed,
         Reject::UnknownVersion,
         Reject::BadMac,
@@ -339,6 +344,7 @@ impl Reject {
         Reject::Replayed,
         Reject::Stale,
         Reject::UnknownNode,
+        Reject::Stranger,
     ];
 
     /// The reason's name as a metric label.
@@ -351,6 +357,7 @@ impl Reject {
             Reject::Replayed => "replayed",
             Reject::Stale => "stale",
             Reject::UnknownNode => "unknown_node",
+            Reject::Stranger => "stranger",
         }
     }
 }

@@ -7,11 +7,11 @@
 //! metrics endpoint through an OpenMetrics parser. Needs root.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpStream, UdpSocket};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use detour_common::api::Client;
 use detour_testkit::{Process, ScratchPath, eventually};
@@ -328,7 +328,14 @@ fn netns_detourctl_drives_both_daemons_and_their_metrics_parse() {
     let routes = node.json(1, &["routes"]);
     assert_keys(
         &routes,
-        &["version", "local", "nodes", "routes", "prefixes"],
+        &[
+            "version",
+            "local",
+            "nodes",
+            "routes",
+            "prefixes",
+            "control_port",
+        ],
     );
     assert_eq!(installed_via(&node, 2), Some(2));
     let human = node.human(&["routes"]);
@@ -337,7 +344,10 @@ fn netns_detourctl_drives_both_daemons_and_their_metrics_parse() {
 
     // stats
     let stats = node.json(1, &["stats"]);
-    assert_keys(&stats, &["workers", "total", "latency", "xdp"]);
+    assert_keys(
+        &stats,
+        &["workers", "total", "latency", "xdp", "control_strangers"],
+    );
     assert_keys(
         &stats["workers"][0],
         &["queue", "core", "counters", "latency"],
@@ -479,7 +489,7 @@ fn netns_detourctl_drives_both_daemons_and_their_metrics_parse() {
         "detour_control_messages_rejected",
         OpenMetricsType::Counter,
     );
-    assert_eq!(rejected.iter_samples().count(), 7, "every reason");
+    assert_eq!(rejected.iter_samples().count(), 8, "every reason");
 
     let dataplane = scrape(&node, DATAPLANE_METRICS);
     let drops = family(
@@ -595,6 +605,116 @@ fn netns_detourctl_drives_both_daemons_and_their_metrics_parse() {
         text(&out)
     );
     assert!(line("dataplane ", "running"), "{}", text(&out));
+}
+
+/// Datagrams to node 1's control port from an address that is no peer's
+/// stop at its dataplane's WAN program: counted by source in `detourctl
+/// stats`, never seen by the control process (its rejects do not move, and
+/// 10,000 a second cost it no more CPU than the same time idle), while its
+/// peers stay up. Node 2, without a dataplane, drops them in its control
+/// process, by source, before anything else.
+#[test]
+fn netns_a_strangers_flood_of_the_control_port_stops_at_the_nic() {
+    const RATE: u64 = 10_000;
+    const SECONDS: u64 = 5;
+    let node = Node1::up();
+    let settled = eventually(Duration::from_secs(15), || {
+        let out = node.ctl(1, &["--json", "status"]);
+        serde_json::from_slice::<Value>(&out.stdout).is_ok_and(|s| {
+            s["control"]["peers_up"] == 2 && s["control"]["dataplane"]["installed_version"].is_u64()
+        })
+    });
+    assert!(settled, "{}", text(&node.ctl(1, &["status"])));
+    // The stranger: another address on node 3's link, in no one's config.
+    let stranger = &node.overlay.nodes[2];
+    stranger
+        .ip(&["addr", "add", "192.0.2.77/24", "dev", "eth0"])
+        .unwrap();
+    let socket = stranger
+        .enter(|| UdpSocket::bind("192.0.2.77:0"))
+        .unwrap()
+        .unwrap();
+    let rejected = |node: &Node1| -> u64 {
+        let status = node.json(1, &["status"]);
+        let reasons = status["control"]["rejected"].as_object().unwrap().clone();
+        reasons.values().map(|n| n.as_u64().unwrap()).sum()
+    };
+    let pid = node.overlay.pid(1).unwrap();
+    let cpu = || {
+        let (user, system) =
+            detour_testkit::cpu_ns(Path::new(&format!("/proc/{pid}/stat"))).unwrap();
+        user + system
+    };
+    let rejected_before = rejected(&node);
+
+    // The same time idle, then flooded.
+    let idle_from = cpu();
+    std::thread::sleep(Duration::from_secs(SECONDS));
+    let idle_ns = cpu() - idle_from;
+    let garbage = [0x64u8; 100];
+    let flood_from = cpu();
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < Duration::from_secs(SECONDS) {
+        let due = start.elapsed().as_nanos() as u64 * RATE / 1_000_000_000;
+        while sent < due {
+            socket.send_to(&garbage, "192.0.2.1:6082").unwrap();
+            sent += 1;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // What is in flight lands.
+    std::thread::sleep(Duration::from_millis(200));
+    let flood_ns = cpu() - flood_from;
+
+    let stats = node.json(1, &["stats"]);
+    let dropped = stats["xdp"]["wan_drop_control_stranger"].as_u64().unwrap();
+    detour_testkit::report(
+        env!("CARGO_TARGET_TMPDIR"),
+        &format!(
+            "control port flooded by a stranger: {sent} datagrams in {SECONDS} s, {dropped} dropped at the NIC; \
+             the control process spent {:.1} ms of CPU flooded, {:.1} ms idle over the same time",
+            flood_ns as f64 / 1e6,
+            idle_ns as f64 / 1e6
+        ),
+    );
+    assert_eq!(dropped, sent, "every datagram dropped by the WAN program");
+    assert_eq!(
+        stats["control_strangers"][0],
+        serde_json::json!({"addr": "192.0.2.77", "dropped": sent})
+    );
+    let human = node.human(&["stats"]);
+    assert!(
+        human.contains(&format!("dropped from strangers: 192.0.2.77 {sent}")),
+        "{human}"
+    );
+    assert_eq!(
+        rejected(&node),
+        rejected_before,
+        "the control process saw some"
+    );
+    // A tick is 10 ms; parsing and refusing 50,000 datagrams in userspace
+    // would cost hundreds of ms.
+    assert!(
+        flood_ns <= idle_ns + 50_000_000,
+        "the control process spent {flood_ns} ns flooded, {idle_ns} ns idle"
+    );
+    let status = node.json(1, &["status"]);
+    assert_eq!(status["control"]["peers_up"], 2, "{status}");
+
+    // Node 2 has no dataplane: its control process drops them itself, by
+    // their source, before it computes anything.
+    let before = node.json(2, &["status"])["control"]["rejected"].clone();
+    for _ in 0..100 {
+        socket.send_to(&garbage, "192.0.2.2:6082").unwrap();
+    }
+    let counted = eventually(Duration::from_secs(5), || {
+        node.json(2, &["status"])["control"]["rejected"]["stranger"]
+            == before["stranger"].as_u64().unwrap() + 100
+    });
+    let after = node.json(2, &["status"])["control"]["rejected"].clone();
+    assert!(counted, "{before} -> {after}");
+    assert_eq!(after["malformed"], before["malformed"], "{after}");
 }
 
 /// `GET /metrics` at `addr` in node 1's namespace, parsed.

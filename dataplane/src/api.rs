@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use detour_common::api::{
-    Health, InterfaceHealth, Request, Response, Stats, WorkerCounters, WorkerStats,
+    Health, InterfaceHealth, Request, Response, Stats, Stranger, WorkerCounters, WorkerStats,
 };
 use detour_common::local_socket::Handler;
 use detour_common::wire::NodeId;
@@ -99,9 +99,9 @@ impl State {
                 }
             })
             .collect();
-        let xdp = self
-            .installer()
-            .classifier()
+        let installer = self.installer();
+        let classifier = installer.classifier();
+        let xdp = classifier
             .and_then(|c| c.counters().ok())
             .map(|c| {
                 c.iter()
@@ -109,11 +109,18 @@ impl State {
                     .collect()
             })
             .unwrap_or_default();
+        let control_strangers = classifier
+            .and_then(|c| c.control_strangers().ok())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(addr, dropped)| Stranger { addr, dropped })
+            .collect();
         Stats {
             workers,
             total,
             latency: summary(&merged),
             xdp,
+            control_strangers,
         }
     }
 

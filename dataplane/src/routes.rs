@@ -186,8 +186,8 @@ impl Installer {
         Err(e)
     }
 
-    /// The classifier's peers (every node but this one) and remote
-    /// prefixes.
+    /// The classifier's peers (every node but this one), remote prefixes
+    /// and control port.
     fn set_maps(
         &mut self,
         snapshot: &RouteSnapshot,
@@ -203,7 +203,10 @@ impl Installer {
             .map(|n| (n.underlay, n.id))
             .collect();
         classifier.set_peers(&peers)?;
-        classifier.set_remote_prefixes(prefixes)
+        classifier.set_remote_prefixes(prefixes)?;
+        // After the peers: a port filtered before its peers are listed
+        // would cut them off for a moment.
+        classifier.set_control_port(snapshot.control_port.unwrap_or(0))
     }
 }
 

@@ -337,6 +337,7 @@ pub(crate) mod tests {
                 prefix("10.3.7.0/24", 4),
                 prefix("10.4.0.0/16", 4),
             ],
+            control_port: None,
         }
     }
 

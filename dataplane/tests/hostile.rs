@@ -43,7 +43,7 @@ use detour_common::maps::Counter;
 use detour_common::wire::{EtherType, MacAddr};
 use detour_dataplane::generator::{Generator, MIN_FRAME, Method};
 use detour_testkit::classifier_cases::{lan_cases, wan_cases};
-use detour_testkit::frames::{self, LOCAL_V4, OTHER_PORT, PEER_V4, Rng};
+use detour_testkit::frames::{self, CONTROL_PORT, LOCAL_V4, PEER_V4, Rng};
 use detour_testkit::{Family, Netns, Process, ScratchPath, ethtool, eventually, rss_kb};
 use rig::*;
 
@@ -102,8 +102,8 @@ fn wan_flood(rig: &Rig, rng: &mut Rng) -> Vec<(String, Vec<u8>)> {
         let mut f = frames::udp(
             PEER_V4.into(),
             LOCAL_V4.into(),
-            OTHER_PORT,
-            OTHER_PORT,
+            CONTROL_PORT,
+            CONTROL_PORT,
             16 + rng.below(300),
         );
         let payload = f.len() - 42;
@@ -331,7 +331,7 @@ fn control(rig: &Rig, dir: &Path) -> (Process, std::path::PathBuf) {
         &config,
         format!(
             "node_id = 1\nkey_file = \"overlay.key\"\nunderlay = \"{LOCAL_V4}\"\n\
-             [control]\nlisten = \"{LOCAL_V4}:{OTHER_PORT}\"\n\
+             [control]\nlisten = \"{LOCAL_V4}:{CONTROL_PORT}\"\n\
              [[peers]]\nid = 2\nunderlay = \"{PEER_V4}\"\n\
              [dataplane]\ninstall = false\n[api]\nsocket = {api:?}\n"
         ),
@@ -654,6 +654,23 @@ fn netns_a_minute_of_malformed_frames_at_full_rate_loses_no_real_traffic_and_no_
             "no {reason} drop: {t:?}"
         );
     }
+    // Datagrams to the control port from addresses that are no node's
+    // (the table's IPv6 ones: this rig's nodes are IPv4) stop at the WAN
+    // program, counted by source; the peer's garbage reached the control
+    // process (its rejects, above).
+    let nodes: Vec<IpAddr> = rig
+        .snapshot(1, 2)
+        .nodes
+        .iter()
+        .map(|n| n.underlay)
+        .collect();
+    let strangers: Vec<IpAddr> = stats.control_strangers.iter().map(|s| s.addr).collect();
+    assert!(
+        strangers.contains(&IpAddr::V6(frames::STRANGER_V6))
+            && strangers.iter().all(|s| !nodes.contains(s)),
+        "the control port's strangers: {:?}",
+        stats.control_strangers
+    );
 
     // Memory: flat once the flood is on (within 1 %).
     let highest = samples.iter().copied().chain([rss_late]).max().unwrap();

@@ -15,13 +15,15 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use aya::programs::{TestRun, TestRunOptions, XdpMode};
-use detour_common::classify::{Destination, WanVerdict, classify_wan, lan_destination};
+use detour_common::classify::{
+    self, Destination, DropReason, WanVerdict, classify_wan, lan_destination,
+};
 use detour_common::maps::{Counter, NoSocket, XdpConfig};
 use detour_common::wire::NodeId;
 use detour_dataplane::xdp::{AttachMode, Classifier, Counters, PassProgram, Role};
 use detour_dataplane::xsk::Receiver;
 use detour_testkit::classifier_cases::{PEERS, REMOTE_PREFIXES, is_peer, lan_cases, wan_cases};
-use detour_testkit::frames::{self, OVERLAY_PORT, Rng, mutated, overlay_seeds};
+use detour_testkit::frames::{self, CONTROL_PORT, OVERLAY_PORT, Rng, mutated, overlay_seeds};
 use detour_testkit::{Gateway, Netns, Process, ScratchPath, eventually, require_root};
 
 const XDP_DROP: u32 = 1;
@@ -190,7 +192,7 @@ fn bpf_table_every_case_gets_its_verdict_slot_and_counter() {
     let mut failures = Vec::new();
     let mut runs = 0;
     for no_socket in [NoSocket::Pass, NoSocket::Drop] {
-        let config = XdpConfig::new(OVERLAY_PORT, no_socket);
+        let config = XdpConfig::new(OVERLAY_PORT, no_socket).with_control_port(CONTROL_PORT);
         bench.run(config, |classifier| {
             let wan = wan_cases()
                 .into_iter()
@@ -231,6 +233,43 @@ fn bpf_table_every_case_gets_its_verdict_slot_and_counter() {
     assert!(runs >= 4 * 40);
 }
 
+/// Every datagram to the control port from a stranger is counted under its
+/// source address, whatever wraps it; one from an IPv6 address that claims
+/// to be an IPv4 peer (IPv4-mapped) is counted, but under no source (it
+/// would read as that peer).
+#[test]
+fn bpf_strangers_on_the_control_port_are_counted_by_source() {
+    let bench = Bench::new();
+    let config = XdpConfig::new(OVERLAY_PORT, NoSocket::Pass).with_control_port(CONTROL_PORT);
+    bench.run(config, |classifier| {
+        let mut expected: std::collections::BTreeMap<IpAddr, u64> = Default::default();
+        let mut forged = 0;
+        for case in wan_cases() {
+            if case.verdict != WanVerdict::Drop(DropReason::ControlStranger) {
+                continue;
+            }
+            let (action, moved) = bench.test_run(classifier, Role::Wan, &case.frame, 0);
+            assert_eq!(action, XDP_DROP, "{}", case.name);
+            only_moved(&moved, Counter::DropControlStranger, case.frame.len())
+                .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            match classify::outer_source(&case.frame[..]) {
+                Some(key) => *expected.entry(IpAddr::from(key)).or_default() += 1,
+                None => forged += 1,
+            }
+        }
+        let counted: std::collections::BTreeMap<IpAddr, u64> = classifier
+            .control_strangers()
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(counted, expected);
+        assert!(
+            expected.len() >= 2 && forged == 1,
+            "{expected:?}, {forged} forged"
+        );
+    });
+}
+
 /// The kernel program and the pure function agree on damaged frames.
 #[test]
 fn bpf_kernel_programs_agree_with_the_pure_functions_on_random_frames() {
@@ -238,7 +277,7 @@ fn bpf_kernel_programs_agree_with_the_pure_functions_on_random_frames() {
     let bench = Bench::new();
     let seeds = overlay_seeds();
     let mut rng = Rng::new(0x6465_746f_7572);
-    let config = XdpConfig::new(OVERLAY_PORT, NoSocket::Pass);
+    let config = XdpConfig::new(OVERLAY_PORT, NoSocket::Pass).with_control_port(CONTROL_PORT);
     let mut overlay = 0;
     bench.run(config, |classifier| {
         for n in 0..FRAMES {
@@ -253,7 +292,7 @@ fn bpf_kernel_programs_agree_with_the_pure_functions_on_random_frames() {
             };
             let frame = mutated(seed, &edits, cut);
 
-            let verdict = classify_wan(&frame[..], OVERLAY_PORT, is_peer);
+            let verdict = classify_wan(&frame[..], OVERLAY_PORT, CONTROL_PORT, is_peer);
             overlay += usize::from(verdict == WanVerdict::Overlay);
             let (action, counter) = expected_wan(verdict, true, NoSocket::Pass);
             let (got, moved) = bench.test_run(classifier, Role::Wan, &frame, 0);

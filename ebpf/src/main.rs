@@ -1,7 +1,8 @@
 //! detour's XDP programs.
 //!
 //! - `detour_wan`: overlay data from known peers to the workers' AF_XDP
-//!   sockets; malformed overlay frames and strangers dropped; the rest to the
+//!   sockets; malformed overlay frames and strangers dropped, and strangers'
+//!   datagrams to the control port (counted by source); the rest to the
 //!   kernel.
 //! - `detour_lan`: packets for remote sites to the workers' sockets; the
 //!   rest (local traffic, ARP, ND) to the kernel.
@@ -19,11 +20,12 @@
 use aya_ebpf::bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT};
 use aya_ebpf::macros::{map, xdp};
 use aya_ebpf::maps::lpm_trie::Key;
-use aya_ebpf::maps::{Array, HashMap, LpmTrie, PerCpuArray, XskMap};
+use aya_ebpf::maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, XskMap};
 use aya_ebpf::programs::XdpContext;
-use detour_common::classify::{self, Destination, Frame, WanVerdict};
+use detour_common::classify::{self, Destination, DropReason, Frame, WanVerdict};
 use detour_common::maps::{
-    Counter, MAX_PEERS, MAX_QUEUES, MAX_REMOTE_PREFIXES, NoSocket, PacketCount, PeerKey, XdpConfig,
+    Counter, MAX_CONTROL_STRANGERS, MAX_PEERS, MAX_QUEUES, MAX_REMOTE_PREFIXES, NoSocket,
+    PacketCount, PeerKey, XdpConfig,
 };
 
 #[map(name = "CONFIG")]
@@ -47,6 +49,10 @@ static WAN_SOCKETS: XskMap = XskMap::with_max_entries(MAX_QUEUES, 0);
 #[map(name = "LAN_SOCKETS")]
 static LAN_SOCKETS: XskMap = XskMap::with_max_entries(MAX_QUEUES, 0);
 
+#[map(name = "CONTROL_STRANGERS")]
+static CONTROL_STRANGERS: LruPerCpuHashMap<PeerKey, u64> =
+    LruPerCpuHashMap::with_max_entries(MAX_CONTROL_STRANGERS, 0);
+
 #[map(name = "PASS_COUNT")]
 static PASS_COUNT: PerCpuArray<PacketCount> = PerCpuArray::with_max_entries(1, 0);
 
@@ -55,7 +61,9 @@ pub fn detour_wan(ctx: XdpContext) -> u32 {
     let packet = Packet(&ctx);
     let config = config();
     let is_peer = |key: &PeerKey| PEERS.get_ptr(key).is_some();
-    match classify::classify_wan(&packet, config.overlay_port, is_peer) {
+    let verdict =
+        classify::classify_wan(&packet, config.overlay_port, config.control_port, is_peer);
+    match verdict {
         WanVerdict::Overlay => to_worker(
             &packet,
             &WAN_SOCKETS,
@@ -67,7 +75,27 @@ pub fn detour_wan(ctx: XdpContext) -> u32 {
             ],
         ),
         WanVerdict::Pass => count(&packet, Counter::WanPass, XDP_PASS),
+        WanVerdict::Drop(DropReason::ControlStranger) => {
+            if let Some(source) = classify::outer_source(&packet) {
+                count_stranger(&source);
+            }
+            count(&packet, Counter::DropControlStranger, XDP_DROP)
+        }
         WanVerdict::Drop(reason) => count(&packet, reason.into(), XDP_DROP),
+    }
+}
+
+/// Counts one more datagram from `source` to the control port, on this CPU.
+#[inline(always)]
+fn count_stranger(source: &PeerKey) {
+    match CONTROL_STRANGERS.get_ptr_mut(source) {
+        // SAFETY: this CPU's value; an XDP program does not migrate mid-run.
+        Some(n) => unsafe { *n += 1 },
+        // A new source, or one the LRU let go: this CPU's count is 1 (an
+        // update of a key another CPU has just added sets only this CPU's).
+        None => {
+            let _ = CONTROL_STRANGERS.insert(source, 1u64, 0);
+        }
     }
 }
 
@@ -174,6 +202,7 @@ fn config() -> XdpConfig {
         None => XdpConfig {
             overlay_port: 0,
             flags: 0,
+            control_port: 0,
         },
     }
 }

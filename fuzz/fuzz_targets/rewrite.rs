@@ -54,6 +54,7 @@ static TABLE: LazyLock<RouteTable> = LazyLock::new(|| {
                 node: NodeId(3),
             },
         ],
+        control_port: None,
     };
     let links = Links::new(
         MacAddr([2, 0, 0, 0, 0, 1]),

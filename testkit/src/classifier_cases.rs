@@ -46,8 +46,10 @@ pub fn is_peer(key: &PeerKey) -> bool {
 use DropReason::*;
 use WanVerdict::{Drop, Overlay, Pass};
 
-/// Every WAN case: each verdict and drop reason, truncation at every header
-/// boundary, both underlays, VLAN, options, fragments, extension headers.
+/// Every WAN case, for a classifier with overlay port [`OVERLAY_PORT`] and
+/// control port [`CONTROL_PORT`]: each verdict and drop reason, truncation
+/// at every header boundary, both underlays, VLAN, options, fragments,
+/// extension headers.
 pub fn wan_cases() -> Vec<WanCase> {
     let mut cases = Vec::new();
     let mut case = |name: &str, frame: Vec<u8>, verdict| {
@@ -159,6 +161,88 @@ pub fn wan_cases() -> Vec<WanCase> {
         Pass,
     );
     case("EtherType TEB", set_u16(&v4, 12, EtherType::TEB.0), Pass);
+
+    // The control port: peers reach the kernel (the control process),
+    // strangers nothing, whatever the way their datagram is wrapped.
+    let control = |src: IpAddr| {
+        let dst = match src {
+            IpAddr::V4(_) => IpAddr::V4(LOCAL_V4),
+            IpAddr::V6(_) => IpAddr::V6(LOCAL_V6),
+        };
+        udp(src, dst, CONTROL_PORT, CONTROL_PORT, 40)
+    };
+    let stranger4 = control(STRANGER_V4.into());
+    let stranger6 = control(STRANGER_V6.into());
+    case("v4 control from a peer", control(PEER_V4.into()), Pass);
+    case("v6 control from a peer", control(PEER_V6.into()), Pass);
+    case(
+        "v4 control from a stranger",
+        stranger4.clone(),
+        Drop(ControlStranger),
+    );
+    case(
+        "v6 control from a stranger",
+        stranger6.clone(),
+        Drop(ControlStranger),
+    );
+    case(
+        "v4 control from a stranger, VLAN tag",
+        with_vlan(&stranger4, 7),
+        Drop(ControlStranger),
+    );
+    case(
+        "v4 control from a stranger, 40 bytes of IP options",
+        with_ipv4_options(&stranger4, 10),
+        Drop(ControlStranger),
+    );
+    case(
+        "v4 control from a stranger, first fragment",
+        set_u16(&stranger4, 14 + 6, 0x2000),
+        Drop(ControlStranger),
+    );
+    case(
+        "v4 control from a stranger, later fragment (no port to tell by)",
+        set_u16(&stranger4, 14 + 6, 185),
+        Pass,
+    );
+    case(
+        "v4 control from a stranger, lengths that lie",
+        set_u16(&stranger4, 16, 1000),
+        Drop(ControlStranger),
+    );
+    case(
+        "v4 control from a stranger, cut before the port",
+        stranger4[..37].to_vec(),
+        Pass,
+    );
+    case(
+        "v4 control from a peer, first fragment",
+        set_u16(&control(PEER_V4.into()), 14 + 6, 0x2000),
+        Pass,
+    );
+    let fragmented6 = with_ipv6_extension(&stranger6, ip_protocol::IPV6_FRAGMENT);
+    case(
+        "v6 control from a stranger, first fragment",
+        set_u16(&fragmented6, 54 + 2, 0x0001),
+        Drop(ControlStranger),
+    );
+    case(
+        "v6 control from a stranger, later fragment",
+        fragmented6,
+        Pass,
+    );
+    case(
+        "v6 control from a stranger behind hop-by-hop options (the kernel's)",
+        with_ipv6_extension(&stranger6, 0),
+        Pass,
+    );
+    let mapped = IpAddr::V6(PEER_V4.to_ipv6_mapped());
+    let forged = udp(mapped, IpAddr::V6(LOCAL_V6), CONTROL_PORT, CONTROL_PORT, 40);
+    case(
+        "v6 control from an IPv4-mapped peer address",
+        forged,
+        Drop(ControlStranger),
+    );
 
     // Truncation at every header boundary (the IP length still claims the
     // whole packet). Before the UDP destination port can be read, the frame

@@ -11,8 +11,10 @@ use detour_common::wire::{
 
 /// The overlay port the tables use (the GENEVE default).
 pub const OVERLAY_PORT: u16 = 6081;
-/// Another UDP port: detour's control traffic, or anything else.
-pub const OTHER_PORT: u16 = 6082;
+/// detour's control port (the control process's default).
+pub const CONTROL_PORT: u16 = 6082;
+/// A UDP port that is neither detour's overlay nor its control port.
+pub const OTHER_PORT: u16 = 7000;
 
 pub const PEER_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 pub const LOCAL_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);

@@ -462,6 +462,21 @@ pub fn rss_kb(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// The (user, system) CPU time in a `/proc` stat file (`/proc/PID/stat`:
+/// every thread of a process together; `/proc/PID/task/TID/stat`: one
+/// thread), in ns. `None` when it has ended.
+pub fn cpu_ns(stat: &Path) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(stat).ok()?;
+    // Fields after the command name, which may hold spaces: utime is the
+    // 14th field of the line, the 12th after ") ".
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // SAFETY: no arguments.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let ns = |v: &str| v.parse::<u64>().ok().map(|t| t * 1_000_000_000 / hz);
+    Some((ns(f.get(11)?)?, ns(f.get(12)?)?))
+}
+
 /// A process started inside a namespace; killed and reaped on drop.
 #[derive(Debug)]
 pub struct Process {

@@ -103,7 +103,8 @@ impl Family {
 impl Gateway {
     /// The gateway's route table as node 1: nodes 1 to 3 at
     /// [`Family::node`], site prefixes 10.1–3.0.0/24, node 3 reached
-    /// directly and node 2 through `via_for_2`.
+    /// directly and node 2 through `via_for_2`, and the control port
+    /// [`crate::frames::CONTROL_PORT`] kept from strangers.
     pub fn snapshot(family: Family, version: u64, via_for_2: u16) -> RouteSnapshot {
         let node = |id: u16| NodeSpec {
             id: NodeId(id),
@@ -123,6 +124,7 @@ impl Gateway {
             nodes: vec![node(1), node(2), node(3)],
             routes: vec![route(2, via_for_2), route(3, 3)],
             prefixes: vec![prefix(1), prefix(2), prefix(3)],
+            control_port: Some(crate::frames::CONTROL_PORT),
         }
     }
 }

@@ -54,7 +54,7 @@ pub fn exercise_views(bytes: &[u8]) -> Depth {
     // The XDP classifier's decisions: never send unparsable data to a
     // worker, and read the LAN destination exactly when the header is whole.
     let port = wire::geneve::DEFAULT_PORT;
-    if classify::classify_wan(bytes, port, |_| true) == classify::WanVerdict::Overlay {
+    if classify::classify_wan(bytes, port, 0, |_| true) == classify::WanVerdict::Overlay {
         assert!(
             depth.overlay,
             "the classifier accepted what the parser refuses"

@@ -32,6 +32,8 @@ pub mod ip_protocol {
     pub const ICMP: u8 = 1;
     pub const TCP: u8 = 6;
     pub const UDP: u8 = 17;
+    /// IPv6's fragment extension header (RFC 8200, section 4.5).
+    pub const IPV6_FRAGMENT: u8 = 44;
     pub const ICMPV6: u8 = 58;
 }
 

@@ -109,6 +109,11 @@ impl Overlay {
         self.processes[node - 1] = Some(process);
     }
 
+    /// The process id of node `node`'s control process, if it runs.
+    pub fn pid(&self, node: usize) -> Option<u32> {
+        self.processes[node - 1].as_ref().map(Process::id)
+    }
+
     pub fn stop(&mut self, node: usize) {
         self.processes[node - 1] = None;
     }

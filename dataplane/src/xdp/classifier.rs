@@ -9,11 +9,12 @@ use std::str::FromStr;
 
 use aya::Ebpf;
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, XskMap};
 use aya::programs::{Xdp, XdpMode};
 use detour_common::maps::{
-    CONFIG_MAP, COUNTERS_MAP, Counter, LAN_PROGRAM, LAN_SOCKETS_MAP, MAX_QUEUES, PEERS_MAP,
-    PacketCount, PeerKey, REMOTE_V4_MAP, REMOTE_V6_MAP, WAN_PROGRAM, WAN_SOCKETS_MAP, XdpConfig,
+    CONFIG_MAP, CONTROL_STRANGERS_MAP, COUNTERS_MAP, Counter, LAN_PROGRAM, LAN_SOCKETS_MAP,
+    MAX_QUEUES, PEERS_MAP, PacketCount, PeerKey, REMOTE_V4_MAP, REMOTE_V6_MAP, WAN_PROGRAM,
+    WAN_SOCKETS_MAP, XdpConfig,
 };
 use detour_common::wire::NodeId;
 use ipnet::IpNet;
@@ -138,6 +139,26 @@ impl Classifier {
     pub fn set_config(&mut self, config: XdpConfig) -> Result<(), XdpError> {
         let mut map: Array<_, XdpConfig> = self.map_mut(CONFIG_MAP)?;
         map.set(0, config, 0).map_err(map_error(CONFIG_MAP))
+    }
+
+    /// The programs' settings as written last.
+    pub fn config(&self) -> Result<XdpConfig, XdpError> {
+        let map = self
+            .ebpf
+            .map(CONFIG_MAP)
+            .ok_or(XdpError::MissingMap(CONFIG_MAP))?;
+        let map: Array<_, XdpConfig> = Array::try_from(map).map_err(map_error(CONFIG_MAP))?;
+        map.get(&0, 0).map_err(map_error(CONFIG_MAP))
+    }
+
+    /// Filters UDP to `port` (0: nothing) from every address not in the
+    /// peer allow-list; the other settings stay.
+    pub fn set_control_port(&mut self, port: u16) -> Result<(), XdpError> {
+        let config = self.config()?;
+        if config.control_port != port {
+            self.set_config(config.with_control_port(port))?;
+        }
+        Ok(())
     }
 
     /// Attaches `role`'s program to `iface` (in the calling thread's network
@@ -295,6 +316,25 @@ impl Classifier {
                 .fold(PacketCount::default(), |a, c| a.merge(*c));
         }
         Ok(Counters::from_slots(slots))
+    }
+
+    /// The sources whose datagrams to the control port the WAN program
+    /// dropped, with how many each (summed over the CPUs), most first; the
+    /// map keeps the most recent [`detour_common::maps::MAX_CONTROL_STRANGERS`].
+    pub fn control_strangers(&self) -> Result<Vec<(IpAddr, u64)>, XdpError> {
+        let map = self
+            .ebpf
+            .map(CONTROL_STRANGERS_MAP)
+            .ok_or(XdpError::MissingMap(CONTROL_STRANGERS_MAP))?;
+        let map = PerCpuHashMap::<_, PeerKey, u64>::try_from(map)
+            .map_err(map_error(CONTROL_STRANGERS_MAP))?;
+        let mut strangers: Vec<(IpAddr, u64)> = map
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(key, per_cpu)| (IpAddr::from(key), per_cpu.iter().sum()))
+            .collect();
+        strangers.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        Ok(strangers)
     }
 
     /// `role`'s program, for `BPF_PROG_TEST_RUN` (aya's `TestRun`).

@@ -476,6 +476,28 @@ pub fn stats(stats: &dp::Stats) {
         counts(&stats.total.socket_dropped)
     );
     println!("XDP classifier: {}", counts(&stats.xdp));
+    println!(
+        "control port, dropped from strangers: {}",
+        strangers(&stats.control_strangers)
+    );
+}
+
+/// The sources whose control-port datagrams the WAN program dropped, most
+/// first, as `addr count`: the first [`STRANGERS_SHOWN`] (`--json` has all).
+fn strangers(strangers: &[dp::Stranger]) -> String {
+    const STRANGERS_SHOWN: usize = 8;
+    let mut shown: Vec<String> = strangers
+        .iter()
+        .take(STRANGERS_SHOWN)
+        .map(|s| format!("{} {}", s.addr, s.dropped))
+        .collect();
+    if strangers.len() > STRANGERS_SHOWN {
+        shown.push(format!(
+            "and {} more sources",
+            strangers.len() - STRANGERS_SHOWN
+        ));
+    }
+    or_none(shown)
 }
 
 #[cfg(test)]
@@ -488,6 +510,21 @@ mod tests {
         t.row(vec!["a".into(), "1".into()]);
         t.row(vec!["longer".into(), "100".into()]);
         assert_eq!(t.render(), "NAME      N\na         1\nlonger  100\n");
+    }
+
+    #[test]
+    fn strangers_show_the_first_few_and_count_the_rest() {
+        let stranger = |i: u8| dp::Stranger {
+            addr: std::net::IpAddr::from([203, 0, 113, i]),
+            dropped: 100 - u64::from(i),
+        };
+        assert_eq!(strangers(&[]), or_none(Vec::new()));
+        assert_eq!(
+            strangers(&[stranger(1), stranger(2)]),
+            "203.0.113.1 99, 203.0.113.2 98"
+        );
+        let many: Vec<_> = (1..=10).map(stranger).collect();
+        assert!(strangers(&many).ends_with("203.0.113.8 92, and 2 more sources"));
     }
 
     #[test]
