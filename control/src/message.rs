@@ -1157,6 +1157,7 @@ mod tests {
                 ("replayed", 0),
                 ("stale", 1),
                 ("unknown_node", 0),
+                ("stranger", 0),
             ]
         );
         assert_eq!(c.total(), 3);

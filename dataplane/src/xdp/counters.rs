@@ -64,9 +64,9 @@ mod tests {
         let wan = [Fate::ToWorker, Fate::Passed, Fate::Dropped].map(|f| c.total(true, f).packets);
         let lan = [Fate::ToWorker, Fate::Passed, Fate::Dropped].map(|f| c.total(false, f).packets);
         // Every counter falls in exactly one (program, fate) bucket.
-        assert_eq!(wan.iter().chain(&lan).sum::<u64>(), (1 << 16) - 1);
-        assert_eq!(wan, [1, 2 | 4, (1 << 12) - 1 - 7]);
-        assert_eq!(lan, [1 << 12, (1 << 13) | (1 << 14), 1 << 15]);
+        assert_eq!(wan.iter().chain(&lan).sum::<u64>(), (1 << 17) - 1);
+        assert_eq!(wan, [1, 2 | 4, (1 << 13) - 1 - 7]);
+        assert_eq!(lan, [1 << 13, (1 << 14) | (1 << 15), 1 << 16]);
         assert_eq!(c.since(&c).nonzero(), vec![]);
     }
 }
