@@ -24,9 +24,10 @@ use detour_common::wire::NodeId;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::message::{Endpoint, Reject};
+use crate::message::Reject;
 use crate::node::Node;
 use crate::paths::{Hop, Hysteresis, check_relay};
+use crate::session::Endpoint;
 
 /// A request to the control process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

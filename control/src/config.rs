@@ -1,7 +1,8 @@
-//! The control process's configuration: a TOML file, the overlay key file
-//! it names, and the checks that keep a bad value from starting anything.
+//! The control process's configuration: a TOML file, the key files it
+//! names, and the checks that keep a bad value from starting anything.
 //!
-//! Only `node_id`, `key_file` and `underlay` are required; every other key
+//! Only `node_id`, `private_key_file`, `underlay` and each peer's `id`,
+//! `underlay` and `public_key` are required; every other key
 //! has a default, taken from the routing core's own defaults
 //! ([`ProbeConfig`], [`LinkStateConfig`], [`NodeConfig`]). A file with a key
 //! the control process does not know is refused, so that a typo never
@@ -27,9 +28,10 @@ use detour_common::wire::NodeId;
 use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
+use zeroize::Zeroizing;
 
+use crate::keys::{KeyError, PresharedKey, PrivateKey, PublicKey};
 use crate::linkstate::LinkStateConfig;
-use crate::message::{KeyError, OverlayKey};
 use crate::node::NodeConfig;
 use crate::paths::{Hop, Hysteresis, Metric, Policy, check_relay};
 use crate::probe::ProbeConfig;
@@ -56,8 +58,8 @@ pub const MAX_LOSS_WINDOW: usize = 1000;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub node_id: NodeId,
-    /// The overlay key, read from `key_file`.
-    pub key: OverlayKey,
+    /// This node's identity, read from `private_key_file`.
+    pub private_key: PrivateKey,
     /// The control socket's address.
     pub listen: SocketAddr,
     /// This node's underlay address, where its peers reach it.
@@ -79,9 +81,14 @@ pub struct Config {
 }
 
 /// Another node of the overlay.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Peer {
     pub id: NodeId,
+    /// Its identity: only a handshake under this key speaks for it.
+    pub public_key: PublicKey,
+    /// The pair's pre-shared key, from `preshared_key_file`; all zeros
+    /// when none is set.
+    pub preshared_key: PresharedKey,
     pub underlay: IpAddr,
     /// Its control port: `control.listen`'s port unless configured.
     pub port: u16,
@@ -104,7 +111,7 @@ impl Config {
     }
 
     /// Parses and checks `text`, the content of the file at `path`: `path`
-    /// names it in errors, and a relative `key_file` is relative to its
+    /// names it in errors, and relative key files are relative to its
     /// directory.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         ConfigFile::parse(text)
@@ -122,6 +129,9 @@ impl Config {
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     pub node_id: Option<Spanned<u16>>,
+    pub private_key_file: Option<Spanned<PathBuf>>,
+    /// The shared overlay key of detour before per-node keys: refused,
+    /// with the way to migrate.
     pub key_file: Option<Spanned<PathBuf>>,
     pub underlay: Option<Spanned<IpAddr>>,
     #[serde(default)]
@@ -166,6 +176,8 @@ pub struct ControlSection {
 #[serde(deny_unknown_fields)]
 pub struct PeerSection {
     pub id: Spanned<u16>,
+    pub public_key: Option<Spanned<String>>,
+    pub preshared_key_file: Option<Spanned<PathBuf>>,
     pub underlay: Spanned<IpAddr>,
     pub port: Option<Spanned<u16>>,
     #[serde(default)]
@@ -245,12 +257,14 @@ pub enum ConfigError {
         key: String,
         reason: String,
     },
-    /// The key file `key_file` (named on `line`) gave no usable key.
-    #[error("{path}: {}key_file {key_file}: {reason}", At(Some(*.line)))]
+    /// The key file `file`, which `key` names on `line`, gave no usable
+    /// key.
+    #[error("{path}: {}{key} {file}: {reason}", At(Some(*.line)))]
     KeyFile {
         path: PathBuf,
         line: usize,
-        key_file: PathBuf,
+        key: &'static str,
+        file: PathBuf,
         reason: KeyFileError,
     },
 }
@@ -276,7 +290,7 @@ pub enum KeyFileError {
     #[error("not a regular file")]
     NotAFile,
     /// Its permission bits: group or others may read or write it.
-    #[error("mode {0:04o} lets others read the overlay key; chmod 600 it")]
+    #[error("mode {0:04o} lets others read the key; chmod 600 it")]
     Exposed(u32),
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -285,11 +299,14 @@ pub enum KeyFileError {
 /// The longest key file read.
 const MAX_KEY_FILE: u64 = 4096;
 
-/// Reads the overlay key from the file at `path`: 64 hexadecimal digits,
-/// surrounding whitespace ignored, in a file that only its owner may read
-/// (no group or other permission bits), since whoever holds the key can
-/// forge any node's link state.
-pub fn read_key_file(path: &Path) -> Result<OverlayKey, KeyFileError> {
+/// Reads a key from the file at `path`: base64, surrounding whitespace
+/// ignored, in a file that only its owner may read (no group or other
+/// permission bits), since whoever holds a node's private key speaks for
+/// it.
+pub fn read_key_file<K>(
+    path: &Path,
+    parse: impl FnOnce(&str) -> Result<K, KeyError>,
+) -> Result<K, KeyFileError> {
     let unreadable = |e: std::io::Error| KeyFileError::Unreadable(e.to_string());
     let mut file = std::fs::File::open(path).map_err(unreadable)?;
     // The mode of the file opened, not of whatever the path names by now.
@@ -301,18 +318,32 @@ pub fn read_key_file(path: &Path) -> Result<OverlayKey, KeyFileError> {
     if mode & 0o077 != 0 {
         return Err(KeyFileError::Exposed(mode));
     }
-    // 64 digits and some whitespace: a file much longer is no key file,
-    // and is refused unread (a mistyped path could name a huge one).
+    // 44 characters and some whitespace: a file much longer is no key
+    // file, and is refused unread (a mistyped path could name a huge one).
     if metadata.len() > MAX_KEY_FILE {
-        return Err(KeyError::Length(metadata.len() as usize).into());
+        return Err(KeyError::NotBase64.into());
     }
-    let mut bytes = Vec::new();
+    let mut bytes = Zeroizing::new(Vec::new());
     (&mut file)
         .take(MAX_KEY_FILE)
         .read_to_end(&mut bytes)
         .map_err(unreadable)?;
-    let text = std::str::from_utf8(&bytes).map_err(|_| KeyError::NotHex)?;
-    Ok(OverlayKey::from_hex(text)?)
+    let text = std::str::from_utf8(&bytes).map_err(|_| KeyError::NotBase64)?;
+    Ok(parse(text)?)
+}
+
+/// What refusing the old shared key says.
+const KEY_FILE_IS_GONE: &str = "the shared overlay key is gone: every node has a key pair of its own. \
+On each node run `detourctl genkey > /etc/detour/private.key` and `detourctl pubkey < /etc/detour/private.key`, \
+set private_key_file, and give each [[peers]] the public_key its node printed \
+(docs/control-config.md, \"Migrating from key_file\")";
+
+/// The peer sections in the order [`Checker::peers`] returns the peers:
+/// by id.
+fn sorted(sections: &[PeerSection]) -> Vec<&PeerSection> {
+    let mut sorted: Vec<&PeerSection> = sections.iter().collect();
+    sorted.sort_unstable_by_key(|s| *s.id.get_ref());
+    sorted
 }
 
 /// Byte offsets of the newlines of a text, to number its lines.
@@ -365,7 +396,10 @@ impl ConfigFile {
         };
         let node_id = c.required("node_id", &self.node_id)?;
         let node_id = c.node_id("node_id", node_id)?;
-        let key_file = c.required("key_file", &self.key_file)?;
+        if let Some(key_file) = &self.key_file {
+            return Err(c.invalid(key_file, "key_file", KEY_FILE_IS_GONE));
+        }
+        let private_key_file = c.required("private_key_file", &self.private_key_file)?;
         let underlay = c.required("underlay", &self.underlay)?;
         c.underlay("underlay", underlay)?;
         let underlay = *underlay.get_ref();
@@ -442,22 +476,25 @@ impl ConfigFile {
             None => None,
         };
 
-        // The key last: a file with a mistake in it is refused for that
-        // mistake whatever the state of the key.
-        let key_path = match path.parent() {
-            Some(dir) => dir.join(key_file.get_ref()),
-            None => key_file.get_ref().clone(),
-        };
-        let key = read_key_file(&key_path).map_err(|reason| ConfigError::KeyFile {
-            path: path.to_owned(),
-            line: self.lines.line(key_file.span().start),
-            key_file: key_path.clone(),
-            reason,
-        })?;
+        // The keys last: a file with a mistake in it is refused for that
+        // mistake whatever the state of the keys.
+        let private_key = c.key_file(
+            "private_key_file",
+            private_key_file,
+            PrivateKey::from_base64,
+        )?;
+        let mut peers = peers;
+        c.own_key_is_no_peers(&private_key.public_key(), &peers, &self.peers)?;
+        for (peer, section) in peers.iter_mut().zip(sorted(&self.peers)) {
+            if let Some(file) = &section.preshared_key_file {
+                peer.preshared_key =
+                    c.key_file("peers.preshared_key_file", file, PresharedKey::from_base64)?;
+            }
+        }
 
         Ok(Config {
             node_id,
-            key,
+            private_key,
             listen,
             underlay,
             prefixes: own_prefixes,
@@ -571,8 +608,11 @@ impl Checker<'_> {
                 Some(port) => *port.get_ref(),
                 None => default_port,
             };
+            let public_key = self.public_key(id, section, &peers, sections)?;
             peers.push(Peer {
                 id,
+                public_key,
+                preshared_key: PresharedKey::default(),
                 underlay: *section.underlay.get_ref(),
                 port,
                 prefixes: prefixes.add(self, "peers.prefixes", &section.prefixes)?,
@@ -580,6 +620,91 @@ impl Checker<'_> {
         }
         peers.sort_unstable_by_key(|p| p.id);
         Ok(peers)
+    }
+
+    /// The `public_key` of the peer `section`, which must be no other
+    /// peer's (those in `before`, from `sections`).
+    fn public_key(
+        &self,
+        id: NodeId,
+        section: &PeerSection,
+        before: &[Peer],
+        sections: &[PeerSection],
+    ) -> Result<PublicKey, ConfigError> {
+        let Some(text) = &section.public_key else {
+            return Err(self.invalid(
+                &section.id,
+                "peers.public_key",
+                format!(
+                    "peer {id} has no public_key: `detourctl pubkey < private.key` on that node prints it"
+                ),
+            ));
+        };
+        let key: PublicKey = text
+            .get_ref()
+            .parse()
+            .map_err(|e: KeyError| self.invalid(text, "peers.public_key", e.to_string()))?;
+        if let Some(other) = before.iter().find(|p| p.public_key == key) {
+            let line = sections
+                .iter()
+                .find(|s| *s.id.get_ref() == other.id.0)
+                .map_or(0, |s| self.line(&s.id));
+            return Err(self.invalid(
+                text,
+                "peers.public_key",
+                format!(
+                    "the same key as peer {} (line {line}): every node has a key pair of its own",
+                    other.id
+                ),
+            ));
+        }
+        Ok(key)
+    }
+
+    /// Refuses a peer listed under this node's own public key.
+    fn own_key_is_no_peers(
+        &self,
+        own: &PublicKey,
+        peers: &[Peer],
+        sections: &[PeerSection],
+    ) -> Result<(), ConfigError> {
+        let Some(peer) = peers.iter().find(|p| p.public_key == *own) else {
+            return Ok(());
+        };
+        let section = sections
+            .iter()
+            .find(|s| *s.id.get_ref() == peer.id.0)
+            .expect("every peer has its section");
+        let at = section.public_key.as_ref().expect("every peer has a key");
+        Err(self.invalid(
+            at,
+            "peers.public_key",
+            format!(
+                "peer {} is given this node's own public key (from private_key_file): each node has a key pair of its own",
+                peer.id
+            ),
+        ))
+    }
+
+    /// Reads the key file that `key` names at `file` (relative to the
+    /// configuration's directory).
+    fn key_file<K>(
+        &self,
+        key: &'static str,
+        file: &Spanned<PathBuf>,
+        parse: impl FnOnce(&str) -> Result<K, KeyError>,
+    ) -> Result<K, ConfigError> {
+        let full = match self.path.parent() {
+            Some(dir) => dir.join(file.get_ref()),
+            None => file.get_ref().clone(),
+        };
+        read_key_file(&full, parse).map_err(|reason| ConfigError::KeyFile {
+            path: self.path.to_owned(),
+            line: self.line(file),
+            key,
+            file: full.clone(),
+            reason,
+        })
     }
 
     /// A duration key in milliseconds: 1 to [`MAX_MS`], `default` when
@@ -963,11 +1088,10 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::message::{self, Header, Message};
 
     const FULL: &str = r#"
 node_id = 3
-key_file = "overlay.key"
+private_key_file = "private.key"
 underlay = "192.0.2.3"
 prefixes = ["10.3.0.0/16", "2001:db8:3::/48"]
 
@@ -978,17 +1102,17 @@ listen = "192.0.2.3:7082"
 id = 5
 underlay = "192.0.2.5"
 prefixes = ["10.5.0.0/16"]
-
+public_key = "@5"
 [[peers]]
 id = 4
 underlay = "2001:db8::4"
 port = 7000
-
+public_key = "@4"
 [[peers]]
 id = 6
 underlay = "198.51.100.6"
 prefixes = ["10.6.0.0/16", "10.6.128.0/24"]
-
+public_key = "@6"
 [probe]
 interval_ms = 250
 retry_interval_ms = 120
@@ -1024,7 +1148,28 @@ socket = "/tmp/control.sock"
 listen = "127.0.0.1:9482"
 "#;
 
-    const KEY_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    /// This node's private key in the tests' key files, and its public
+    /// key.
+    const PRIVATE_KEY: [u8; 32] = [0x42; 32];
+
+    fn private_key_text() -> String {
+        PrivateKey::from_bytes(PRIVATE_KEY).to_base64().to_string()
+    }
+
+    /// Node `id`'s public key in the tests (its private key is `id` in
+    /// every byte).
+    fn public_key(id: u8) -> PublicKey {
+        PrivateKey::from_bytes([id; 32]).public_key()
+    }
+
+    /// `text` with each `"@N"` (N a digit) replaced by node N's public
+    /// key: the tests' files name peers' keys so, to keep their lines
+    /// short.
+    fn with_keys(text: &str) -> String {
+        (0..=9u8).fold(text.to_string(), |text, id| {
+            text.replace(&format!("\"@{id}\""), &format!("\"{}\"", public_key(id)))
+        })
+    }
 
     /// A directory of its own under the system's temporary one, removed
     /// when dropped.
@@ -1057,12 +1202,17 @@ listen = "127.0.0.1:9482"
         }
     }
 
-    /// Checks `text` as `control.toml` in a directory that holds a good
-    /// `overlay.key`.
+    /// Checks `text` (after [`with_keys`]) as `control.toml` in a
+    /// directory that holds a good `private.key`.
     fn check(text: &str) -> Result<Config, String> {
         let dir = TempDir::new();
-        dir.write("overlay.key", &format!("{KEY_HEX}\n"), 0o600);
-        Config::parse(&dir.0.join("control.toml"), text).map_err(|e| {
+        dir.write("private.key", &private_key_text(), 0o600);
+        dir.write(
+            "pair.psk",
+            &PrivateKey::from_bytes([7; 32]).to_base64(),
+            0o600,
+        );
+        Config::parse(&dir.0.join("control.toml"), &with_keys(text)).map_err(|e| {
             // The directory differs from run to run.
             e.to_string()
                 .replacen(&format!("{}/", dir.0.display()), "", 1)
@@ -1073,39 +1223,41 @@ listen = "127.0.0.1:9482"
         NodeId(id)
     }
 
-    /// Whether `key` is the one made of [`KEY_HEX`]: what it seals, that
-    /// key opens.
-    fn is_test_key(key: &OverlayKey) -> bool {
-        let expected = OverlayKey::from_hex(KEY_HEX).unwrap();
-        let header = Header {
-            sender: node(1),
-            receiver: node(2),
-            seq: 1,
-        };
-        let mut datagram = Vec::new();
-        message::encode(key, &header, &Message::Probe { seq: 7 }, &mut datagram).unwrap();
-        message::decode(&expected, node(2), &datagram).is_ok()
+    /// Whether `key` is the tests' private key.
+    fn is_test_key(key: &PrivateKey) -> bool {
+        key.public_key() == PrivateKey::from_bytes(PRIVATE_KEY).public_key()
     }
 
     #[test]
     fn every_key_is_read() {
         let c = check(FULL).unwrap();
         assert_eq!(c.node_id, node(3));
-        assert!(is_test_key(&c.key));
+        assert!(is_test_key(&c.private_key));
         assert_eq!(c.listen, "192.0.2.3:7082".parse().unwrap());
         assert_eq!(c.underlay, "192.0.2.3".parse::<IpAddr>().unwrap());
         assert_eq!(
             c.prefixes,
             ["10.3.0.0/16", "2001:db8:3::/48"].map(|p| p.parse::<IpNet>().unwrap())
         );
-        let peer = |id, underlay: &str, port, prefixes: &[&str]| Peer {
-            id: node(id),
-            underlay: underlay.parse().unwrap(),
-            port,
-            prefixes: prefixes.iter().map(|p| p.parse().unwrap()).collect(),
+        let peer = |id, underlay: &str, port, prefixes: &[&str]| {
+            (
+                node(id),
+                public_key(id as u8),
+                underlay.parse::<IpAddr>().unwrap(),
+                port,
+                prefixes
+                    .iter()
+                    .map(|p| p.parse().unwrap())
+                    .collect::<Vec<IpNet>>(),
+            )
         };
+        let peers: Vec<_> = c
+            .peers
+            .iter()
+            .map(|p| (p.id, p.public_key, p.underlay, p.port, p.prefixes.clone()))
+            .collect();
         assert_eq!(
-            c.peers,
+            peers,
             [
                 peer(4, "2001:db8::4", 7000, &[]),
                 peer(5, "192.0.2.5", 7082, &["10.5.0.0/16"]),
@@ -1151,10 +1303,10 @@ listen = "127.0.0.1:9482"
 
     #[test]
     fn three_keys_are_enough() {
-        let text = "node_id = 1\nkey_file = \"overlay.key\"\nunderlay = \"2001:db8::1\"\n";
+        let text = "node_id = 1\nprivate_key_file = \"private.key\"\nunderlay = \"2001:db8::1\"\n";
         let c = check(text).unwrap();
         assert_eq!(c.node_id, node(1));
-        assert!(is_test_key(&c.key));
+        assert!(is_test_key(&c.private_key));
         assert_eq!(c.listen, DEFAULT_LISTEN);
         assert_eq!(c.listen, "0.0.0.0:6082".parse().unwrap());
         assert!(c.prefixes.is_empty() && c.peers.is_empty());
@@ -1173,8 +1325,8 @@ listen = "127.0.0.1:9482"
 
     #[test]
     fn a_peer_port_defaults_to_the_listen_port() {
-        let text = "node_id = 1\nkey_file = \"overlay.key\"\nunderlay = \"192.0.2.1\"\n\
-                    [[peers]]\nid = 2\nunderlay = \"192.0.2.2\"\n";
+        let text = "node_id = 1\nprivate_key_file = \"private.key\"\nunderlay = \"192.0.2.1\"\n\
+                    [[peers]]\nid = 2\nunderlay = \"192.0.2.2\"\npublic_key = \"@2\"\n";
         let c = check(text).unwrap();
         assert_eq!(c.peers[0].control_addr(), "192.0.2.2:6082".parse().unwrap());
     }
@@ -1204,9 +1356,9 @@ listen = "127.0.0.1:9482"
                 "control.toml: node_id: required, and not set",
             ),
             (
-                "key_file = \"overlay.key\"\n",
+                "private_key_file = \"private.key\"\n",
                 "",
-                "control.toml: key_file: required, and not set",
+                "control.toml: private_key_file: required, and not set",
             ),
             (
                 "underlay = \"192.0.2.3\"\n",
@@ -1468,7 +1620,7 @@ listen = "127.0.0.1:9482"
 
     #[test]
     fn an_order_conflict_names_the_key_that_was_set() {
-        let base = "node_id = 1\nkey_file = \"overlay.key\"\nunderlay = \"192.0.2.1\"\n";
+        let base = "node_id = 1\nprivate_key_file = \"private.key\"\nunderlay = \"192.0.2.1\"\n";
         let cases = [
             (
                 "[probe]\ninterval_ms = 50\n",
@@ -1498,7 +1650,7 @@ listen = "127.0.0.1:9482"
 
     #[test]
     fn the_api_socket_is_not_the_dataplane_socket() {
-        let base = "node_id = 1\nkey_file = \"overlay.key\"\nunderlay = \"192.0.2.1\"\n";
+        let base = "node_id = 1\nprivate_key_file = \"private.key\"\nunderlay = \"192.0.2.1\"\n";
         let text = format!("{base}[dataplane]\nsocket = \"/run/detour/control.sock\"\n");
         assert_eq!(
             check(&text).unwrap_err(),
@@ -1511,25 +1663,30 @@ listen = "127.0.0.1:9482"
 
     #[test]
     fn a_peer_of_the_other_family_is_fine() {
-        let text = "node_id = 1\nkey_file = \"overlay.key\"\nunderlay = \"192.0.2.1\"\n\
-                    [[peers]]\nid = 2\nunderlay = \"2001:db8::2\"\n";
+        let text = "node_id = 1\nprivate_key_file = \"private.key\"\nunderlay = \"192.0.2.1\"\n\
+                    [[peers]]\nid = 2\nunderlay = \"2001:db8::2\"\npublic_key = \"@2\"\n";
         assert!(check(text).is_ok());
     }
 
-    /// A configuration in `dir` whose key file is `name`.
+    /// A configuration in `dir` whose private key file is `name`.
     fn with_key_file(dir: &TempDir, name: &str) -> Result<Config, String> {
-        let text = format!("node_id = 1\nkey_file = \"{name}\"\nunderlay = \"192.0.2.1\"\n");
+        let text =
+            format!("node_id = 1\nprivate_key_file = \"{name}\"\nunderlay = \"192.0.2.1\"\n");
         Config::parse(&dir.0.join("control.toml"), &text).map_err(|e| e.to_string())
+    }
+
+    fn private(text: &str) -> Result<PrivateKey, KeyError> {
+        PrivateKey::from_base64(text)
     }
 
     #[test]
     fn a_key_file_others_may_read_is_refused() {
         let dir = TempDir::new();
-        let key = dir.write("overlay.key", KEY_HEX, 0o644);
+        let key = dir.write("private.key", &private_key_text(), 0o644);
         assert_eq!(
-            with_key_file(&dir, "overlay.key").unwrap_err(),
+            with_key_file(&dir, "private.key").unwrap_err(),
             format!(
-                "{}: line 2: key_file {}: mode 0644 lets others read the overlay key; chmod 600 it",
+                "{}: line 2: private_key_file {}: mode 0644 lets others read the key; chmod 600 it",
                 dir.0.join("control.toml").display(),
                 key.display()
             )
@@ -1537,7 +1694,7 @@ listen = "127.0.0.1:9482"
         for mode in [0o640, 0o604, 0o660, 0o602] {
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
             assert_eq!(
-                read_key_file(&key).unwrap_err(),
+                read_key_file(&key, private).unwrap_err(),
                 KeyFileError::Exposed(mode)
             );
         }
@@ -1546,12 +1703,13 @@ listen = "127.0.0.1:9482"
     #[test]
     fn a_key_file_only_its_owner_may_read_is_accepted() {
         let dir = TempDir::new();
+        let text = private_key_text();
         for (mode, content) in [
-            (0o600, format!("{KEY_HEX}\n")),
-            (0o400, format!("  {KEY_HEX}  \n\n")),
+            (0o600, text.clone()),
+            (0o400, format!("  {}  \n\n", text.trim())),
         ] {
-            let path = dir.write("overlay.key", &content, mode);
-            assert!(is_test_key(&read_key_file(&path).unwrap()));
+            let path = dir.write("private.key", &content, mode);
+            assert!(is_test_key(&read_key_file(&path, private).unwrap()));
             std::fs::remove_file(&path).unwrap();
         }
     }
@@ -1560,11 +1718,11 @@ listen = "127.0.0.1:9482"
     fn a_relative_key_file_is_found_beside_the_config_file() {
         let dir = TempDir::new();
         std::fs::create_dir(dir.0.join("keys")).unwrap();
-        dir.write("keys/overlay.key", KEY_HEX, 0o600);
+        dir.write("keys/private.key", &private_key_text(), 0o600);
         assert!(is_test_key(
-            &with_key_file(&dir, "keys/overlay.key").unwrap().key
+            &with_key_file(&dir, "keys/private.key").unwrap().private_key
         ));
-        let absolute = dir.0.join("keys/overlay.key");
+        let absolute = dir.0.join("keys/private.key");
         assert!(with_key_file(&TempDir::new(), absolute.to_str().unwrap()).is_ok());
     }
 
@@ -1572,32 +1730,36 @@ listen = "127.0.0.1:9482"
     fn a_key_file_without_a_key_is_refused() {
         let dir = TempDir::new();
         let config = dir.0.join("control.toml");
-        let short = dir.write("short.key", &KEY_HEX[..62], 0o600);
+        let text = private_key_text();
+        let short = dir.write("short.key", &text[..40], 0o600);
         assert_eq!(
             with_key_file(&dir, "short.key").unwrap_err(),
             format!(
-                "{}: line 2: key_file {}: an overlay key is 64 hexadecimal digits (32 bytes), this has 62 characters; make one with `head -c 32 /dev/urandom | xxd -p -c 32`",
+                "{}: line 2: private_key_file {}: a key is 32 bytes, this base64 holds 30",
                 config.display(),
                 short.display()
             )
         );
-        let not_hex = dir.write("bad.key", &KEY_HEX.replace('a', "g"), 0o600);
+        // A key of the old format: 64 hexadecimal digits.
+        let hex = dir.write("hex.key", &"ab".repeat(32), 0o600);
         assert_eq!(
-            read_key_file(&not_hex).unwrap_err(),
-            KeyFileError::Key(KeyError::NotHex)
+            read_key_file(&hex, private).unwrap_err(),
+            KeyFileError::Key(KeyError::Length(33))
         );
+        let not_base64 = dir.write("bad.key", &format!("#{}", &text[1..]), 0o600);
         assert!(with_key_file(&dir, "bad.key").unwrap_err().ends_with(
-            "an overlay key is 64 hexadecimal digits (0-9, a-f), this has other characters"
+            "not a key: a key is 32 bytes in base64 (44 characters, as `detourctl genkey` or `wg genkey` writes it)"
         ));
+        let _ = not_base64;
         let binary = dir.0.join("binary.key");
         std::fs::write(&binary, [0xff; 64]).unwrap();
         std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(
-            read_key_file(&binary).unwrap_err(),
-            KeyFileError::Key(KeyError::NotHex)
+            read_key_file(&binary, private).unwrap_err(),
+            KeyFileError::Key(KeyError::NotBase64)
         );
         // A gigabyte (sparse): refused by its size, not read.
-        let huge = dir.write("huge.key", KEY_HEX, 0o600);
+        let huge = dir.write("huge.key", &text, 0o600);
         std::fs::File::options()
             .write(true)
             .open(&huge)
@@ -1605,8 +1767,8 @@ listen = "127.0.0.1:9482"
             .set_len(1 << 30)
             .unwrap();
         assert_eq!(
-            read_key_file(&huge).unwrap_err(),
-            KeyFileError::Key(KeyError::Length(1 << 30))
+            read_key_file(&huge, private).unwrap_err(),
+            KeyFileError::Key(KeyError::NotBase64)
         );
     }
 
@@ -1616,14 +1778,14 @@ listen = "127.0.0.1:9482"
         assert_eq!(
             with_key_file(&dir, "absent.key").unwrap_err(),
             format!(
-                "{}: line 2: key_file {}: No such file or directory (os error 2)",
+                "{}: line 2: private_key_file {}: No such file or directory (os error 2)",
                 dir.0.join("control.toml").display(),
                 dir.0.join("absent.key").display()
             )
         );
         std::fs::create_dir(dir.0.join("dir.key")).unwrap();
         assert_eq!(
-            read_key_file(&dir.0.join("dir.key")).unwrap_err(),
+            read_key_file(&dir.0.join("dir.key"), private).unwrap_err(),
             KeyFileError::NotAFile
         );
     }
@@ -1631,13 +1793,93 @@ listen = "127.0.0.1:9482"
     #[test]
     fn the_key_file_is_read_only_once_the_rest_is_valid() {
         let dir = TempDir::new();
-        dir.write("overlay.key", KEY_HEX, 0o644);
-        let text = "node_id = 0\nkey_file = \"overlay.key\"\nunderlay = \"192.0.2.1\"\n";
+        dir.write("private.key", &private_key_text(), 0o644);
+        let text = "node_id = 0\nprivate_key_file = \"private.key\"\nunderlay = \"192.0.2.1\"\n";
         let err = Config::parse(Path::new("control.toml"), text).unwrap_err();
         assert_eq!(
             err.to_string(),
             "control.toml: line 1: node_id: 0 is reserved: node ids are 1 to 65534"
         );
+    }
+
+    #[test]
+    fn the_shared_key_file_is_refused_with_the_way_to_migrate() {
+        let text = "node_id = 1\nunderlay = \"192.0.2.1\"\nkey_file = \"overlay.key\"\n";
+        let err = check(text).unwrap_err();
+        assert!(
+            err.starts_with("control.toml: line 3: key_file: the shared overlay key is gone"),
+            "{err}"
+        );
+        assert!(err.contains("detourctl genkey") && err.contains("Migrating from key_file"));
+    }
+
+    #[test]
+    fn peers_need_keys_of_their_own() {
+        let base = "node_id = 1\nprivate_key_file = \"private.key\"\nunderlay = \"192.0.2.1\"\n\
+                    [[peers]]\nid = 2\nunderlay = \"192.0.2.2\"\n";
+        assert_eq!(
+            check(base).unwrap_err(),
+            "control.toml: line 5: peers.public_key: peer 2 has no public_key: `detourctl pubkey < private.key` on that node prints it"
+        );
+        assert!(
+            check(&format!("{base}public_key = \"abcd\"\n"))
+                .unwrap_err()
+                .starts_with(
+                    "control.toml: line 7: peers.public_key: a key is 32 bytes, this base64 holds 3"
+                )
+        );
+        let twice = format!(
+            "{base}public_key = \"@2\"\n[[peers]]\nid = 3\nunderlay = \"192.0.2.3\"\npublic_key = \"@2\"\n"
+        );
+        assert_eq!(
+            check(&twice).unwrap_err(),
+            "control.toml: line 11: peers.public_key: the same key as peer 2 (line 5): every node has a key pair of its own"
+        );
+        let own = format!(
+            "{base}public_key = \"{}\"\n",
+            PrivateKey::from_bytes(PRIVATE_KEY).public_key()
+        );
+        assert!(check(&own).unwrap_err().starts_with(
+            "control.toml: line 7: peers.public_key: peer 2 is given this node's own public key"
+        ));
+    }
+
+    #[test]
+    fn a_preshared_key_is_read_from_its_own_file() {
+        let dir = TempDir::new();
+        dir.write("private.key", &private_key_text(), 0o600);
+        let psk = PrivateKey::from_bytes([9; 32]).to_base64();
+        dir.write("pair.psk", &psk, 0o600);
+        let text = with_keys(
+            "node_id = 1\nprivate_key_file = \"private.key\"\nunderlay = \"192.0.2.1\"\n\
+             [[peers]]\nid = 2\nunderlay = \"192.0.2.2\"\npublic_key = \"@2\"\npreshared_key_file = \"pair.psk\"\n",
+        );
+        let c = Config::parse(&dir.0.join("control.toml"), &text).unwrap();
+        assert_eq!(c.peers[0].preshared_key.as_bytes(), &[9; 32]);
+        assert_eq!(
+            format!("{:?}", c.peers[0].preshared_key),
+            "PresharedKey(..)"
+        );
+        std::fs::set_permissions(
+            dir.0.join("pair.psk"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let err = Config::parse(&dir.0.join("control.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 8: peers.preshared_key_file"), "{err}");
+        assert!(err.ends_with("mode 0644 lets others read the key; chmod 600 it"));
+        // The configuration's Debug shows no key material.
+        let dump = format!(
+            "{:?}",
+            Config::parse(
+                &dir.0.join("control.toml"),
+                &text.replace("preshared_key_file = \"pair.psk\"\n", "")
+            )
+            .unwrap()
+        );
+        assert!(dump.contains("PrivateKey(..)") && !dump.contains(psk.trim()));
     }
 
     #[test]
@@ -1648,8 +1890,8 @@ listen = "127.0.0.1:9482"
             Config::read(&path).unwrap_err().to_string(),
             format!("{}: No such file or directory (os error 2)", path.display())
         );
-        let path = dir.write("control.toml", FULL, 0o644);
-        dir.write("overlay.key", KEY_HEX, 0o600);
+        let path = dir.write("control.toml", &with_keys(FULL), 0o644);
+        dir.write("private.key", &private_key_text(), 0o600);
         assert_eq!(Config::read(&path).unwrap().node_id, node(3));
     }
 
@@ -1661,7 +1903,9 @@ listen = "127.0.0.1:9482"
             .nth(1)
             .and_then(|rest| rest.split("```").next())
             .expect("docs/control-config.md has a TOML example");
-        let text = example.replacen("/etc/detour/overlay.key", "overlay.key", 1);
+        let text = example
+            .replacen("/etc/detour/private.key", "private.key", 1)
+            .replacen("/etc/detour/3-5.psk", "pair.psk", 1);
         let c = check(&text).unwrap();
         assert_eq!(
             c.peers.iter().map(|p| p.id.0).collect::<Vec<_>>(),

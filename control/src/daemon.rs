@@ -2,8 +2,9 @@
 //! real clock, installing its routes in the dataplane.
 //!
 //! One thread runs the core: it waits on the control socket until the
-//! core's next deadline, hands it what arrives (authenticated and checked
-//! against replay by [`Endpoint`]), and sends what it asks. A second
+//! core's next deadline, hands it what arrives (opened, authenticated and
+//! checked against replay by the session [`Endpoint`], which answers
+//! handshakes itself), and sends what it asks, sealed by the endpoint. A second
 //! thread, the [`Installer`], pushes route snapshots to the dataplane's
 //! API, so that a slow or restarting dataplane never holds up probing.
 //! The local API ([`crate::api`]) answers `detourctl` on threads of its
@@ -42,10 +43,17 @@ use tracing::{debug, info, warn};
 
 use crate::api::{Core, Shared};
 use crate::config::Config;
-use crate::message::{Endpoint, MAX_MESSAGE_LEN, Reject};
+use crate::message::{MAX_ENCODED_LEN, Message, Reject};
 use crate::metrics;
 use crate::node::Node;
 use crate::paths::Hop;
+use crate::session::{
+    Endpoint, Event, Limits, PeerKeys, Recipient, Sent, TAG_LEN, TRANSPORT_HEADER_LEN,
+};
+
+/// The largest datagram on the control port: a sealed row of the most
+/// links.
+const MAX_DATAGRAM_LEN: usize = TRANSPORT_HEADER_LEN + MAX_ENCODED_LEN + TAG_LEN;
 
 /// The longest the core sleeps, so that a stop request is seen promptly.
 const MAX_WAIT: Duration = Duration::from_millis(100);
@@ -54,8 +62,11 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the installer waits before reconnecting after an error.
 const RETRY_INTERVAL: Duration = Duration::from_millis(200);
 
-/// Microseconds since the Unix epoch: the base of message sequence numbers,
-/// row versions and snapshot versions, above any used before a restart.
+/// Microseconds since the Unix epoch: the floor of snapshot versions, so
+/// that a dataplane that lost the control process's count (both
+/// restarted) still sees newer snapshots as newer. Only the dataplane on
+/// this machine reads these numbers; nothing on the wire comes from a
+/// clock.
 fn epoch_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -67,7 +78,6 @@ pub fn run(config: Config, stop: &AtomicBool) -> anyhow::Result<()> {
     let socket = UdpSocket::bind(config.listen)
         .with_context(|| format!("binding the control socket {}", config.listen))?;
     let clock = Instant::now();
-    let base = epoch_micros();
     let peers: BTreeMap<NodeId, SocketAddr> = config
         .peers
         .iter()
@@ -79,15 +89,28 @@ pub fn run(config: Config, stop: &AtomicBool) -> anyhow::Result<()> {
         .iter()
         .map(|p| p.underlay.to_canonical())
         .collect();
-    let endpoint = Endpoint::new(config.key.clone(), config.node_id, base);
+    let endpoint = Endpoint::new(
+        config.node_id,
+        config.private_key.clone(),
+        config.peers.iter().map(|p| PeerKeys {
+            id: p.id,
+            public: p.public_key,
+            psk: p.preshared_key.clone(),
+        }),
+        incarnation()?,
+        Limits::default(),
+    );
+    info!(public_key = %endpoint.public_key(), "identity");
+    // Row versions start at 1 in every run: a peer learns of the restart
+    // from the handshake (see `session`, "Incarnations").
     let mut node = Node::new(
         config.node_id,
         peers.keys().copied(),
         config.node.clone(),
-        base,
+        1,
         Duration::ZERO,
     );
-    let mut snapshots = SnapshotBuilder::new(&config, base);
+    let mut snapshots = SnapshotBuilder::new(&config, epoch_micros());
     if let Some(installed) = config
         .dataplane_socket
         .as_deref()
@@ -142,8 +165,7 @@ pub fn run(config: Config, stop: &AtomicBool) -> anyhow::Result<()> {
         "control process running"
     );
 
-    let mut buf = vec![0u8; MAX_MESSAGE_LEN + 1];
-    let mut out = Vec::with_capacity(MAX_MESSAGE_LEN);
+    let mut buf = vec![0u8; MAX_DATAGRAM_LEN + 1];
     let mut routes_pending = false;
     let mut installed_once = false;
     let mut was_settled = false;
@@ -161,18 +183,20 @@ pub fn run(config: Config, stop: &AtomicBool) -> anyhow::Result<()> {
         // while waiting: the API reads it in between.
         let mut core = shared.core();
         let Core { node, endpoint } = &mut *core;
+        let now = clock.elapsed();
         match received {
             Ok((_, from)) if !peer_addrs.contains(&from.ip().to_canonical()) => {
                 endpoint.record(Reject::Stranger);
                 debug!(%from, reject = %Reject::Stranger, "control message dropped");
             }
-            Ok((len, from)) => match endpoint.open(&buf[..len]) {
-                Ok((sender, message)) => {
-                    if let Err(reject) = node.handle_message(clock.elapsed(), sender, &message) {
+            Ok((len, from)) => match endpoint.open(now, from, &buf[..len]) {
+                Ok(Some((sender, message))) => {
+                    if let Err(reject) = node.handle_message(now, sender, &message) {
                         endpoint.record(reject);
                         debug!(%from, %reject, "control message dropped");
                     }
                 }
+                Ok(None) => {}
                 Err(reject) => debug!(%from, %reject, "control message dropped"),
             },
             Err(e)
@@ -185,19 +209,47 @@ pub fn run(config: Config, stop: &AtomicBool) -> anyhow::Result<()> {
             // here on Linux; the prober sees the loss anyway.
             Err(e) => debug!(error = %e, "control socket"),
         }
+        while let Some(event) = endpoint.poll_event() {
+            match event {
+                Event::SessionUp(peer) => {
+                    debug!(%peer, "session up");
+                    node.session_up(peer);
+                }
+                Event::PeerRestarted(peer) => {
+                    info!(%peer, "peer restarted");
+                    node.peer_restarted(now, peer);
+                }
+            }
+        }
         let now = clock.elapsed();
         if node.poll_timeout() <= now {
             node.handle_timeout(now);
         }
         while let Some((to, message)) = node.poll_transmit() {
-            let Some(addr) = peers.get(&to) else { continue };
-            out.clear();
-            if let Err(e) = endpoint.seal(to, &message, &mut out) {
-                warn!(peer = %to, error = %e, "cannot encode a control message");
-                continue;
+            let probe = match message {
+                Message::Probe { seq } => Some(seq),
+                _ => None,
+            };
+            match endpoint.send(now, to, message) {
+                Ok(Sent::Dropped) => {
+                    if let Some(seq) = probe {
+                        node.probe_unsent(now, to, seq);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => warn!(peer = %to, error = %e, "cannot encode a control message"),
             }
-            if let Err(e) = socket.send_to(&out, addr) {
-                debug!(peer = %to, %addr, error = %e, "control message not sent");
+        }
+        while let Some(transmit) = endpoint.poll_transmit() {
+            let addr = match transmit.to {
+                Recipient::Node(id) => match peers.get(&id) {
+                    Some(addr) => *addr,
+                    None => continue,
+                },
+                Recipient::Address(addr) => addr,
+            };
+            if let Err(e) = socket.send_to(&transmit.datagram, addr) {
+                debug!(%addr, error = %e, "control message not sent");
             }
         }
         routes_pending |= node.take_routes_changed();
@@ -220,6 +272,14 @@ pub fn run(config: Config, stop: &AtomicBool) -> anyhow::Result<()> {
         installer.stop();
     }
     Ok(())
+}
+
+/// This run's incarnation: a random number, so that peers tell a restart
+/// from a rekey without trusting any clock.
+fn incarnation() -> anyhow::Result<u64> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).context("reading the OS random source")?;
+    Ok(u64::from_be_bytes(bytes))
 }
 
 fn reachable(node: &Node) -> usize {

@@ -9,21 +9,25 @@
 //! - [`members`]: the overlay's nodes, and each one's index among them.
 //! - [`probe`]: probing one peer: the schedule, the estimators, up and down.
 //! - [`paths`]: the best direct or one-hop path to every node.
+//! - [`keys`]: node identities (X25519 key pairs) and pre-shared keys.
 //! - [`message`]: control messages (probe, reply, link-state rows and
-//!   deltas, their acknowledgements and requests) on the wire,
-//!   authenticated under the overlay key; why a message was dropped.
-//! - [`replay`]: per-sender sliding windows that refuse replayed messages.
+//!   deltas, their acknowledgements and requests) encoded; why a message
+//!   was dropped.
+//! - [`session`]: Noise handshakes between peers, and the sessions that
+//!   seal every control message.
+//! - [`replay`]: the per-session sliding window that refuses replays.
 //! - [`linkstate`]: flooding this node's row; the rows of the others.
 //! - [`node`]: all of the above for one node, driven by events and time.
 //! - [`sim`]: every node of a synthetic overlay on a virtual clock.
 //! - [`daemon`]: a node on a UDP socket and the real clock, installing its
 //!   routes in the dataplane.
-//! - [`config`]: the control process's TOML configuration and key file,
-//!   checked, every error naming the file, line and key.
+//! - [`config`]: the control process's TOML configuration and key
+//!   files, checked, every error naming the file, line and key.
 
 pub mod api;
 pub mod config;
 pub mod daemon;
+pub mod keys;
 pub mod link;
 pub mod linkstate;
 pub mod members;
@@ -33,4 +37,5 @@ pub mod node;
 pub mod paths;
 pub mod probe;
 pub mod replay;
+pub mod session;
 pub mod sim;

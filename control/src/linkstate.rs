@@ -308,6 +308,10 @@ pub struct LinkStateDb {
     max_age: Duration,
 }
 
+/// The version a row is held at once its origin restarted: below every
+/// real version (an origin's first is 1 or more).
+const RESTARTED: u64 = 0;
+
 /// What a received row did to the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accepted {
@@ -362,6 +366,8 @@ impl LinkStateDb {
         let stored = self.rows[origin].map(|(version, _)| version);
         match (row.kind, stored) {
             (_, Some(version)) if row.version < version => return Err(Reject::Stale),
+            // Its origin restarted: only a whole row of its new run applies.
+            (RowKind::Delta, Some(RESTARTED)) => return Ok(Accepted::NeedsWholeRow),
             (RowKind::Delta, Some(version)) if row.version == version => {
                 self.heard(now, row.origin);
                 return Ok(Accepted::Unchanged);
@@ -418,6 +424,17 @@ impl LinkStateDb {
                 Accepted::Unchanged
             },
         )
+    }
+
+    /// `origin` restarted: its versions start again, so the next whole row
+    /// it sends replaces the one held, whatever its version. The links
+    /// held stay until then, so that routes do not flap meanwhile.
+    pub fn restarted(&mut self, origin: NodeId) {
+        if let Some(i) = self.index(origin)
+            && let Some((version, _)) = &mut self.rows[i]
+        {
+            *version = RESTARTED;
+        }
     }
 
     /// `origin` was heard from at `now` (any message): its row lives on.

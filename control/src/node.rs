@@ -275,6 +275,13 @@ impl Node {
         if from == self.local {
             return Err(Reject::UnknownNode);
         }
+        if let Message::LinkState(row) = message
+            && row.origin != from
+        {
+            // Rows travel only from their origin, over its own session:
+            // a member can lie about its own links, not about another's.
+            return Err(Reject::ForgedOrigin);
+        }
         self.db.heard(now, from);
         match message {
             Message::Probe { seq } => {
@@ -334,6 +341,33 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// Our probe `seq` of `peer` could not be sent (no session with it):
+    /// lost at once (see [`crate::probe::PeerProbe::unsent`]).
+    pub fn probe_unsent(&mut self, now: Time, peer: NodeId, seq: u64) {
+        let transition = self.prober.unsent(peer, seq);
+        self.link_changed(now, peer, transition);
+    }
+
+    /// A session with `peer` came up: a peer not yet up is probed at once,
+    /// so that a start or restart costs a round trip, not a probe interval.
+    pub fn session_up(&mut self, peer: NodeId) {
+        if self.prober.peer(peer).is_some_and(|p| !p.is_up()) {
+            self.prober.hurry(peer);
+        }
+    }
+
+    /// `peer` restarted (its session says so): the rows it sent before are
+    /// from its previous run. Its next whole row replaces the one held,
+    /// whatever its version, and ours goes to it whole.
+    pub fn peer_restarted(&mut self, now: Time, peer: NodeId) {
+        let Some(k) = self.members.index(peer) else {
+            return;
+        };
+        self.db.restarted(peer);
+        self.exchanges[k] = RowExchange::default();
+        self.request_row(now, k);
     }
 
     /// When [`Self::handle_timeout`] is next needed.
@@ -668,7 +702,11 @@ fn routing_links<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{Endpoint, HEADER_LEN, LINK_STATE_FIXED_LEN, OverlayKey, RowKind};
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+    use crate::keys::{PresharedKey, PrivateKey};
+    use crate::message::RowKind;
+    use crate::session::{Endpoint, Event, Limits, PeerKeys, Recipient, Sent, TRANSPORT};
 
     const A: NodeId = NodeId(1);
     const B: NodeId = NodeId(2);
@@ -678,42 +716,59 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    /// µs since the epoch at the trio's start: the base of every node's
-    /// sequence numbers and row versions.
-    const START: u64 = 1_700_000_000_000_000;
+    fn private(id: NodeId) -> PrivateKey {
+        PrivateKey::from_bytes([id.0 as u8; 32])
+    }
 
-    fn key() -> OverlayKey {
-        OverlayKey::from_bytes([7; 32])
+    fn addr(id: NodeId) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, id.0 as u8)), 6082)
+    }
+
+    /// Node `id`'s end of the sessions with the other two; `incarnation`
+    /// new at each (re)start.
+    fn endpoint(id: NodeId, incarnation: u64) -> Endpoint {
+        let peers = [A, B, C]
+            .into_iter()
+            .filter(|p| *p != id)
+            .map(|p| PeerKeys {
+                id: p,
+                public: private(p).public_key(),
+                psk: PresharedKey::default(),
+            });
+        Endpoint::new(id, private(id), peers, incarnation, Limits::default())
     }
 
     /// Three nodes over links with the given one-way delays (a missing
     /// pair is cut), driven in 1 ms steps. Every message goes through the
-    /// wire as the daemon sends it: sealed by the sender's endpoint and
-    /// opened (or refused, and counted) by the receiver's.
+    /// wire as the daemon sends it: sealed by the sender's endpoint, in a
+    /// session it handshook, and opened (or refused, and counted) by the
+    /// receiver's.
     struct Trio {
         nodes: Vec<Node>,
         endpoints: Vec<Endpoint>,
         delay: fn(NodeId, NodeId) -> Option<Duration>,
         /// Link-state messages on this directed pair are lost.
         lose_rows: Option<(NodeId, NodeId)>,
-        in_flight: Vec<(Time, NodeId, Vec<u8>)>,
+        in_flight: Vec<(Time, NodeId, NodeId, Vec<u8>)>,
         /// Every datagram sent, as a wiretap sees it.
         sent: Vec<(NodeId, NodeId, Vec<u8>)>,
         now: Time,
+        incarnations: u64,
     }
 
     impl Trio {
         fn new(delay: fn(NodeId, NodeId) -> Option<Duration>) -> Trio {
             Trio {
                 nodes: [A, B, C]
-                    .map(|id| Node::new(id, [A, B, C], NodeConfig::default(), START, Time::ZERO))
+                    .map(|id| Node::new(id, [A, B, C], NodeConfig::default(), 1, Time::ZERO))
                     .into(),
-                endpoints: [A, B, C].map(|id| Endpoint::new(key(), id, START)).into(),
+                endpoints: [A, B, C].map(|id| endpoint(id, u64::from(id.0))).into(),
                 delay,
                 lose_rows: None,
                 in_flight: Vec::new(),
                 sent: Vec::new(),
                 now: Time::ZERO,
+                incarnations: 3,
             }
         }
 
@@ -725,24 +780,61 @@ mod tests {
             &mut self.endpoints[usize::from(id.0) - 1]
         }
 
-        /// Node `id` restarts: a new process, with new sequence numbers
-        /// and row versions (its clock moved on) and nothing learnt.
+        /// Node `id` restarts: a new process, with new sessions, row
+        /// versions from 1 again, and nothing learnt.
         fn restart(&mut self, id: NodeId) {
-            let base = START + self.now.as_micros() as u64;
             let now = self.now;
-            *self.node(id) = Node::new(id, [A, B, C], NodeConfig::default(), base, now);
-            *self.endpoint(id) = Endpoint::new(key(), id, base);
+            self.incarnations += 1;
+            *self.node(id) = Node::new(id, [A, B, C], NodeConfig::default(), 1, now);
+            *self.endpoint(id) = endpoint(id, self.incarnations);
         }
 
-        /// `datagram` arrives at `to` now, as the daemon takes it in: the
-        /// endpoint counts what it refuses, the daemon what the node does.
-        fn deliver(&mut self, to: NodeId, datagram: &[u8]) {
+        /// `datagram` from `from` arrives at `to` now, as the daemon takes
+        /// it in: the endpoint counts what it refuses, the daemon what the
+        /// node does.
+        fn deliver(&mut self, from: NodeId, to: NodeId, datagram: &[u8]) {
             let now = self.now;
             let i = usize::from(to.0) - 1;
-            if let Ok((from, message)) = self.endpoints[i].open(datagram)
+            if let Ok(Some((from, message))) = self.endpoints[i].open(now, addr(from), datagram)
                 && let Err(reject) = self.nodes[i].handle_message(now, from, &message)
             {
                 self.endpoints[i].record(reject);
+            }
+            while let Some(event) = self.endpoints[i].poll_event() {
+                match event {
+                    Event::SessionUp(peer) => self.nodes[i].session_up(peer),
+                    Event::PeerRestarted(peer) => self.nodes[i].peer_restarted(now, peer),
+                }
+            }
+        }
+
+        /// Seals `message` from `from` to `to` and puts what the endpoint
+        /// then sends on the wire.
+        fn send(&mut self, from: NodeId, to: NodeId, message: Message) {
+            let now = self.now;
+            let i = usize::from(from.0) - 1;
+            let lost =
+                matches!(message, Message::LinkState(_)) && self.lose_rows == Some((from, to));
+            if !lost {
+                let sent = self.endpoints[i].send(now, to, message.clone());
+                if let (Ok(Sent::Dropped), Message::Probe { seq }) = (sent, message) {
+                    self.nodes[i].probe_unsent(now, to, seq);
+                }
+            }
+            self.flush(from);
+        }
+
+        fn flush(&mut self, from: NodeId) {
+            let now = self.now;
+            let i = usize::from(from.0) - 1;
+            while let Some(transmit) = self.endpoints[i].poll_transmit() {
+                let Recipient::Node(to) = transmit.to else {
+                    panic!("no cookies between members")
+                };
+                self.sent.push((from, to, transmit.datagram.clone()));
+                if let Some(d) = (self.delay)(from, to) {
+                    self.in_flight.push((now + d, from, to, transmit.datagram));
+                }
             }
         }
 
@@ -752,8 +844,9 @@ mod tests {
                 let (due, later): (Vec<_>, Vec<_>) =
                     self.in_flight.drain(..).partition(|(at, ..)| *at <= now);
                 self.in_flight = later;
-                for (_, to, datagram) in due {
-                    self.deliver(to, &datagram);
+                for (_, from, to, datagram) in due {
+                    self.deliver(from, to, &datagram);
+                    self.flush(to);
                 }
                 for i in 0..self.nodes.len() {
                     let node = &mut self.nodes[i];
@@ -762,16 +855,7 @@ mod tests {
                     }
                     let from = node.local();
                     while let Some((to, message)) = self.nodes[i].poll_transmit() {
-                        let mut datagram = Vec::new();
-                        self.endpoints[i]
-                            .seal(to, &message, &mut datagram)
-                            .expect("encodable");
-                        self.sent.push((from, to, datagram.clone()));
-                        let lost = matches!(message, Message::LinkState(_))
-                            && self.lose_rows == Some((from, to));
-                        if let (Some(d), false) = ((self.delay)(from, to), lost) {
-                            self.in_flight.push((now + d, to, datagram));
-                        }
+                        self.send(from, to, message);
                     }
                 }
                 self.now += ms(1);
@@ -867,7 +951,9 @@ mod tests {
             drained: true,
             ..NodeConfig::default()
         };
-        trio.nodes[2] = Node::new(C, [A, B, C], config, START + 10_000_000, trio.now);
+        trio.nodes[2] = Node::new(C, [A, B, C], config, 1, trio.now);
+        trio.incarnations += 1;
+        trio.endpoints[2] = endpoint(C, trio.incarnations);
         let restarted = trio.now;
         trio.run_until(restarted + ms(3000));
         assert!(trio.node(A).link_state().is_drained(C));
@@ -880,8 +966,10 @@ mod tests {
             (a != C && b != C).then_some(ms(5))
         }
         let mut trio = Trio::new(delay);
-        trio.run_until(ms(500));
+        trio.run_until(ms(300));
         assert!(!trio.node(A).is_settled(), "C has no verdict yet");
+        // No session with C: its probes cannot even go, and each counts
+        // lost at once.
         trio.run_until(ms(1500));
         assert!(trio.node(A).is_settled(), "C is down");
         assert!(trio.node(A).view_is_complete(), "before SETTLE_LIMIT");
@@ -979,9 +1067,10 @@ mod tests {
             let next = trio.now;
             trio.run_until(next);
         }
-        // B's slowest link (100 ms round trips) is up at its third answer,
-        // 500 ms in; the row it then asks for comes a round trip later.
-        assert!(trio.now - restart <= ms(610), "{:?}", trio.now - restart);
+        // B's slowest link (100 ms round trips) has a session after one
+        // round trip and is up at its third answer, 600 ms in; the row it
+        // then asks for comes a round trip later.
+        assert!(trio.now - restart <= ms(710), "{:?}", trio.now - restart);
         trio.run_until(restart + ms(1000));
         assert!(trio.node(B).is_settled());
         assert_eq!(trio.node(B).route(A), Some(Hop::Via(C)));
@@ -1029,66 +1118,67 @@ mod tests {
             }
         }
 
-        // Forged: sealed as C under another key; requests and acks too.
-        let mut intruder = Endpoint::new(OverlayKey::from_bytes([9; 32]), C, START + 10_000_000);
-        let mut forged = Vec::new();
-        for message in [
-            c_b_down(c_version + 1),
-            Message::RowRequest,
-            Message::RowAck { version: 1 },
-        ] {
-            let mut datagram = Vec::new();
-            intruder.seal(A, &message, &mut datagram).unwrap();
-            forged.push(datagram);
-        }
-        // Altered: every row C really sent A, one bit flipped.
+        // Forged: C's row by an intruder under a key of its own (it has
+        // only C's address): its handshake is dropped, unanswered.
+        let intruder_key = PrivateKey::from_bytes([9; 32]);
+        let a_keys = PeerKeys {
+            id: A,
+            public: private(A).public_key(),
+            psk: PresharedKey::default(),
+        };
+        let mut intruder = Endpoint::new(C, intruder_key, [a_keys], 99, Limits::default());
+        intruder.send(trio.now, A, c_b_down(c_version + 1)).unwrap();
+        let forged = intruder.poll_transmit().unwrap().datagram;
+        trio.deliver(C, A, &forged);
+        // Replayed: everything C ever sent A, handshakes included.
         let captured: Vec<Vec<u8>> = trio
             .sent
             .iter()
             .filter(|(from, to, d)| (*from, *to) == (C, A) && !lost.contains(d))
             .map(|(.., d)| d.clone())
             .collect();
-        let rows: Vec<&Vec<u8>> = captured.iter().filter(|d| d[3] == 3 || d[3] == 4).collect();
-        assert!(!rows.is_empty());
-        for datagram in forged.iter().chain(rows.iter().copied()) {
-            let mut datagram = datagram.clone();
-            if datagram.len() > HEADER_LEN + LINK_STATE_FIXED_LEN {
-                datagram[HEADER_LEN + LINK_STATE_FIXED_LEN + 2] ^= 1; // an up byte
-            }
-            trio.deliver(A, &datagram);
-        }
-        // Replayed: everything C ever sent A.
+        let transports = captured.iter().filter(|d| d[3] == TRANSPORT).count();
+        assert!(transports > 10);
         for datagram in &captured {
-            trio.deliver(A, datagram);
+            trio.deliver(C, A, datagram);
         }
-        // Truncated: an authentic row from C, cut at every length.
-        let mut authentic = Vec::new();
+        // Altered and truncated: C's real next row, one bit flipped at a
+        // time, then cut at every length.
         trio.endpoints[2]
-            .seal(A, &c_b_down(c_version + 1), &mut authentic)
+            .send(trio.now, A, c_b_down(c_version + 1))
             .unwrap();
+        let authentic = trio.endpoints[2].poll_transmit().unwrap().datagram;
+        for bit in 0..authentic.len() * 8 {
+            let mut flipped = authentic.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            trio.deliver(C, A, &flipped);
+        }
         for len in 0..authentic.len() {
-            trio.deliver(A, &authentic[..len]);
+            trio.deliver(C, A, &authentic[..len]);
         }
 
         let a = trio.node(A);
         assert_eq!(a.routes(), routes, "no route moved");
         assert_eq!(*a.counters(), counters, "nothing reached the node");
         assert_eq!(a.poll_transmit(), None, "nothing to answer");
-        let rejects = trio.endpoint(A).rejects();
-        assert_eq!(
-            rejects.get(Reject::BadMac),
-            (forged.len() + rows.len()) as u64
+        let rejects = *trio.endpoint(A).rejects();
+        assert_eq!(trio.endpoint(A).poll_transmit(), None, "nothing answered");
+        assert_eq!(rejects.get(Reject::UnknownKey), 1);
+        // Every transport replayed is refused as such (the handshakes as
+        // replays, or as answers to handshakes A has finished).
+        assert!(
+            rejects.get(Reject::Replayed) >= transports as u64,
+            "{rejects:?}"
         );
-        assert_eq!(rejects.get(Reject::Replayed), captured.len() as u64);
-        assert_eq!(rejects.get(Reject::Malformed), authentic.len() as u64);
+        assert_eq!(rejects.get(Reject::UnknownVersion), 8, "{rejects:?}");
         assert_eq!(
             rejects.total(),
-            (forged.len() + rows.len() + captured.len() + authentic.len()) as u64
+            (1 + captured.len() + authentic.len() * 8 + authentic.len()) as u64
         );
 
         // None of it moved C's replay window at A: C's real message, whole,
         // is taken, and A routes around the link it reports dead.
-        trio.deliver(A, &authentic);
+        trio.deliver(C, A, &authentic);
         assert_eq!(trio.node(A).link(C, B).map(|l| l.up), Some(false));
         trio.run_until(trio.now + ms(100));
         assert_eq!(trio.node(A).route(B), Some(Hop::Direct));

@@ -203,6 +203,8 @@ pub struct PeerProbe {
     /// Unanswered probes in a row, and answers in a row.
     misses: u32,
     answers: u32,
+    /// The next probe goes at once (the way to the peer just opened).
+    hurry: bool,
 }
 
 impl PeerProbe {
@@ -223,7 +225,25 @@ impl PeerProbe {
             given_up: VecDeque::with_capacity(GIVEN_UP_REMEMBERED),
             misses: 0,
             answers: 0,
+            hurry: false,
         }
+    }
+
+    /// Probe `seq` never left (there was no session to send it on): it is
+    /// lost now, not at its timeout, so that the loss does not break the
+    /// streak of answers that follows once the session is up.
+    pub fn unsent(&mut self, seq: u64) -> Option<Transition> {
+        let before = self.outstanding.len();
+        self.outstanding.retain(|o| o.seq != seq);
+        (self.outstanding.len() < before)
+            .then(|| self.lost())
+            .flatten()
+    }
+
+    /// The way to the peer just opened: the next probe goes at once rather
+    /// than a whole interval after the one that could not go.
+    pub fn hurry(&mut self) {
+        self.hurry = true;
     }
 
     /// What the probes say of the link now.
@@ -288,6 +308,7 @@ impl PeerProbe {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.last_sent = Some(now);
+        self.hurry = false;
         self.outstanding.push_back(Outstanding {
             seq,
             sent: now,
@@ -343,6 +364,9 @@ impl PeerProbe {
     /// finding out quickly that a link died, and a dead peer should cost no
     /// more than a live one.
     fn next_send(&self) -> Time {
+        if self.hurry {
+            return self.start;
+        }
         let gap = if self.up && self.misses > 0 {
             self.config.retry_interval
         } else {
@@ -453,6 +477,16 @@ impl Prober {
     ) -> Result<Option<Transition>, StrayReply> {
         self.with_peer(peer, |p| p.handle_reply(now, seq))
             .unwrap_or(Err(StrayReply))
+    }
+
+    /// Probe `seq` of `peer` never left: see [`PeerProbe::unsent`].
+    pub fn unsent(&mut self, peer: NodeId, seq: u64) -> Option<Transition> {
+        self.with_peer(peer, |p| p.unsent(seq)).flatten()
+    }
+
+    /// The next probe of `peer` goes at once: see [`PeerProbe::hurry`].
+    pub fn hurry(&mut self, peer: NodeId) {
+        self.with_peer(peer, PeerProbe::hurry);
     }
 
     /// Runs `f` on `peer`'s state and re-files its deadline.

@@ -1,65 +1,48 @@
-//! Replay protection for control messages: a sliding window over each
-//! sender's sequence numbers, as IPsec ESP keeps one (RFC 4303, section
-//! 3.4.3).
+//! Replay protection for control messages: a sliding window over the
+//! counters of one session, as IPsec ESP keeps one (RFC 4303, section
+//! 3.4.3) and WireGuard one per session.
 //!
-//! Every control message carries its sender's sequence number for this
-//! receiver in its authenticated header ([`crate::message`]). The receiver
-//! remembers, per sender, the highest number seen and which of the
-//! [`WINDOW`] numbers below it have been seen: a number above the highest,
-//! or inside the window and not seen yet, is accepted once; a number seen
-//! already, or too far below the highest, is [`Reject::Replayed`]. Reordering
-//! by fewer than [`WINDOW`] messages is therefore tolerated, and a message
-//! older than that is refused even if it was never seen (it could be a
-//! replay of one that fell out of the window).
+//! Every transport message carries its session's counter, from 0 up, which
+//! is also its AEAD nonce ([`crate::session`]). The receiver remembers the
+//! highest counter seen and which of the [`WINDOW`] counters below it have
+//! been seen: a counter above the highest, or inside the window and not
+//! seen yet, is accepted once; one seen already, or too far below the
+//! highest, is [`Reject::Replayed`]. Reordering by fewer than [`WINDOW`]
+//! messages is therefore tolerated, and a message older than that is
+//! refused even if it was never seen (it could be a replay of one that fell
+//! out of the window).
 //!
-//! ## Only after the MAC
+//! ## Only after the tag
 //!
 //! A forged message must not move the window, or an attacker could push it
-//! far ahead and lock the real sender out. So the window is reached only
-//! through [`ReplayGuard::accept`], which takes an
-//! [`Authenticated`]: a value only
-//! [`decode`](crate::message::decode) makes, after the MAC verified.
+//! far ahead and lock the real sender out. So the session [`check`]s the
+//! counter before opening the message and [`accept`]s it only once the tag
+//! verified.
 //!
-//! ## Restarts
+//! A window lives as long as its session: there is no state to carry
+//! across a restart, and nothing a restart could let through (a message
+//! from before it names a session that no longer exists).
 //!
-//! A sender numbers its messages from a base that grows across restarts:
-//! the daemon passes the microseconds since the Unix epoch at its start
-//! ([`SequenceCounter::new`](crate::message::SequenceCounter::new)); this
-//! module never reads a clock. A sender sends far fewer than a million
-//! messages a second to one peer, so the base of its next run is above
-//! every number it used before, and a restarted node is accepted at once,
-//! as long as its clock did not go back past its previous start. (If it
-//! did, its messages read as replays until the receiver forgets it:
-//! [`ReplayGuard::forget`].)
-//!
-//! A receiver that restarts knows no window: the first authentic message
-//! from each sender is accepted whatever its number, so one message
-//! recorded before the restart can be replayed once, until the sender's
-//! next message moves the window past it. What that can do is bounded: a
-//! probe is answered, a reply is stray ([`crate::probe::StrayReply`]), and
-//! a link-state row is superseded by the next one (and refused by the
-//! link-state database if it is not newer than the row held).
+//! [`check`]: ReplayWindow::check
+//! [`accept`]: ReplayWindow::accept
 
-use std::collections::HashMap;
-
-use detour_common::wire::NodeId;
-
-use crate::message::{Authenticated, Header, Message, Reject};
+use crate::message::Reject;
 
 /// How far below the highest sequence number seen a message may still be
 /// accepted (RFC 4303's default; its minimum is 32).
 pub const WINDOW: u64 = 64;
 
-/// One sender's window: the highest sequence number accepted and a bitmap
-/// of the [`WINDOW`] numbers up to it (bit `i`: `highest − i` was seen).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One session's window: the highest counter accepted and a bitmap of the
+/// [`WINDOW`] counters up to it (bit `i`: `highest − i` was seen). The
+/// default has seen nothing, and accepts 0 first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReplayWindow {
     highest: u64,
     seen: u64,
 }
 
 impl ReplayWindow {
-    /// A window that has accepted `first`, the first number from a sender.
+    /// A window that has accepted `first`.
     pub fn new(first: u64) -> ReplayWindow {
         ReplayWindow {
             highest: first,
@@ -100,44 +83,6 @@ impl ReplayWindow {
             self.seen |= 1 << (self.highest - seq);
         }
         Ok(())
-    }
-}
-
-/// Every sender's window, at one receiver.
-#[derive(Debug, Clone, Default)]
-pub struct ReplayGuard {
-    windows: HashMap<NodeId, ReplayWindow>,
-}
-
-impl ReplayGuard {
-    pub fn new() -> ReplayGuard {
-        ReplayGuard::default()
-    }
-
-    /// The message inside `message`, if its sequence number is new for its
-    /// sender; [`Reject::Replayed`] if it was seen or is too old. Only an
-    /// accepted message moves the window.
-    pub fn accept(&mut self, message: Authenticated) -> Result<(Header, Message), Reject> {
-        let header = *message.header();
-        match self.windows.get_mut(&header.sender) {
-            Some(window) => window.accept(header.seq)?,
-            None => {
-                self.windows
-                    .insert(header.sender, ReplayWindow::new(header.seq));
-            }
-        }
-        Ok(message.into_parts())
-    }
-
-    /// The window kept for `sender`, if any message from it was accepted.
-    pub fn window(&self, sender: NodeId) -> Option<&ReplayWindow> {
-        self.windows.get(&sender)
-    }
-
-    /// Forgets `sender` (a peer that left the overlay): its next message is
-    /// accepted whatever its number.
-    pub fn forget(&mut self, sender: NodeId) {
-        self.windows.remove(&sender);
     }
 }
 
@@ -183,6 +128,16 @@ mod tests {
         assert_eq!(w.accept(u64::MAX), Err(Reject::Replayed));
         assert_eq!(w.accept(u64::MAX - 1), Ok(()));
         assert_eq!(w.accept(6), Err(Reject::Replayed));
+    }
+
+    #[test]
+    fn an_empty_window_takes_counters_from_0() {
+        let mut w = ReplayWindow::default();
+        assert_eq!(w.accept(0), Ok(()));
+        assert_eq!(w.accept(0), Err(Reject::Replayed));
+        assert_eq!(w.accept(2), Ok(()));
+        assert_eq!(w.accept(1), Ok(()), "reordered");
+        assert_eq!(w.accept(1), Err(Reject::Replayed));
     }
 
     #[test]

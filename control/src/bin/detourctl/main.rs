@@ -6,6 +6,7 @@
 //! of `detour_control::api` and `detour_common::api`); change commands
 //! print what they did. Failures are one line on stderr and an exit code.
 
+mod keys;
 mod show;
 mod top;
 
@@ -82,6 +83,12 @@ enum Command {
     /// Drain a node (it relays for no one) or undrain it.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Make a private key for this node (its `private_key_file`): X25519,
+    /// base64, as `wg genkey` writes it.
+    Genkey(keys::GenkeyArgs),
+    /// Read a private key on standard input, print its public key (the
+    /// `public_key` that the other nodes list this node under).
+    Pubkey,
 }
 
 #[derive(Debug, Subcommand)]
@@ -299,6 +306,11 @@ fn status(sockets: &Sockets, json: bool) -> Result<(), Failure> {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
+    match &cli.command {
+        Command::Genkey(args) => return keys::genkey(args),
+        Command::Pubkey => return keys::pubkey(),
+        _ => {}
+    }
     let sockets = Sockets {
         control: cli.control_socket,
         dataplane: cli.dataplane_socket,
@@ -347,6 +359,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             },
             json,
         ),
+        Command::Genkey(_) | Command::Pubkey => unreachable!("handled above"),
     }
 }
 

@@ -1,0 +1,750 @@
+//! Sessions between peers: every control message travels in a session
+//! that a Noise handshake between the two nodes' key pairs set up, and is
+//! sealed (ChaCha20-Poly1305) and numbered under it (docs/security.md,
+//! docs/wire-format.md "Control messages").
+//!
+//! [`Endpoint`] is one node's end of all of them, doing no I/O and reading
+//! no clock (the driver passes the time, as to [`crate::node::Node`]):
+//!
+//! - [`Endpoint::send`] seals a message under the peer's newest session;
+//!   without one it starts a handshake and holds the message (a few per
+//!   peer) until the session is up; probes and their replies it drops
+//!   instead, since held they would measure the handshake.
+//! - [`Endpoint::open`] takes every datagram from the control port:
+//!   handshake messages it answers itself, control messages it returns
+//!   with their sender, everything else it refuses, counting why.
+//! - [`Endpoint::poll_transmit`] gives what to send, [`Endpoint::poll_event`]
+//!   what the node must know (a peer restarted).
+//!
+//! ## Sessions and rekeying
+//!
+//! As in WireGuard: a session is started by either side; the initiator may
+//! send on it as soon as the response arrives, the responder once the
+//! initiator's first message under it arrived (which proves the initiator
+//! holds the keys: a replayed initiation never gets that far). Messages go
+//! out on the newest session; the older ones (at most [`MAX_SESSIONS`])
+//! still take what arrives until they expire, so nothing in flight during
+//! a rekey is lost. A session's initiator starts a new handshake once it
+//! is [`Limits::rekey_after_time`] old (the responder a little later, in
+//! case the initiator went quiet); after [`Limits::reject_after_time`] it
+//! is dropped.
+//!
+//! Counters start at 0 in every session and travel in each message; each
+//! session has its own replay window ([`crate::replay`]). A session lives
+//! only as long as the process: after a restart, nothing recorded before
+//! it opens, and liveness comes only from the current sessions.
+//!
+//! ## Incarnations
+//!
+//! Each handshake carries the sender's incarnation, a random number drawn
+//! at start. When a peer's confirmed session brings a new one, the peer
+//! restarted: its older sessions go and [`Event::PeerRestarted`] tells the
+//! node to forget what the peer said before (its row, whose versions now
+//! start again). No wall clock is read anywhere: a node whose clock steps
+//! back is not locked out.
+//!
+//! ## Cost for strangers
+//!
+//! An initiation's `mac1` is checked first (a hash, keyed by our public
+//! key); then a repeated ephemeral key is refused as a replay; only then
+//! does the handshake cost Diffie-Hellman. Past
+//! [`Limits::handshakes_per_second`] a second, an initiation without a
+//! valid `mac2` gets a cookie reply instead ([`cookie`]). An initiation
+//! under a key that is no peer's is dropped and counted, unanswered.
+
+mod cookie;
+mod handshake;
+mod resolver;
+mod transport;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use detour_common::wire::NodeId;
+
+pub use cookie::{COOKIE_LIFETIME, COOKIE_REPLY, COOKIE_REPLY_LEN};
+pub use handshake::{INITIATION, INITIATION_LEN, RESPONSE, RESPONSE_LEN};
+pub use transport::{TAG_LEN, TRANSPORT, TRANSPORT_HEADER_LEN};
+
+use crate::keys::{PresharedKey, PrivateKey, PublicKey};
+use crate::link::Time;
+use crate::message::{EncodeError, Message, Reject, RejectCounters};
+use cookie::CookieJar;
+use handshake::MacKey;
+use transport::Session;
+
+/// The first two bytes of every control datagram: "dt".
+pub const MAGIC: [u8; 2] = *b"dt";
+/// The format version this module reads and writes (1 was the shared-key
+/// format, which it refuses).
+pub const VERSION: u8 = 2;
+/// The most confirmed sessions kept per peer.
+pub const MAX_SESSIONS: usize = 3;
+/// The most answered, unconfirmed handshakes kept per peer.
+pub const MAX_PENDING: usize = 4;
+/// The most messages held per peer while a handshake is under way.
+pub const MAX_HELD: usize = 16;
+/// How many recent initiations' ephemeral keys are remembered.
+const RECENT_EPHEMERALS: usize = 1024;
+/// How often expired sessions are looked for.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Session timers and limits: WireGuard's, except the handshake retry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// REKEY_AFTER_TIME: a session's initiator starts a new one then.
+    pub rekey_after_time: Duration,
+    /// How much later the responder starts one, if the initiator did not.
+    pub responder_rekey_delay: Duration,
+    /// REJECT_AFTER_TIME: nothing is sent or taken on a session older.
+    pub reject_after_time: Duration,
+    /// REKEY_AFTER_MESSAGES.
+    pub rekey_after_messages: u64,
+    /// REJECT_AFTER_MESSAGES.
+    pub reject_after_messages: u64,
+    /// How long an unanswered initiation waits before another is sent
+    /// (WireGuard's REKEY_TIMEOUT is 5 s; a control channel that is down
+    /// is a link that reads down, so this retries sooner).
+    pub handshake_retry: Duration,
+    /// Past this many handshakes answered within a second, an initiation
+    /// needs a cookie.
+    pub handshakes_per_second: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            rekey_after_time: Duration::from_secs(120),
+            responder_rekey_delay: Duration::from_secs(10),
+            reject_after_time: Duration::from_secs(180),
+            rekey_after_messages: 1 << 60,
+            reject_after_messages: u64::MAX - (1 << 13),
+            handshake_retry: Duration::from_secs(1),
+            handshakes_per_second: 200,
+        }
+    }
+}
+
+/// What this node knows of one peer's keys.
+#[derive(Debug, Clone)]
+pub struct PeerKeys {
+    pub id: NodeId,
+    pub public: PublicKey,
+    pub psk: PresharedKey,
+}
+
+/// Where a datagram goes: a peer (at its configured address), or the
+/// address a handshake came from (a cookie reply, before the sender is
+/// known).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recipient {
+    Node(NodeId),
+    Address(SocketAddr),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: Recipient,
+    pub datagram: Vec<u8>,
+}
+
+/// What became of a message handed to [`Endpoint::send`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Sealed, and waiting in [`Endpoint::poll_transmit`].
+    Sealed,
+    /// Held until a session with the peer is up.
+    Held,
+    /// A probe or probe reply with no session to go on: dropped.
+    Dropped,
+    /// Not a peer of this endpoint.
+    NoSuchPeer,
+}
+
+/// What the node must hear about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A session with the peer came up (a first one, or a rekey).
+    SessionUp(NodeId),
+    /// The peer restarted (a confirmed session brought a new incarnation):
+    /// what it said before is void.
+    PeerRestarted(NodeId),
+}
+
+/// What the endpoint did, for metrics. Counts only grow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionCounters {
+    pub initiations_sent: u64,
+    pub responses_sent: u64,
+    pub sessions_established: u64,
+    pub cookie_replies_sent: u64,
+    pub cookies_received: u64,
+    pub peers_restarted: u64,
+    /// Messages given up while waiting for a session (too many held).
+    pub messages_dropped: u64,
+    /// Probes and replies not sent for want of a session (never held:
+    /// late, they would measure the handshake).
+    pub probes_unsent: u64,
+}
+
+/// One peer's sessions as `detourctl` shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// When the newest confirmed session was set up.
+    pub established: Option<Time>,
+    /// Messages sent on it.
+    pub messages_sent: u64,
+    pub sessions: usize,
+}
+
+/// Our initiation under way with one peer.
+struct Initiating {
+    state: snow::HandshakeState,
+    index: u32,
+    sent: Time,
+    mac1: [u8; handshake::MAC_LEN],
+}
+
+/// A handshake we answered, waiting for the initiator's first message.
+struct Pending {
+    session: Session,
+    incarnation: u64,
+}
+
+struct Peer {
+    keys: PeerKeys,
+    cookie_key: MacKey,
+    /// Its incarnation, once a session with it was confirmed.
+    incarnation: Option<u64>,
+    /// Confirmed sessions, oldest first.
+    sessions: Vec<Session>,
+    pending: Vec<Pending>,
+    initiating: Option<Initiating>,
+    /// The last cookie it gave us, and when.
+    cookie: Option<([u8; handshake::MAC_LEN], Time)>,
+    held: VecDeque<Message>,
+}
+
+impl Peer {
+    fn new(keys: PeerKeys) -> Peer {
+        Peer {
+            cookie_key: cookie::cookie_key(&keys.public),
+            keys,
+            incarnation: None,
+            sessions: Vec::new(),
+            pending: Vec::new(),
+            initiating: None,
+            cookie: None,
+            held: VecDeque::new(),
+        }
+    }
+
+    fn indices(&self) -> impl Iterator<Item = u32> + '_ {
+        let sessions = self.sessions.iter().map(|s| s.local_index);
+        let pending = self.pending.iter().map(|p| p.session.local_index);
+        sessions
+            .chain(pending)
+            .chain(self.initiating.as_ref().map(|i| i.index))
+    }
+}
+
+/// Handshakes answered in the current second.
+#[derive(Default)]
+struct LoadMeter {
+    since: Time,
+    count: u32,
+}
+
+impl LoadMeter {
+    fn over(&mut self, now: Time, limit: u32) -> bool {
+        if now >= self.since + Duration::from_secs(1) {
+            self.since = now;
+            self.count = 0;
+        }
+        self.count >= limit
+    }
+}
+
+/// One node's end of every session.
+pub struct Endpoint {
+    local: NodeId,
+    private: PrivateKey,
+    mac1_key: MacKey,
+    incarnation: u64,
+    limits: Limits,
+    peers: BTreeMap<NodeId, Peer>,
+    by_key: HashMap<PublicKey, NodeId>,
+    /// Our session and handshake indices, to the peer each is with.
+    by_index: HashMap<u32, NodeId>,
+    recent_ephemerals: VecDeque<[u8; 32]>,
+    cookies: CookieJar,
+    load: LoadMeter,
+    next_expiry: Time,
+    outbox: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    rejects: RejectCounters,
+    counters: SessionCounters,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("local", &self.local)
+            .field("peers", &self.peers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// Node `local`'s end, under `private`, for `peers` (each key distinct
+    /// and not ours: the configuration checks that). `incarnation`: a
+    /// random number, new at every start.
+    pub fn new(
+        local: NodeId,
+        private: PrivateKey,
+        peers: impl IntoIterator<Item = PeerKeys>,
+        incarnation: u64,
+        limits: Limits,
+    ) -> Endpoint {
+        let public = private.public_key();
+        let mut endpoint = Endpoint {
+            local,
+            mac1_key: MacKey::mac1(&public),
+            cookies: CookieJar::new(&public),
+            private,
+            incarnation,
+            limits,
+            peers: BTreeMap::new(),
+            by_key: HashMap::new(),
+            by_index: HashMap::new(),
+            recent_ephemerals: VecDeque::new(),
+            load: LoadMeter::default(),
+            next_expiry: Time::ZERO,
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            rejects: RejectCounters::default(),
+            counters: SessionCounters::default(),
+        };
+        for peer in peers {
+            endpoint.add_peer(peer);
+        }
+        endpoint
+    }
+
+    pub fn local(&self) -> NodeId {
+        self.local
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.private.public_key()
+    }
+
+    /// Adds a peer, or replaces its keys (its sessions go with the old
+    /// ones).
+    pub fn add_peer(&mut self, keys: PeerKeys) {
+        self.remove_peer(keys.id);
+        self.by_key.insert(keys.public, keys.id);
+        self.peers.insert(keys.id, Peer::new(keys));
+    }
+
+    /// Drops a peer and every session with it: nothing it sends opens any
+    /// more.
+    pub fn remove_peer(&mut self, id: NodeId) {
+        if let Some(peer) = self.peers.remove(&id) {
+            for index in peer.indices() {
+                self.by_index.remove(&index);
+            }
+            self.by_key.remove(&peer.keys.public);
+        }
+    }
+
+    /// Seals `message` for `to` under its newest session, or holds it
+    /// until a handshake sets one up. A peer this endpoint does not know
+    /// is ignored.
+    pub fn send(&mut self, now: Time, to: NodeId, message: Message) -> Result<Sent, EncodeError> {
+        self.expire(now);
+        let limits = &self.limits;
+        let Some(peer) = self.peers.get_mut(&to) else {
+            return Ok(Sent::NoSuchPeer);
+        };
+        let session = peer
+            .sessions
+            .iter_mut()
+            .rev()
+            .find(|s| s.can_send(now, limits));
+        let (sent, rekey) = match session {
+            Some(session) => {
+                let mut datagram = Vec::with_capacity(TRANSPORT_HEADER_LEN + message.wire_len());
+                session.seal(&message, &mut datagram)?;
+                self.outbox.push_back(Transmit {
+                    to: Recipient::Node(to),
+                    datagram,
+                });
+                (Sent::Sealed, session.wants_rekey(now, limits))
+            }
+            // A probe held would measure the handshake, not the link.
+            None if matches!(message, Message::Probe { .. } | Message::ProbeReply { .. }) => {
+                self.counters.probes_unsent += 1;
+                (Sent::Dropped, true)
+            }
+            None => {
+                crate::message::encode(&message, &mut Vec::new())?;
+                if peer.held.len() == MAX_HELD {
+                    peer.held.pop_front();
+                    self.counters.messages_dropped += 1;
+                }
+                peer.held.push_back(message);
+                (Sent::Held, true)
+            }
+        };
+        if rekey {
+            self.initiate(now, to, false);
+        }
+        Ok(sent)
+    }
+
+    /// Starts a handshake with `to`, unless one started less than
+    /// [`Limits::handshake_retry`] ago (and this is no `retry`: the answer
+    /// to it was a cookie).
+    fn initiate(&mut self, now: Time, to: NodeId, retry: bool) {
+        let index = self.new_index();
+        let Some(peer) = self.peers.get_mut(&to) else {
+            return;
+        };
+        if !retry
+            && peer
+                .initiating
+                .as_ref()
+                .is_some_and(|i| now < i.sent + self.limits.handshake_retry)
+        {
+            return;
+        }
+        let cookie = peer
+            .cookie
+            .as_ref()
+            .filter(|(_, at)| now < *at + COOKIE_LIFETIME)
+            .map(|(c, _)| c);
+        let initiation = match handshake::initiate(
+            &self.private,
+            &peer.keys.public,
+            &peer.keys.psk,
+            index,
+            self.incarnation,
+            cookie,
+        ) {
+            Ok(initiation) => initiation,
+            Err(e) => {
+                tracing::warn!(peer = %to, error = %e, "cannot start a handshake");
+                return;
+            }
+        };
+        if let Some(old) = peer.initiating.take() {
+            self.by_index.remove(&old.index);
+        }
+        peer.initiating = Some(Initiating {
+            state: initiation.state,
+            index,
+            sent: now,
+            mac1: handshake::mac1_of(&initiation.bytes),
+        });
+        self.by_index.insert(index, to);
+        self.counters.initiations_sent += 1;
+        self.outbox.push_back(Transmit {
+            to: Recipient::Node(to),
+            datagram: initiation.bytes.to_vec(),
+        });
+    }
+
+    /// An index of ours that names nothing yet.
+    fn new_index(&self) -> u32 {
+        loop {
+            let index = fastrand::u32(..);
+            if !self.by_index.contains_key(&index) {
+                return index;
+            }
+        }
+    }
+
+    /// A datagram from `from`, received on the control port at `now`: a
+    /// control message and its sender, `None` for a handshake message
+    /// (answered through [`Self::poll_transmit`]), or why it was refused
+    /// (counted).
+    pub fn open(
+        &mut self,
+        now: Time,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<Option<(NodeId, Message)>, Reject> {
+        self.expire(now);
+        let opened = self.dispatch(now, from, datagram);
+        if let Err(reject) = opened {
+            self.rejects.record(reject);
+        }
+        opened
+    }
+
+    fn dispatch(
+        &mut self,
+        now: Time,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<Option<(NodeId, Message)>, Reject> {
+        // The version comes first: a later version may lay out the rest
+        // differently.
+        let kind = match datagram {
+            [m0, m1, version, kind, ..] if [*m0, *m1] == MAGIC => {
+                if *version != VERSION {
+                    return Err(Reject::UnknownVersion);
+                }
+                *kind
+            }
+            [m0, m1, version] if [*m0, *m1] == MAGIC && *version != VERSION => {
+                return Err(Reject::UnknownVersion);
+            }
+            _ => return Err(Reject::Malformed),
+        };
+        let sized = |len: usize| (datagram.len() == len).then_some(datagram);
+        match kind {
+            INITIATION => {
+                let bytes = sized(INITIATION_LEN).ok_or(Reject::Malformed)?;
+                self.on_initiation(now, from, bytes.try_into().expect("sized"))?;
+                Ok(None)
+            }
+            RESPONSE => {
+                let bytes = sized(RESPONSE_LEN).ok_or(Reject::Malformed)?;
+                self.on_response(now, bytes.try_into().expect("sized"))?;
+                Ok(None)
+            }
+            COOKIE_REPLY => {
+                let bytes = sized(COOKIE_REPLY_LEN).ok_or(Reject::Malformed)?;
+                self.on_cookie_reply(now, bytes.try_into().expect("sized"))?;
+                Ok(None)
+            }
+            TRANSPORT => self.on_transport(now, datagram).map(Some),
+            _ => Err(Reject::Malformed),
+        }
+    }
+
+    fn on_initiation(
+        &mut self,
+        now: Time,
+        from: SocketAddr,
+        bytes: &[u8; INITIATION_LEN],
+    ) -> Result<(), Reject> {
+        if !handshake::mac1_ok(&self.mac1_key, bytes) {
+            return Err(Reject::BadMac);
+        }
+        if self.load.over(now, self.limits.handshakes_per_second)
+            && !self.cookies.mac2_ok(now, from, bytes)
+        {
+            let sender = u32::from_be_bytes(bytes[4..8].try_into().expect("in bounds"));
+            let reply = self
+                .cookies
+                .reply(now, from, sender, &handshake::mac1_of(bytes));
+            self.counters.cookie_replies_sent += 1;
+            self.outbox.push_back(Transmit {
+                to: Recipient::Address(from),
+                datagram: reply.to_vec(),
+            });
+            return Ok(());
+        }
+        let ephemeral = handshake::initiation_ephemeral(bytes);
+        if self.recent_ephemerals.contains(&ephemeral) {
+            return Err(Reject::Replayed);
+        }
+        if self.recent_ephemerals.len() == RECENT_EPHEMERALS {
+            self.recent_ephemerals.pop_front();
+        }
+        self.recent_ephemerals.push_back(ephemeral);
+        self.load.count += 1;
+
+        let initiated = handshake::read_initiation(&self.private, bytes)?;
+        let id = *self
+            .by_key
+            .get(&initiated.remote)
+            .ok_or(Reject::UnknownKey)?;
+        let index = self.new_index();
+        let peer = self.peers.get_mut(&id).expect("by_key names peers");
+        let (remote_index, incarnation) = (initiated.sender_index, initiated.incarnation);
+        let (keys, response) =
+            handshake::respond(initiated, &peer.keys.psk, index, self.incarnation)
+                .map_err(|_| Reject::BadMac)?;
+        if peer.pending.len() == MAX_PENDING {
+            let oldest = peer.pending.remove(0);
+            self.by_index.remove(&oldest.session.local_index);
+        }
+        peer.pending.push(Pending {
+            session: Session::new(index, remote_index, keys, now),
+            incarnation,
+        });
+        self.by_index.insert(index, id);
+        self.counters.responses_sent += 1;
+        self.outbox.push_back(Transmit {
+            to: Recipient::Node(id),
+            datagram: response.to_vec(),
+        });
+        Ok(())
+    }
+
+    fn on_response(&mut self, now: Time, bytes: &[u8; RESPONSE_LEN]) -> Result<(), Reject> {
+        if !handshake::mac1_ok(&self.mac1_key, bytes) {
+            return Err(Reject::BadMac);
+        }
+        let (remote_index, index) = handshake::response_indices(bytes);
+        let id = *self.by_index.get(&index).ok_or(Reject::UnknownSession)?;
+        let peer = self.peers.get_mut(&id).expect("by_index names peers");
+        let initiating = peer
+            .initiating
+            .as_mut()
+            .filter(|i| i.index == index)
+            .ok_or(Reject::UnknownSession)?;
+        // A failed read leaves the handshake as it was: a forged response
+        // does not cost us the real one.
+        let incarnation = handshake::read_response(&mut initiating.state, bytes)?;
+        let initiating = peer.initiating.take().expect("just read");
+        let keys = initiating
+            .state
+            .into_stateless_transport_mode()
+            .map_err(|_| Reject::Malformed)?;
+        self.establish(
+            now,
+            id,
+            Session::new(index, remote_index, keys, now),
+            incarnation,
+        );
+        Ok(())
+    }
+
+    fn on_cookie_reply(&mut self, now: Time, bytes: &[u8; COOKIE_REPLY_LEN]) -> Result<(), Reject> {
+        let index = cookie::reply_index(bytes);
+        let id = *self.by_index.get(&index).ok_or(Reject::UnknownSession)?;
+        let peer = self.peers.get_mut(&id).expect("by_index names peers");
+        let initiating = peer
+            .initiating
+            .as_mut()
+            .filter(|i| i.index == index)
+            .ok_or(Reject::UnknownSession)?;
+        let cookie = cookie::open_reply(&peer.cookie_key, &initiating.mac1, bytes)?;
+        peer.cookie = Some((cookie, now));
+        self.counters.cookies_received += 1;
+        // At once, with the cookie.
+        self.initiate(now, id, true);
+        Ok(())
+    }
+
+    fn on_transport(&mut self, now: Time, datagram: &[u8]) -> Result<(NodeId, Message), Reject> {
+        let index = transport::transport_index(datagram).ok_or(Reject::Malformed)?;
+        let id = *self.by_index.get(&index).ok_or(Reject::UnknownSession)?;
+        let limits = &self.limits;
+        let peer = self.peers.get_mut(&id).expect("by_index names peers");
+        if let Some(session) = peer.sessions.iter_mut().find(|s| s.local_index == index) {
+            if !session.can_receive(now, limits) {
+                return Err(Reject::UnknownSession);
+            }
+            return session.open(datagram).map(|message| (id, message));
+        }
+        let k = peer
+            .pending
+            .iter()
+            .position(|p| p.session.local_index == index)
+            .ok_or(Reject::UnknownSession)?;
+        let message = peer.pending[k].session.open(datagram)?;
+        let pending = peer.pending.remove(k);
+        self.establish(now, id, pending.session, pending.incarnation);
+        Ok((id, message))
+    }
+
+    /// A session with `id` is confirmed: it becomes the one to send on,
+    /// and what was held for the peer goes out on it.
+    fn establish(&mut self, now: Time, id: NodeId, session: Session, incarnation: u64) {
+        let peer = self.peers.get_mut(&id).expect("a known peer");
+        if peer.incarnation.is_some_and(|known| known != incarnation) {
+            // Its older sessions are from its previous run.
+            for old in peer.sessions.drain(..) {
+                self.by_index.remove(&old.local_index);
+            }
+            for old in peer.pending.drain(..) {
+                self.by_index.remove(&old.session.local_index);
+            }
+            self.counters.peers_restarted += 1;
+            self.events.push_back(Event::PeerRestarted(id));
+        }
+        peer.incarnation = Some(incarnation);
+        if peer.sessions.len() == MAX_SESSIONS {
+            let oldest = peer.sessions.remove(0);
+            self.by_index.remove(&oldest.local_index);
+        }
+        peer.sessions.push(session);
+        self.counters.sessions_established += 1;
+        self.events.push_back(Event::SessionUp(id));
+        let held: Vec<Message> = peer.held.drain(..).collect();
+        for message in held {
+            // Encodable: checked when it was held.
+            let _ = self.send(now, id, message);
+        }
+    }
+
+    /// Drops expired sessions and stale answered handshakes, at most once
+    /// an [`EXPIRY_INTERVAL`].
+    fn expire(&mut self, now: Time) {
+        if now < self.next_expiry {
+            return;
+        }
+        self.next_expiry = now + EXPIRY_INTERVAL;
+        let limits = &self.limits;
+        for peer in self.peers.values_mut() {
+            peer.sessions.retain(|s| {
+                let keep = s.can_receive(now, limits);
+                if !keep {
+                    self.by_index.remove(&s.local_index);
+                }
+                keep
+            });
+            peer.pending.retain(|p| {
+                // Confirmed within a few retries, or never.
+                let keep = now < p.session.born + 4 * limits.handshake_retry;
+                if !keep {
+                    self.by_index.remove(&p.session.local_index);
+                }
+                keep
+            });
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.outbox.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub fn rejects(&self) -> &RejectCounters {
+        &self.rejects
+    }
+
+    pub fn counters(&self) -> &SessionCounters {
+        &self.counters
+    }
+
+    /// Counts a drop decided after [`Self::open`], such as
+    /// [`Reject::Stale`] by the link-state database.
+    pub fn record(&mut self, reject: Reject) {
+        self.rejects.record(reject);
+    }
+
+    /// The sessions with `peer`, if it is one.
+    pub fn session_info(&self, peer: NodeId) -> Option<SessionInfo> {
+        let peer = self.peers.get(&peer)?;
+        let newest = peer.sessions.last();
+        Some(SessionInfo {
+            established: newest.map(|s| s.born),
+            messages_sent: newest.map_or(0, Session::messages_sent),
+            sessions: peer.sessions.len(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
