@@ -130,7 +130,7 @@ impl Collector for Scrape {
         m::counters(
             e,
             "detour_control_messages_rejected",
-            "Control messages dropped, by reason (bad_mac: not signed with the overlay key).",
+            "Control messages dropped, by reason (bad_mac: not authentic; unknown_key: a handshake under a key no peer has).",
             Reject::ALL
                 .iter()
                 .map(|r| ([("reason", r.name())], rejects.get(*r))),

@@ -321,8 +321,9 @@ fn xdp_xmit(before: &SideCounts, after: &SideCounts) -> (u64, u64) {
 /// control garbage goes; it installs nothing (the rig's snapshot stays).
 fn control(rig: &Rig, dir: &Path) -> (Process, std::path::PathBuf) {
     std::fs::create_dir_all(dir).unwrap();
-    let key = dir.join("overlay.key");
-    std::fs::write(&key, "11".repeat(32)).unwrap();
+    // Node 1's private key and node 2's public key: any 32 bytes are one.
+    let key = dir.join("private.key");
+    std::fs::write(&key, "ERERERERERERERERERERERERERERERERERERERERERE=\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let api = dir.join("control.sock");
@@ -330,9 +331,10 @@ fn control(rig: &Rig, dir: &Path) -> (Process, std::path::PathBuf) {
     std::fs::write(
         &config,
         format!(
-            "node_id = 1\nkey_file = \"overlay.key\"\nunderlay = \"{LOCAL_V4}\"\n\
+            "node_id = 1\nprivate_key_file = \"private.key\"\nunderlay = \"{LOCAL_V4}\"\n\
              [control]\nlisten = \"{LOCAL_V4}:{CONTROL_PORT}\"\n\
              [[peers]]\nid = 2\nunderlay = \"{PEER_V4}\"\n\
+             public_key = \"IiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiI=\"\n\
              [dataplane]\ninstall = false\n[api]\nsocket = {api:?}\n"
         ),
     )

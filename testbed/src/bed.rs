@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Everything is named from the testbed's prefix (`<prefix>-r`,
-//! `<prefix>-n<id>`, `<prefix>-h<id>`), and its files (state, overlay key,
+//! `<prefix>-n<id>`, `<prefix>-h<id>`), and its files (state, each node's key,
 //! daemon configurations, API sockets, logs) live in its state directory,
 //! so that [`down`] finds all of it again from the prefix alone, also after
 //! the process that built it died.
@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use detour_common::api as dp;
 use detour_control::api as cp;
+use detour_control::keys::{PrivateKey, PublicKey};
 use detour_testkit::Netns;
 use serde::{Deserialize, Serialize};
 
@@ -225,8 +226,6 @@ impl Testbed {
         ] {
             router.sysctl(key, value)?;
         }
-        let key = random_key()?;
-        let wrong_key = random_key()?;
         for spec in &self.topology.nodes {
             let id = spec.id;
             std::fs::create_dir_all(l.node_dir(id))?;
@@ -278,9 +277,13 @@ impl Testbed {
                 // fill in, which the dataplane forwards as they are.
                 host.enter(|| detour_testkit::ethtool::set_tx_checksum("eth0", false))??;
             }
-            let key_file = l.node_dir(id).join("overlay.key");
-            write_secret(&key_file, if spec.wrong_key { &wrong_key } else { &key })?;
-            std::fs::write(l.node_dir(id).join("control.toml"), self.control_config(id))?;
+            write_new_key(&l.node_dir(id).join(PRIVATE_KEY))?;
+            if spec.wrong_key {
+                write_new_key(&l.node_dir(id).join(LISTED_KEY))?;
+            }
+        }
+        for id in self.topology.ids() {
+            std::fs::write(l.node_dir(id).join("control.toml"), self.control_config(id)?)?;
         }
         self.save()?;
         std::fs::write(l.delays_file(), internet::delays(&self.paths))?;
@@ -288,8 +291,25 @@ impl Testbed {
         self.apply_rules()
     }
 
+    /// The public key the other nodes list node `id` under: its own, or
+    /// for a node with the wrong key one whose private half it lacks.
+    fn listed_public_key(&self, id: u16) -> anyhow::Result<PublicKey> {
+        let dir = self.layout.node_dir(id);
+        let listed = dir.join(LISTED_KEY);
+        let file = if listed.exists() {
+            listed
+        } else {
+            dir.join(PRIVATE_KEY)
+        };
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        Ok(PrivateKey::from_base64(&text)
+            .with_context(|| format!("{}", file.display()))?
+            .public_key())
+    }
+
     /// The control process's configuration for node `id`.
-    fn control_config(&self, id: u16) -> String {
+    fn control_config(&self, id: u16) -> anyhow::Result<String> {
         let l = &self.layout;
         let spec = self.topology.node(id).expect("a node of the topology");
         let prefixes = |id: u16| {
@@ -300,14 +320,15 @@ impl Testbed {
             }
         };
         let mut s = format!(
-            "# Written by detour-testbed for node {id}.\nnode_id = {id}\nkey_file = \"overlay.key\"\n\
+            "# Written by detour-testbed for node {id}.\nnode_id = {id}\nprivate_key_file = \"{PRIVATE_KEY}\"\n\
              underlay = \"{}\"\nprefixes = {}\n",
             underlay(id),
             prefixes(id)
         );
         for peer in self.topology.ids().filter(|&p| p != id) {
             s += &format!(
-                "\n[[peers]]\nid = {peer}\nunderlay = \"{}\"\nprefixes = {}\n",
+                "\n[[peers]]\nid = {peer}\npublic_key = \"{}\"\nunderlay = \"{}\"\nprefixes = {}\n",
+                self.listed_public_key(peer)?,
                 underlay(peer),
                 prefixes(peer)
             );
@@ -318,7 +339,7 @@ impl Testbed {
             l.dataplane_socket(id),
             l.control_socket(id)
         );
-        s
+        Ok(s)
     }
 
     fn start_delay_line(&self) -> anyhow::Result<()> {
@@ -734,14 +755,19 @@ fn tail(log: &Path) -> String {
     format!("{} says: {}", log.display(), lines.join(" | "))
 }
 
-/// 32 random bytes, hex, for an overlay key.
-fn random_key() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 32];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+/// A node's private key, in its directory.
+const PRIVATE_KEY: &str = "private.key";
+/// For a node with the wrong key: the key whose public half the others
+/// list it under, which it does not use.
+const LISTED_KEY: &str = "listed.key";
+
+/// Writes a new private key to `path`, which only its owner may read.
+fn write_new_key(path: &Path) -> anyhow::Result<()> {
+    let key = PrivateKey::generate().context("no random numbers from the OS")?;
+    write_secret(path, &key.to_base64())
 }
 
-/// Writes a file only its owner may read, as the key file must be.
+/// Writes a file only its owner may read, as a key file must be.
 fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;

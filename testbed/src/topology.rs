@@ -49,9 +49,9 @@ pub struct NodeSpec {
     /// The node starts drained: it relays for no one.
     #[serde(default)]
     pub drained: bool,
-    /// The node is given an overlay key of its own instead of the
-    /// testbed's, as an intruder would have: everyone else must reject
-    /// what it sends.
+    /// The node runs with a key other than the one the other nodes list
+    /// it under, as an intruder claiming its place would: everyone else
+    /// must refuse its handshakes.
     #[serde(default)]
     pub wrong_key: bool,
 }

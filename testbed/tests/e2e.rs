@@ -487,10 +487,11 @@ fn netns_e2e_daemons_give_up_their_capabilities_once_started() {
     finish(flow);
 }
 
-/// Node 5 runs with an overlay key of its own and claims the best links of
-/// all (no delay at all, against 2 ms elsewhere). Its messages are rejected
-/// as forged, so no one takes it as a relay or as up: when the direct path
-/// 1-2 is cut, node 1 goes through 3 or 4, never 5.
+/// Node 5 runs with a key other than the one the others list it under, and
+/// claims the best links of all (no delay at all, against 2 ms elsewhere).
+/// Its handshakes are refused (`unknown_key`), so no one takes it as a
+/// relay or as up: when the direct path 1-2 is cut, node 1 goes through 3
+/// or 4, never 5.
 #[test]
 fn netns_e2e_a_node_with_the_wrong_key_changes_no_routes() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -505,7 +506,7 @@ fn netns_e2e_a_node_with_the_wrong_key_changes_no_routes() {
             .collect::<String>()
     );
     let mut bed = up(&topology);
-    let rejected = |id: u16| bed.control_status(id).unwrap().rejected["bad_mac"];
+    let rejected = |id: u16| bed.control_status(id).unwrap().rejected["unknown_key"];
     let before: Vec<u64> = (1..=4).map(rejected).collect();
     std::thread::sleep(Duration::from_secs(1));
     for id in 1..=4u16 {

@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 
+use detour_control::keys::PrivateKey;
 use detour_testkit::{Netns, Process, ScratchPath, require_root};
 
 /// Nodes 1 to 3 at 192.0.2.1–3 on one bridge, each in its namespace with
@@ -54,20 +55,22 @@ impl Overlay {
             nodes.push(ns);
         }
 
-        let key = ScratchPath::new("overlay.key");
-        std::fs::write(key.path(), "ab".repeat(32)).unwrap();
-        std::fs::set_permissions(key.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
         let mut files = Vec::new();
         let mut configs = Vec::new();
         let mut api_sockets = Vec::new();
         for i in 1..=3u16 {
+            let key = ScratchPath::new(&format!("private{i}.key"));
+            std::fs::write(key.path(), private_key(i).to_base64()).unwrap();
+            std::fs::set_permissions(key.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
             let mut text = format!(
-                "node_id = {i}\nkey_file = {:?}\nunderlay = \"192.0.2.{i}\"\nprefixes = [\"10.{i}.0.0/16\"]\n",
+                "node_id = {i}\nprivate_key_file = {:?}\nunderlay = \"192.0.2.{i}\"\nprefixes = [\"10.{i}.0.0/16\"]\n",
                 key.path()
             );
+            files.push(key);
             for j in (1..=3u16).filter(|j| *j != i) {
                 text += &format!(
-                    "\n[[peers]]\nid = {j}\nunderlay = \"192.0.2.{j}\"\nprefixes = [\"10.{j}.0.0/16\"]\n"
+                    "\n[[peers]]\nid = {j}\npublic_key = \"{}\"\nunderlay = \"192.0.2.{j}\"\nprefixes = [\"10.{j}.0.0/16\"]\n",
+                    private_key(j).public_key()
                 );
             }
             if i == 1 {
@@ -85,7 +88,6 @@ impl Overlay {
             files.push(file);
             files.push(api);
         }
-        files.push(key);
         Overlay {
             nodes,
             _bridge: bridge,
@@ -130,4 +132,9 @@ impl Overlay {
             .exec("nft", &["-f", file.path().to_str().unwrap()])
             .unwrap();
     }
+}
+
+/// Node `i`'s private key in these tests: `i` in every byte.
+pub fn private_key(i: u16) -> PrivateKey {
+    PrivateKey::from_bytes([i as u8; 32])
 }
