@@ -1184,6 +1184,109 @@ mod tests {
         assert_eq!(trio.node(A).route(B), Some(Hop::Direct));
     }
 
+    /// Replies B sent A before A's control process restarted, replayed to
+    /// A after it while B is dead, keep nothing up: they belong to sessions
+    /// the new process never had, and the link goes down on time.
+    #[test]
+    fn replies_replayed_from_before_a_restart_keep_no_dead_link_up() {
+        let mut trio = Trio::new(slow_a_b);
+        trio.run_until(ms(2000));
+        let captured: Vec<Vec<u8>> = trio
+            .sent
+            .iter()
+            .filter(|(from, to, _)| (*from, *to) == (B, A))
+            .map(|(.., d)| d.clone())
+            .collect();
+        assert!(captured.len() > 20);
+        trio.restart(A);
+        trio.run_until(ms(4000));
+        assert_eq!(trio.node(A).link(A, B).map(|l| l.up), Some(true));
+
+        // B dies; its old datagrams keep arriving at A, ten a millisecond.
+        fn b_dead(a: NodeId, b: NodeId) -> Option<Duration> {
+            (a != B && b != B).then(|| slow_a_b(a, b))?
+        }
+        trio.delay = b_dead;
+        let died = trio.now;
+        let mut replayed = captured.iter().cycle();
+        while trio.node(A).link(A, B).is_some_and(|l| l.up) {
+            assert!(trio.now < died + ms(1000), "B kept up by replays");
+            for datagram in replayed.by_ref().take(10) {
+                trio.deliver(B, A, datagram);
+            }
+            let next = trio.now;
+            trio.run_until(next);
+        }
+        // As fast as without the replays (probe bound: 440 ms).
+        assert!(trio.now - died <= ms(460), "{:?}", trio.now - died);
+        let rejects = *trio.endpoint(A).rejects();
+        assert!(rejects.get(Reject::UnknownSession) >= 1000, "{rejects:?}");
+        assert_eq!(
+            rejects.total(),
+            rejects.get(Reject::UnknownSession) + rejects.get(Reject::Replayed)
+        );
+    }
+
+    /// B, a member, sends A a row that says it is C's: refused whatever it
+    /// says, since rows come only from their origin over its own session.
+    #[test]
+    fn a_member_forging_another_members_row_changes_no_route() {
+        let mut trio = Trio::new(slow_a_b);
+        trio.run_until(ms(2000));
+        assert_eq!(trio.node(A).route(B), Some(Hop::Via(C)));
+        let routes = trio.node(A).routes().to_vec();
+        let link = trio.node(A).link(C, B);
+        let c_version = trio.node(C).advertiser.version();
+        let forged = Message::LinkState(Arc::new(LinkState {
+            origin: C,
+            version: c_version + 100,
+            kind: RowKind::Full,
+            drained: false,
+            links: vec![(A, LinkEstimate::DOWN), (B, LinkEstimate::DOWN)],
+        }));
+        trio.send(B, A, forged);
+        trio.run_until(trio.now + ms(200));
+        assert_eq!(trio.endpoint(A).rejects().get(Reject::ForgedOrigin), 1);
+        assert_eq!(trio.node(A).link(C, B), link);
+        assert_eq!(trio.node(A).routes(), routes, "no route moved");
+        assert_eq!(held(&mut trio, A, C), Some(c_version));
+    }
+
+    /// Four minutes of probing, across two rekeys of every session (and
+    /// the responders' own): not one probe or row lost to a rekey, nothing
+    /// refused.
+    #[test]
+    fn probing_across_rekeys_loses_nothing() {
+        let mut trio = Trio::new(slow_a_b);
+        trio.run_until(ms(3000));
+        let counters = |trio: &mut Trio| [A, B, C].map(|id| *trio.node(id).counters());
+        let sessions =
+            |trio: &mut Trio| [A, B, C].map(|id| trio.endpoint(id).counters().sessions_established);
+        let (before, sessions_before) = (counters(&mut trio), sessions(&mut trio));
+        trio.run_until(ms(250_000));
+        let (after, sessions_after) = (counters(&mut trio), sessions(&mut trio));
+        for i in 0..3 {
+            let sent = after[i].probes_sent - before[i].probes_sent;
+            let answered = after[i].replies_received - before[i].replies_received;
+            assert!(sent > 2400, "{sent}");
+            // Only the last round trip's probes are still out.
+            assert!(
+                sent - answered <= 2,
+                "node {}: {sent} sent, {answered} answered",
+                i + 1
+            );
+            assert_eq!(after[i].stray_replies, before[i].stray_replies);
+            assert_eq!(after[i].links_down, before[i].links_down);
+            assert!(
+                sessions_after[i] >= sessions_before[i] + 4,
+                "{sessions_after:?}"
+            );
+        }
+        for id in [A, B, C] {
+            assert_eq!(trio.endpoint(id).rejects().total(), 0, "{id}");
+        }
+    }
+
     #[test]
     fn a_request_right_after_a_delta_gets_the_row_whole_at_once() {
         let mut trio = Trio::new(slow_a_b);

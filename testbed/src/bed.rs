@@ -283,7 +283,10 @@ impl Testbed {
             }
         }
         for id in self.topology.ids() {
-            std::fs::write(l.node_dir(id).join("control.toml"), self.control_config(id)?)?;
+            std::fs::write(
+                l.node_dir(id).join("control.toml"),
+                self.control_config(id)?,
+            )?;
         }
         self.save()?;
         std::fs::write(l.delays_file(), internet::delays(&self.paths))?;
