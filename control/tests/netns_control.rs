@@ -182,3 +182,78 @@ fn netns_control_installs_routes_fails_over_and_survives_restarts() {
         "a restart disturbed the routes: {after:?}"
     );
 }
+
+/// The status of node `i`'s control process.
+fn status(overlay: &Overlay, i: usize) -> Option<detour_control::api::Status> {
+    let mut client = detour_control::api::Client::connect(&overlay.api_sockets[i - 1]).ok()?;
+    match client.request(&detour_control::api::Request::Status).ok()? {
+        detour_control::api::Response::Status(status) => Some(*status),
+        _ => None,
+    }
+}
+
+/// libfaketime, as Debian installs it (`scripts/setup` does).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// Node 2's control process restarts with its clock an hour behind
+/// (libfaketime moves its wall clock, not its monotonic one): its peers
+/// take it back at once, since nothing on the wire comes from a clock.
+/// (With sequence numbers from the wall clock, as before sessions, every
+/// message of the restarted node read as a replay for the next hour.)
+#[test]
+fn netns_control_a_node_whose_clock_stepped_back_an_hour_stays_in_the_overlay() {
+    assert!(
+        std::path::Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} is missing: run scripts/setup (it installs faketime)"
+    );
+    let mut overlay = Overlay::up("[dataplane]\ninstall = false\n");
+    let all_up = |overlay: &Overlay| {
+        (1..=3).all(|i| status(overlay, i).is_some_and(|s| s.settled && s.peers_up == 2))
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || all_up(&overlay)),
+        "never settled"
+    );
+
+    overlay.stop(2);
+    let restarted = Instant::now();
+    let clock_back = [
+        ("LD_PRELOAD", LIBFAKETIME),
+        ("FAKETIME", "-1h"),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ];
+    overlay.start_with(2, &clock_back);
+    // The clock really is an hour behind in what the test starts so.
+    let shifted = overlay.nodes[1]
+        .command("date")
+        .arg("+%s")
+        .envs(clock_back)
+        .output()
+        .unwrap();
+    let shifted: u64 = String::from_utf8_lossy(&shifted.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        (3590..=3610).contains(&(now - shifted)),
+        "faketime moved the clock by {}",
+        now - shifted
+    );
+
+    let back = eventually(Duration::from_secs(10), || {
+        all_up(&overlay) && status(&overlay, 2).is_some_and(|s| s.uptime_s >= 1)
+    });
+    assert!(back, "node 2 with its clock back is not in the overlay");
+    eprintln!(
+        "node 2, its clock an hour back, was up everywhere {:?} after its restart",
+        restarted.elapsed()
+    );
+    for i in [1, 3] {
+        let rejected = status(&overlay, i).unwrap().rejected;
+        assert_eq!(rejected["replayed"], 0, "node {i}: {rejected:?}");
+    }
+}

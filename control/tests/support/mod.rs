@@ -99,16 +99,19 @@ impl Overlay {
     }
 
     pub fn start(&mut self, node: usize) {
-        let process = Process::spawn(
-            self.nodes[node - 1]
-                .command(env!("CARGO_BIN_EXE_detour-control"))
-                .arg("--config")
-                .arg(&self.configs[node - 1])
-                .env("DETOUR_LOG", "warn")
-                .stdout(Stdio::null()),
-        )
-        .unwrap();
-        self.processes[node - 1] = Some(process);
+        self.start_with(node, &[]);
+    }
+
+    /// Starts node `node`'s control process with `env` added.
+    pub fn start_with(&mut self, node: usize, env: &[(&str, &str)]) {
+        let mut command = self.nodes[node - 1].command(env!("CARGO_BIN_EXE_detour-control"));
+        command
+            .arg("--config")
+            .arg(&self.configs[node - 1])
+            .env("DETOUR_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null());
+        self.processes[node - 1] = Some(Process::spawn(&mut command).unwrap());
     }
 
     /// The process id of node `node`'s control process, if it runs.
