@@ -229,15 +229,15 @@ impl PeerProbe {
         }
     }
 
-    /// Probe `seq` never left (there was no session to send it on): it is
-    /// lost now, not at its timeout, so that the loss does not break the
-    /// streak of answers that follows once the session is up.
+    /// Probe `seq` never left (there was no session to send it on): a miss
+    /// now, not at its timeout, so that it does not break the streak of
+    /// answers that follows once the session is up. It says nothing of the
+    /// path, so the loss estimate does not count it; a peer that never has
+    /// a session is still judged down after `down_after` of them.
     pub fn unsent(&mut self, seq: u64) -> Option<Transition> {
         let before = self.outstanding.len();
         self.outstanding.retain(|o| o.seq != seq);
-        (self.outstanding.len() < before)
-            .then(|| self.lost())
-            .flatten()
+        (self.outstanding.len() < before).then(|| self.missed()).flatten()
     }
 
     /// The way to the peer just opened: the next probe goes at once rather
@@ -349,6 +349,11 @@ impl PeerProbe {
 
     fn lost(&mut self) -> Option<Transition> {
         self.loss.record(true);
+        self.missed()
+    }
+
+    /// A probe unanswered: the streaks, and a link going down.
+    fn missed(&mut self) -> Option<Transition> {
         self.answers = 0;
         self.misses = self.misses.saturating_add(1);
         if self.up && self.misses >= self.config.down_after {
@@ -574,6 +579,31 @@ mod tests {
         let mut p = Prober::new(ProbeConfig::default());
         p.add_peer(PEER, Time::ZERO);
         p
+    }
+
+    #[test]
+    fn a_probe_that_could_not_go_is_a_miss_but_no_loss() {
+        let config = ProbeConfig::default();
+        let mut p = PeerProbe::new(config.clone(), Time::ZERO);
+        // No session yet: the first probes cannot go.
+        for i in 0..u64::from(config.down_after) {
+            let seq = p.poll_transmit(config.interval * i as u32).unwrap();
+            assert_eq!(p.unsent(seq), None);
+        }
+        assert!(p.is_settled() && !p.is_up(), "judged down");
+        assert_eq!(p.estimate().loss, 0.0, "nothing said of the path");
+        assert_eq!(p.unsent(999), None, "an unknown probe changes nothing");
+        // The session comes up: at once, a streak of answers.
+        p.hurry();
+        let mut now = config.interval * 3;
+        for _ in 0..config.up_after {
+            let seq = p.poll_transmit(now).expect("due");
+            now += ms(10);
+            p.handle_reply(now, seq).unwrap();
+            now = p.poll_timeout();
+        }
+        assert!(p.is_up());
+        assert_eq!(p.estimate().loss, 0.0);
     }
 
     #[test]
