@@ -53,6 +53,9 @@ pub enum Request {
     Undrain {
         node: Option<NodeId>,
     },
+    /// Read the configuration file again and apply what may change live
+    /// (peers, keys, prefixes, routing policy), or refuse it whole.
+    Reload,
 }
 
 /// The control process's answer to one request.
@@ -207,6 +210,8 @@ pub struct RouteView {
 pub struct Core {
     pub node: Node,
     pub endpoint: Endpoint,
+    /// The peers as configured now (a reload changes them).
+    pub peers: Vec<crate::config::Peer>,
 }
 
 /// What the daemon shares with its API and metrics.
@@ -214,8 +219,12 @@ pub struct Shared {
     core: Mutex<Core>,
     /// The routing core's clock: its `Time` is the time since this.
     pub clock: Instant,
+    /// The configuration the process started with: what a reload cannot
+    /// change is as here (the peers as they are now are in [`Core`]).
     pub config: Config,
     install: Mutex<InstallStatus>,
+    /// Reloads asked for by `detourctl reload`.
+    pub reloads: crate::reload::Requests,
 }
 
 impl Shared {
@@ -229,6 +238,7 @@ impl Shared {
             clock,
             config,
             install: Mutex::new(install),
+            reloads: crate::reload::Requests::default(),
         }
     }
 
@@ -286,8 +296,7 @@ impl Shared {
         let core = self.core();
         let node = &core.node;
         let now = self.clock.elapsed();
-        let addresses: BTreeMap<NodeId, SocketAddr> = self
-            .config
+        let addresses: BTreeMap<NodeId, SocketAddr> = core
             .peers
             .iter()
             .map(|p| (p.id, p.control_addr()))
@@ -474,6 +483,7 @@ impl Handler for Shared {
             Request::Unpin { dst } => done(self.unpin(dst)),
             Request::Drain { node } => done(self.drain(node, true)),
             Request::Undrain { node } => done(self.drain(node, false)),
+            Request::Reload => done(self.reloads.ask()),
         }
     }
 

@@ -42,7 +42,7 @@ use detour_common::wire::NodeId;
 use tracing::{debug, info, warn};
 
 use crate::api::{Core, Shared};
-use crate::config::Config;
+use crate::config::{Config, Peer};
 use crate::message::{MAX_ENCODED_LEN, Message, Reject};
 use crate::metrics;
 use crate::node::Node;
@@ -73,22 +73,19 @@ fn epoch_micros() -> u64 {
         .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-/// Runs the control process until `stop` is set.
-pub fn run(config: Config, stop: &AtomicBool) -> anyhow::Result<()> {
+/// Runs the control process until `stop` is set, reloading the
+/// configuration from `path` whenever `reload` is set (SIGHUP) or
+/// `detourctl reload` asks.
+pub fn run(
+    config: Config,
+    path: &Path,
+    stop: &AtomicBool,
+    reload: &AtomicBool,
+) -> anyhow::Result<()> {
     let socket = UdpSocket::bind(config.listen)
         .with_context(|| format!("binding the control socket {}", config.listen))?;
     let clock = Instant::now();
-    let peers: BTreeMap<NodeId, SocketAddr> = config
-        .peers
-        .iter()
-        .map(|p| (p.id, p.control_addr()))
-        .collect();
-    // Where peers' control messages come from: their underlay addresses.
-    let peer_addrs: HashSet<IpAddr> = config
-        .peers
-        .iter()
-        .map(|p| p.underlay.to_canonical())
-        .collect();
+    let (mut peers, mut peer_addrs) = peer_addresses(&config.peers);
     let endpoint = Endpoint::new(
         config.node_id,
         config.private_key.clone(),
@@ -131,7 +128,12 @@ pub fn run(config: Config, stop: &AtomicBool) -> anyhow::Result<()> {
             (r.dst, hop)
         }));
     }
-    let shared = Arc::new(Shared::new(Core { node, endpoint }, clock, config));
+    let core = Core {
+        node,
+        endpoint,
+        peers: config.peers.clone(),
+    };
+    let shared = Arc::new(Shared::new(core, clock, config));
     let config = &shared.config;
     let api = Server::bind(&config.api_socket, "control process")
         .with_context(|| "serving the control API".to_string())?;
@@ -182,8 +184,20 @@ pub fn run(config: Config, stop: &AtomicBool) -> anyhow::Result<()> {
         // The core is locked only from here to the end of the turn, never
         // while waiting: the API reads it in between.
         let mut core = shared.core();
-        let Core { node, endpoint } = &mut *core;
         let now = clock.elapsed();
+        if reload.swap(false, Ordering::Relaxed) || shared.reloads.pending() {
+            let outcome = reload_config(path, config, &mut core, &mut snapshots, now);
+            match &outcome {
+                Ok(message) => {
+                    info!("{message}");
+                    (peers, peer_addrs) = peer_addresses(&core.peers);
+                    routes_pending = true;
+                }
+                Err(e) => warn!(error = %e, "reload refused; the running configuration stays"),
+            }
+            shared.reloads.answer(outcome);
+        }
+        let Core { node, endpoint, .. } = &mut *core;
         match received {
             Ok((_, from)) if !peer_addrs.contains(&from.ip().to_canonical()) => {
                 endpoint.record(Reject::Stranger);
@@ -272,6 +286,39 @@ pub fn run(config: Config, stop: &AtomicBool) -> anyhow::Result<()> {
         installer.stop();
     }
     Ok(())
+}
+
+/// Where each peer's control process listens, and the underlay addresses
+/// its control messages come from.
+fn peer_addresses(peers: &[Peer]) -> (BTreeMap<NodeId, SocketAddr>, HashSet<IpAddr>) {
+    let listen = peers.iter().map(|p| (p.id, p.control_addr())).collect();
+    let underlay = peers.iter().map(|p| p.underlay.to_canonical()).collect();
+    (listen, underlay)
+}
+
+/// Reads the configuration at `path` again and applies it (see
+/// [`crate::reload`]); what changed, or why nothing did.
+fn reload_config(
+    path: &Path,
+    running: &Config,
+    core: &mut Core,
+    snapshots: &mut SnapshotBuilder,
+    now: Duration,
+) -> Result<String, String> {
+    let new = Config::read(path).map_err(|e| e.to_string())?;
+    let fixed = crate::reload::fixed_changes(running, &new);
+    if !fixed.is_empty() {
+        return Err(format!(
+            "{}: {} cannot change while the control process runs (restart it); nothing was reloaded",
+            path.display(),
+            fixed.join(", ")
+        ));
+    }
+    let message = crate::reload::apply(now, &mut core.node, &mut core.endpoint, &core.peers, &new);
+    core.peers.clone_from(&new.peers);
+    let version = snapshots.version;
+    *snapshots = SnapshotBuilder::new(&new, version);
+    Ok(message)
 }
 
 /// This run's incarnation: a random number, so that peers tell a restart

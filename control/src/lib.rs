@@ -21,6 +21,8 @@
 //! - [`sim`]: every node of a synthetic overlay on a virtual clock.
 //! - [`daemon`]: a node on a UDP socket and the real clock, installing its
 //!   routes in the dataplane.
+//! - [`reload`]: what a reload of the configuration may change, and
+//!   applying it.
 //! - [`config`]: the control process's TOML configuration and key
 //!   files, checked, every error naming the file, line and key.
 
@@ -36,6 +38,7 @@ pub mod metrics;
 pub mod node;
 pub mod paths;
 pub mod probe;
+pub mod reload;
 pub mod replay;
 pub mod session;
 pub mod sim;

@@ -151,6 +151,26 @@ impl Advertiser {
         }
     }
 
+    /// The overlay's peers changed (a reload): the row keeps its entries
+    /// for the peers that stay, starts the new ones down, and drops those
+    /// that left, as a new version (a delta cannot say a link is gone, so
+    /// it goes out whole).
+    pub fn set_peers(&mut self, peers: impl IntoIterator<Item = NodeId>) {
+        let peers = Members::new(peers.into_iter().filter(|p| *p != self.origin));
+        self.row = peers
+            .ids()
+            .iter()
+            .map(|p| {
+                let kept = self.peers.index(*p).map(|i| self.row[i].1);
+                (*p, kept.unwrap_or(quantise(LinkEstimate::DOWN)))
+            })
+            .collect();
+        self.is_pending = vec![false; self.row.len()];
+        self.pending.clear();
+        self.peers = peers;
+        self.version += 1;
+    }
+
     /// The link to `peer` is now `estimate`; true if that is a material
     /// change, which goes out with the next version.
     pub fn update(&mut self, peer: NodeId, estimate: LinkEstimate) -> bool {
@@ -424,6 +444,33 @@ impl LinkStateDb {
                 Accepted::Unchanged
             },
         )
+    }
+
+    /// The overlay's members changed (a reload): the rows of the members
+    /// that stay are kept, with their links to each other; the links to
+    /// and from the others are gone.
+    pub fn set_members(&mut self, members: impl IntoIterator<Item = NodeId>) {
+        let old = std::mem::replace(&mut self.members, Members::new(members));
+        let (n_old, n) = (old.len(), self.members.len());
+        let kept = |i: usize| old.index(self.members.ids()[i]);
+        let mut links = vec![StoredLink::UNKNOWN; n * n];
+        for to in 0..n {
+            for from in 0..n {
+                if let (Some(t), Some(f)) = (kept(to), kept(from)) {
+                    links[to * n + from] = self.links[t * n_old + f];
+                }
+            }
+        }
+        self.links = links;
+        self.rows = (0..n).map(|i| kept(i).and_then(|k| self.rows[k])).collect();
+        self.drained = (0..n)
+            .map(|i| kept(i).is_some_and(|k| self.drained[k]))
+            .collect();
+        let members = &self.members;
+        self.expiries
+            .retain(|(_, origin)| members.index(*origin).is_some());
+        self.changed.clear();
+        self.drain_changed = false;
     }
 
     /// `origin` restarted: its versions start again, so the next whole row

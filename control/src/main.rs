@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use detour_control::config::Config;
 use detour_control::daemon;
 use detour_control::sim::{self, Scenario, SimConfig};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 /// detour's control process: probes every peer, floods link state, picks
 /// the best direct or one-hop path to every node and installs the routes
@@ -20,7 +20,11 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 /// Without a subcommand it runs the control process with the configuration
 /// file given by --config (every key is in docs/control-config.md). It
 /// keeps running until SIGINT or SIGTERM; the dataplane keeps forwarding
-/// by the routes last installed while it is stopped or restarting.
+/// by the routes last installed while it is stopped or restarting. SIGHUP
+/// (or `detourctl reload`) reads the file again and applies what may
+/// change live: peers and their keys, this node's key, prefixes, the
+/// routing policy; a file with an error, or with another change, is
+/// refused and the running configuration stays.
 #[derive(Debug, Parser)]
 #[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -103,7 +107,9 @@ fn serve(path: &std::path::Path, check: bool) -> anyhow::Result<()> {
     for signal in [SIGINT, SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
     }
-    daemon::run(config, &stop)
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(SIGHUP, Arc::clone(&reload))?;
+    daemon::run(config, path, &stop, &reload)
 }
 
 fn main() -> ExitCode {

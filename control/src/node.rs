@@ -343,6 +343,54 @@ impl Node {
         Ok(())
     }
 
+    /// The overlay's peers and the policy changed (a reload). Peers that
+    /// stay keep everything (their probes, their rows, the routes to
+    /// them); new ones start down and are probed at once; those that left
+    /// are forgotten, and no route goes to or through them. Our row goes
+    /// whole to every live peer, and routes are computed again at once.
+    pub fn reconfigure(
+        &mut self,
+        now: Time,
+        peers: impl IntoIterator<Item = NodeId>,
+        policy: Policy,
+    ) {
+        let local = self.local;
+        let members = Members::new(peers.into_iter().chain([local]));
+        let old = std::mem::replace(&mut self.members, members);
+        let ids = self.members.ids().to_vec();
+        for &gone in old
+            .ids()
+            .iter()
+            .filter(|id| self.members.index(**id).is_none())
+        {
+            self.prober.remove_peer(gone);
+        }
+        for &peer in ids.iter().filter(|id| **id != local) {
+            self.prober.add_peer(peer, now);
+        }
+        self.advertiser.set_peers(ids.iter().copied());
+        self.db.set_members(ids.iter().copied());
+        let exchanges: Vec<RowExchange> = ids
+            .iter()
+            .map(|id| {
+                old.index(*id)
+                    .map(|k| self.exchanges[k])
+                    .unwrap_or_default()
+            })
+            .collect();
+        self.exchanges = exchanges;
+        self.dirty = vec![false; ids.len()];
+        self.dirty_dsts.clear();
+        self.whole = None;
+        self.config.policy = policy;
+        self.policy_changed(now);
+        for k in 0..ids.len() {
+            if self.is_up(k) {
+                self.send_row(now, k, None);
+            }
+        }
+    }
+
     /// Our probe `seq` of `peer` could not be sent (no session with it):
     /// lost at once (see [`crate::probe::PeerProbe::unsent`]).
     pub fn probe_unsent(&mut self, now: Time, peer: NodeId, seq: u64) {
@@ -1285,6 +1333,58 @@ mod tests {
         for id in [A, B, C] {
             assert_eq!(trio.endpoint(id).rejects().total(), 0, "{id}");
         }
+    }
+
+    /// A reload on A removes C, then brings it back: C is cut off at once
+    /// (its datagrams open nothing, no route goes to or through it), and
+    /// back in the overlay within a second, A's other state kept.
+    #[test]
+    fn a_peer_removed_and_added_again_by_a_reload() {
+        let mut trio = Trio::new(slow_a_b);
+        trio.run_until(ms(2000));
+        assert_eq!(trio.node(A).route(B), Some(Hop::Via(C)));
+        let b_rtt = trio.node(A).link(A, B).unwrap().rtt;
+
+        let now = trio.now;
+        trio.node(A).reconfigure(now, [B], Policy::default());
+        trio.endpoint(A).remove_peer(C);
+        trio.run_until(now + ms(100));
+        let a = trio.node(A);
+        assert_eq!(a.members(), [A, B]);
+        assert_eq!(a.route(B), Some(Hop::Direct), "not through C");
+        assert_eq!(a.route(C), None);
+        assert_eq!(a.link(A, C), None);
+        assert_eq!(a.link(C, B), None);
+        assert_eq!(
+            a.link(A, B).map(|l| (l.up, l.rtt)),
+            Some((true, b_rtt)),
+            "kept"
+        );
+        trio.run_until(now + ms(1000));
+        let rejects = *trio.endpoint(A).rejects();
+        assert!(
+            rejects.get(Reject::UnknownSession) > 5,
+            "C's messages: {rejects:?}"
+        );
+        assert_eq!(trio.node(A).route(C), None);
+
+        let now = trio.now;
+        trio.node(A).reconfigure(now, [B, C], Policy::default());
+        trio.endpoint(A).add_peer(PeerKeys {
+            id: C,
+            public: private(C).public_key(),
+            psk: PresharedKey::default(),
+        });
+        while trio.node(A).route(B) != Some(Hop::Via(C)) {
+            assert!(trio.now < now + ms(1000), "C not back within a second");
+            let next = trio.now;
+            trio.run_until(next);
+        }
+        assert_eq!(trio.node(A).route(C), Some(Hop::Direct));
+        // B kept its view of A all along: A's rows after the reload were
+        // taken, not refused as stale.
+        let b_rejects = *trio.endpoint(B).rejects();
+        assert_eq!(b_rejects.get(Reject::Stale), 0, "{b_rejects:?}");
     }
 
     #[test]

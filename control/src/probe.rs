@@ -237,7 +237,9 @@ impl PeerProbe {
     pub fn unsent(&mut self, seq: u64) -> Option<Transition> {
         let before = self.outstanding.len();
         self.outstanding.retain(|o| o.seq != seq);
-        (self.outstanding.len() < before).then(|| self.missed()).flatten()
+        (self.outstanding.len() < before)
+            .then(|| self.missed())
+            .flatten()
     }
 
     /// The way to the peer just opened: the next probe goes at once rather

@@ -257,3 +257,177 @@ fn netns_control_a_node_whose_clock_stepped_back_an_hour_stays_in_the_overlay() 
         assert_eq!(rejected["replayed"], 0, "node {i}: {rejected:?}");
     }
 }
+
+/// Asks node `i`'s control process to reload its configuration.
+fn reload(overlay: &Overlay, i: usize) -> detour_control::api::Response {
+    let mut client = detour_control::api::Client::connect(&overlay.api_sockets[i - 1]).unwrap();
+    client
+        .request(&detour_control::api::Request::Reload)
+        .unwrap()
+}
+
+/// Node 1's file without its `[[peers]]` section for `id` (its lines up
+/// to the blank line after them).
+fn without_peer(text: &str, id: u16) -> String {
+    let start = text
+        .find(&format!("[[peers]]\nid = {id}\n"))
+        .expect("the peer is in the file");
+    let end = text[start..]
+        .find("\n\n")
+        .map_or(text.len(), |e| start + e + 1);
+    format!("{}{}", &text[..start], &text[end..])
+}
+
+/// A peer removed from node 1's file (SIGHUP) is cut off within a second
+/// (node 3 then sees node 1 down, as node 1's sessions with it are gone),
+/// and added back (`detourctl reload`) is up again within a second; a
+/// file with an error, or a change that needs a restart, is refused with
+/// where it is, and the running configuration stays. Then node 2's key is
+/// replaced, its peers list the new one, and all reload: the overlay
+/// stays whole under the new key.
+#[test]
+fn netns_control_a_reload_adds_and_removes_peers_within_a_second() {
+    let overlay = Overlay::up("[dataplane]\ninstall = false\n");
+    let up = |overlay: &Overlay, i, peers| {
+        status(overlay, i).is_some_and(|s| s.settled && s.peers == peers && s.peers_up == peers)
+    };
+    assert!(eventually(Duration::from_secs(10), || up(&overlay, 1, 2)
+        && up(&overlay, 3, 2)));
+    let file = overlay.configs[0].clone();
+    let original = std::fs::read_to_string(&file).unwrap();
+
+    std::fs::write(&file, without_peer(&original, 3)).unwrap();
+    let pid = overlay.pid(1).unwrap();
+    let removed = Instant::now();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let cut = eventually(Duration::from_secs(1), || {
+        status(&overlay, 1).is_some_and(|s| s.peers == 1 && s.peers_up == 1)
+    });
+    assert!(
+        cut,
+        "node 1 still has 3 as a peer: {:?}",
+        status(&overlay, 1)
+    );
+    let dropped = eventually(Duration::from_secs(2), || {
+        // From an address that is no peer's any more: dropped first thing.
+        status(&overlay, 1).is_some_and(|s| s.rejected["stranger"] > 0)
+    });
+    assert!(dropped, "node 3's messages still open at node 1");
+    let seen_down = eventually(Duration::from_secs(2), || {
+        status(&overlay, 3).is_some_and(|s| s.peers_up == 1)
+    });
+    assert!(seen_down, "node 3 still sees node 1 up");
+    eprintln!(
+        "peer 3 removed by SIGHUP: node 3 saw node 1 down {:?} later",
+        removed.elapsed()
+    );
+    assert!(overlay.pid(1) == Some(pid), "node 1 still runs");
+
+    // An error: refused, with its line; nothing changes.
+    std::fs::write(
+        &file,
+        format!("{}\n[probe]\ninterval_ms = 0\n", without_peer(&original, 3)),
+    )
+    .unwrap();
+    match reload(&overlay, 1) {
+        detour_control::api::Response::Error { message } => {
+            assert!(
+                message.contains("probe.interval_ms: 0 is not allowed"),
+                "{message}"
+            )
+        }
+        other => panic!("a bad file was taken: {other:?}"),
+    }
+    std::fs::write(
+        &file,
+        original.replace("underlay = \"192.0.2.1\"", "underlay = \"192.0.2.9\""),
+    )
+    .unwrap();
+    match reload(&overlay, 1) {
+        detour_control::api::Response::Error { message } => {
+            assert!(
+                message.contains("underlay cannot change while the control process runs"),
+                "{message}"
+            )
+        }
+        other => panic!("a fixed key changed live: {other:?}"),
+    }
+    assert_eq!(
+        status(&overlay, 1).unwrap().peers,
+        1,
+        "the running configuration stays"
+    );
+
+    // Back: node 3 is a peer again within a second.
+    std::fs::write(&file, &original).unwrap();
+    let added = Instant::now();
+    match reload(&overlay, 1) {
+        detour_control::api::Response::Done { message } => {
+            assert!(message.contains("peers added: 3"), "{message}")
+        }
+        other => panic!("reload refused: {other:?}"),
+    }
+    let back = eventually(Duration::from_secs(1), || {
+        up(&overlay, 1, 2) && up(&overlay, 3, 2)
+    });
+    assert!(back, "node 3 not back: {:?}", status(&overlay, 1));
+    eprintln!(
+        "peer 3 added back by detourctl reload: up both ways {:?} later",
+        added.elapsed()
+    );
+
+    // Node 2 gets a new key; its peers list it; all three reload: node 2
+    // is back under its new key, and its old one opens nothing.
+    let node2 = std::fs::read_to_string(&overlay.configs[1]).unwrap();
+    let key_file = node2
+        .lines()
+        .find_map(|l| l.strip_prefix("private_key_file = "))
+        .map(|quoted| quoted.trim_matches('"').to_string())
+        .unwrap();
+    let old_public = support::private_key(2).public_key().to_string();
+    let new_key = detour_control::keys::PrivateKey::from_bytes([0x99; 32]);
+    std::fs::write(&key_file, new_key.to_base64()).unwrap();
+    for i in [1, 3] {
+        let text = std::fs::read_to_string(&overlay.configs[i - 1]).unwrap();
+        assert!(text.contains(&old_public));
+        std::fs::write(
+            &overlay.configs[i - 1],
+            text.replace(&old_public, &new_key.public_key().to_string()),
+        )
+        .unwrap();
+    }
+    let rotated = Instant::now();
+    for i in [1, 3, 2] {
+        assert!(
+            matches!(
+                reload(&overlay, i),
+                detour_control::api::Response::Done { .. }
+            ),
+            "node {i}"
+        );
+    }
+    let back = eventually(Duration::from_secs(2), || {
+        (1..=3).all(|i| up(&overlay, i, 2))
+    });
+    assert!(
+        back,
+        "node 2 not back under its new key: {:?}",
+        status(&overlay, 1)
+    );
+    // Every session started again under the new key: a link that could
+    // not handshake would be down within three probes (600 ms).
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        (1..=3).all(|i| up(&overlay, i, 2)),
+        "{:?}",
+        status(&overlay, 1)
+    );
+    eprintln!(
+        "node 2's key replaced: up everywhere {:?} after the reloads, and still",
+        rotated.elapsed()
+    );
+}

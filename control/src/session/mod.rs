@@ -340,6 +340,19 @@ impl Endpoint {
         self.private.public_key()
     }
 
+    /// Replaces this node's own key: every session and handshake under way
+    /// goes, and the next handshakes are under the new key.
+    pub fn set_private_key(&mut self, private: PrivateKey) {
+        let public = private.public_key();
+        self.mac1_key = MacKey::mac1(&public);
+        self.cookies = CookieJar::new(&public);
+        self.private = private;
+        let peers: Vec<PeerKeys> = self.peers.values().map(|p| p.keys.clone()).collect();
+        for keys in peers {
+            self.add_peer(keys);
+        }
+    }
+
     /// Adds a peer, or replaces its keys (its sessions go with the old
     /// ones).
     pub fn add_peer(&mut self, keys: PeerKeys) {

@@ -83,6 +83,11 @@ enum Command {
     /// Drain a node (it relays for no one) or undrain it.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Have the control process read its configuration file again (as
+    /// SIGHUP does): peers added, removed or re-keyed, this node's key,
+    /// prefixes and routing policy take effect at once; a file with an
+    /// error is refused, and says where.
+    Reload,
     /// Make a private key for this node (its `private_key_file`): X25519,
     /// base64, as `wg genkey` writes it.
     Genkey(keys::GenkeyArgs),
@@ -359,6 +364,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             },
             json,
         ),
+        Command::Reload => change(&sockets, Request::Reload, json),
         Command::Genkey(_) | Command::Pubkey => unreachable!("handled above"),
     }
 }
