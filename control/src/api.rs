@@ -155,6 +155,13 @@ pub struct PeerView {
     pub row_version: Option<u64>,
     /// Whether it drained itself.
     pub drained: bool,
+    /// Its public key, base64 (as its configuration lists it).
+    #[serde(default)]
+    pub public_key: String,
+    /// Seconds since the session messages now go out on was set up;
+    /// `None`: no session (yet).
+    #[serde(default)]
+    pub session_age_s: Option<u64>,
 }
 
 /// The link table and each destination's choice.
@@ -296,10 +303,10 @@ impl Shared {
         let core = self.core();
         let node = &core.node;
         let now = self.clock.elapsed();
-        let addresses: BTreeMap<NodeId, SocketAddr> = core
+        let addresses: BTreeMap<NodeId, (SocketAddr, String)> = core
             .peers
             .iter()
-            .map(|p| (p.id, p.control_addr()))
+            .map(|p| (p.id, (p.control_addr(), p.public_key.to_string())))
             .collect();
         node.prober()
             .peers()
@@ -313,9 +320,13 @@ impl Shared {
                     "starting"
                 };
                 let heard = probe.last_answer();
+                let (address, public_key) = addresses[&id].clone();
+                let session = core.endpoint.session_info(id).and_then(|s| s.established);
                 PeerView {
                     id,
-                    address: addresses[&id],
+                    address,
+                    public_key,
+                    session_age_s: session.map(|at| now.saturating_sub(at).as_secs()),
                     state: state.to_string(),
                     rtt_us: heard.map(|_| micros(estimate.rtt)),
                     rtt_dev_us: probe.rtt_deviation().map(micros),

@@ -181,6 +181,8 @@ const PEER: &[&str] = &[
     "last_heard_ms",
     "row_version",
     "drained",
+    "public_key",
+    "session_age_s",
 ];
 const ROUTE: &[&str] = &[
     "dst",
@@ -293,6 +295,21 @@ fn netns_detourctl_drives_both_daemons_and_their_metrics_parse() {
         assert_eq!(peer["address"], format!("192.0.2.{id}:6082"));
         assert!(peer["rtt_us"].as_u64().unwrap() < 100_000, "{peer}");
         assert!(peer["last_heard_ms"].as_u64().unwrap() < 2_000, "{peer}");
+        assert_eq!(
+            peer["public_key"],
+            support::private_key(id).public_key().to_string()
+        );
+        assert!(peer["session_age_s"].as_u64().unwrap() < 180, "{peer}");
+    }
+    // No key material in any answer, as JSON or for people.
+    let secret = support::private_key(1).to_base64();
+    for command in ["status", "peers", "paths"] {
+        for out in [node.json(1, &[command]).to_string(), node.human(&[command])] {
+            assert!(
+                !out.contains(secret.trim()),
+                "{command} shows the private key"
+            );
+        }
     }
     let human = node.human(&["peers"]);
     assert!(human.starts_with("PEER"), "{human}");

@@ -280,6 +280,8 @@ pub fn peers(peers: &[cp::PeerView]) {
         "LAST HEARD",
         "ROW VERSION",
         "DRAINED",
+        "SESSION",
+        "PUBLIC KEY",
     ]);
     for p in peers {
         t.row(vec![
@@ -293,6 +295,9 @@ pub fn peers(peers: &[cp::PeerView]) {
                 .map_or("never".into(), |ms| format!("{ms} ms ago")),
             p.row_version.map_or("none".into(), |v| v.to_string()),
             if p.drained { "yes" } else { "no" }.into(),
+            p.session_age_s
+                .map_or("none".into(), |s| format!("{s} s old")),
+            p.public_key.clone(),
         ]);
     }
     print!("{}", t.render());
