@@ -449,7 +449,7 @@ impl Sim {
     /// Sends what node `i` has to send, and requeues its timer.
     fn flush(&mut self, i: usize) {
         while let Some((to, message)) = self.nodes[i].poll_transmit() {
-            let bytes = wire_bytes(message.wire_len()) as u64;
+            let bytes = wire_bytes(crate::session::datagram_len(&message)) as u64;
             match message {
                 Message::Probe { .. } | Message::ProbeReply { .. } => {
                     self.tally[i].probe_bytes += bytes
@@ -864,6 +864,8 @@ mod tests {
     #[test]
     fn wire_bytes_count_headers_and_fragments() {
         assert_eq!(wire_bytes(40), 82);
+        let probe = crate::message::Message::Probe { seq: 1 };
+        assert_eq!(wire_bytes(crate::session::datagram_len(&probe)), 83);
         assert_eq!(wire_bytes(1472), 1514);
         assert_eq!(wire_bytes(1473), 1473 + 8 + 2 * 34);
     }

@@ -91,6 +91,12 @@ const RECENT_EPHEMERALS: usize = 1024;
 /// How often expired sessions are looked for.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The size of `message` as a datagram on the control port: sealed in a
+/// session, header and tag included.
+pub fn datagram_len(message: &Message) -> usize {
+    TRANSPORT_HEADER_LEN + message.wire_len() + TAG_LEN
+}
+
 /// Session timers and limits: WireGuard's, except the handshake retry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
