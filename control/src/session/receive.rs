@@ -10,7 +10,7 @@ use super::cookie::{self, COOKIE_REPLY, COOKIE_REPLY_LEN};
 use super::handshake::{self, INITIATION, INITIATION_LEN, RESPONSE, RESPONSE_LEN};
 use super::transport::{self, Session, TRANSPORT};
 use super::{
-    Endpoint, MAGIC, MAX_PENDING, Pending, RECENT_EPHEMERALS, Recipient, Transmit, VERSION,
+    Endpoint, MAGIC, MAX_PENDING, Peer, Pending, RECENT_EPHEMERALS, Recipient, Transmit, VERSION,
 };
 use crate::link::Time;
 use crate::message::{Message, Reject};
@@ -124,13 +124,8 @@ impl Endpoint {
             return Err(Reject::BadMac);
         }
         let (remote_index, index) = handshake::response_indices(bytes);
-        let id = *self.by_index.get(&index).ok_or(Reject::UnknownSession)?;
-        let peer = self.peers.get_mut(&id).expect("by_index names peers");
-        let initiating = peer
-            .initiating
-            .as_mut()
-            .filter(|i| i.index == index)
-            .ok_or(Reject::UnknownSession)?;
+        let (id, peer) = self.handshake_under_way(index)?;
+        let initiating = peer.initiating.as_mut().expect("under way");
         // A failed read leaves the handshake as it was: a forged response
         // does not cost us the real one.
         let incarnation = handshake::read_response(&mut initiating.state, bytes)?;
@@ -150,19 +145,24 @@ impl Endpoint {
 
     fn on_cookie_reply(&mut self, now: Time, bytes: &[u8; COOKIE_REPLY_LEN]) -> Result<(), Reject> {
         let index = cookie::reply_index(bytes);
-        let id = *self.by_index.get(&index).ok_or(Reject::UnknownSession)?;
-        let peer = self.peers.get_mut(&id).expect("by_index names peers");
-        let initiating = peer
-            .initiating
-            .as_mut()
-            .filter(|i| i.index == index)
-            .ok_or(Reject::UnknownSession)?;
-        let cookie = cookie::open_reply(&peer.cookie_key, &initiating.mac1, bytes)?;
+        let (id, peer) = self.handshake_under_way(index)?;
+        let mac1 = peer.initiating.as_ref().expect("under way").mac1;
+        let cookie = cookie::open_reply(&peer.cookie_key, &mac1, bytes)?;
         peer.cookie = Some((cookie, now));
         self.counters.cookies_received += 1;
         // At once, with the cookie.
         self.initiate(now, id, true);
         Ok(())
+    }
+
+    /// The peer with which our handshake of index `index` is under way.
+    fn handshake_under_way(&mut self, index: u32) -> Result<(NodeId, &mut Peer), Reject> {
+        let id = *self.by_index.get(&index).ok_or(Reject::UnknownSession)?;
+        let peer = self.peers.get_mut(&id).expect("by_index names peers");
+        match &peer.initiating {
+            Some(initiating) if initiating.index == index => Ok((id, peer)),
+            _ => Err(Reject::UnknownSession),
+        }
     }
 
     fn on_transport(&mut self, now: Time, datagram: &[u8]) -> Result<(NodeId, Message), Reject> {
