@@ -361,11 +361,16 @@ impl Endpoint {
     }
 
     /// Adds a peer, or replaces its keys (its sessions go with the old
-    /// ones).
+    /// ones). The incarnation it was last seen with stays: a peer that
+    /// restarted under a new key is still reported as restarted, so that
+    /// its rows, numbered from 1 again, are not refused as stale.
     pub fn add_peer(&mut self, keys: PeerKeys) {
+        let known = self.peers.get(&keys.id).and_then(|p| p.incarnation);
         self.remove_peer(keys.id);
         self.by_key.insert(keys.public, keys.id);
-        self.peers.insert(keys.id, Peer::new(keys));
+        let mut peer = Peer::new(keys);
+        peer.incarnation = known;
+        self.peers.insert(peer.keys.id, peer);
     }
 
     /// Drops a peer and every session with it: nothing it sends opens any

@@ -396,6 +396,37 @@ fn rekeying_loses_nothing_in_flight() {
 }
 
 #[test]
+fn a_peer_that_restarted_under_a_new_key_is_still_reported_as_restarted() {
+    let mut pair = Pair::new();
+    pair.send(secs(0), A, 1);
+    pair.send(secs(0), B, 2);
+    while pair.a.poll_event().is_some() {}
+    // B restarts with a new key; A's configuration lists it (a reload).
+    let new_b = PrivateKey::from_bytes([0x66; 32]);
+    pair.b = Endpoint::new(B, new_b.clone(), [keys(A)], 9, Limits::default());
+    pair.a.add_peer(PeerKeys {
+        id: B,
+        public: new_b.public_key(),
+        psk: PresharedKey::default(),
+    });
+    pair.send(secs(1), B, 3);
+    let events: Vec<Event> = std::iter::from_fn(|| pair.a.poll_event()).collect();
+    assert!(events.contains(&Event::PeerRestarted(B)), "{events:?}");
+    // Re-keyed in place (B reloaded, same incarnation): no restart.
+    let newer_b = PrivateKey::from_bytes([0x67; 32]);
+    pair.b.set_private_key(newer_b.clone());
+    pair.a.add_peer(PeerKeys {
+        id: B,
+        public: newer_b.public_key(),
+        psk: PresharedKey::default(),
+    });
+    pair.send(secs(2), B, 4);
+    let events: Vec<Event> = std::iter::from_fn(|| pair.a.poll_event()).collect();
+    assert_eq!(events, [Event::SessionUp(B)]);
+    assert_eq!(probes(&pair.delivered, A), [2, 3, 4]);
+}
+
+#[test]
 fn sessions_past_their_age_are_used_for_nothing() {
     let mut pair = Pair::new();
     pair.send(secs(0), A, 1);
