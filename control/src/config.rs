@@ -35,6 +35,7 @@ use crate::linkstate::LinkStateConfig;
 use crate::node::NodeConfig;
 use crate::paths::{Hop, Hysteresis, Metric, Policy, check_relay};
 use crate::probe::ProbeConfig;
+use crate::session::PeerKeys;
 
 /// The control port, where probes and link state arrive, unless
 /// `control.listen` says otherwise; peers are reached on it too unless
@@ -97,6 +98,15 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// What the session endpoint needs of it.
+    pub fn session_keys(&self) -> PeerKeys {
+        PeerKeys {
+            id: self.id,
+            public: self.public_key,
+            psk: self.preshared_key.clone(),
+        }
+    }
+
     /// Where its control process listens.
     pub fn control_addr(&self) -> SocketAddr {
         SocketAddr::new(self.underlay, self.port)

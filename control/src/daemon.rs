@@ -47,9 +47,7 @@ use crate::message::{MAX_ENCODED_LEN, Message, Reject};
 use crate::metrics;
 use crate::node::Node;
 use crate::paths::Hop;
-use crate::session::{
-    Endpoint, Event, Limits, PeerKeys, Recipient, Sent, TAG_LEN, TRANSPORT_HEADER_LEN,
-};
+use crate::session::{Endpoint, Event, Limits, Recipient, Sent, TAG_LEN, TRANSPORT_HEADER_LEN};
 
 /// The largest datagram on the control port: a sealed row of the most
 /// links.
@@ -89,11 +87,7 @@ pub fn run(
     let endpoint = Endpoint::new(
         config.node_id,
         config.private_key.clone(),
-        config.peers.iter().map(|p| PeerKeys {
-            id: p.id,
-            public: p.public_key,
-            psk: p.preshared_key.clone(),
-        }),
+        config.peers.iter().map(Peer::session_keys),
         incarnation()?,
         Limits::default(),
     );

@@ -23,7 +23,7 @@ use std::time::Duration;
 use crate::config::{Config, Peer};
 use crate::link::Time;
 use crate::node::Node;
-use crate::session::{Endpoint, PeerKeys};
+use crate::session::Endpoint;
 
 /// The keys a reload cannot change, by name, that `new` changes.
 pub fn fixed_changes(running: &Config, new: &Config) -> Vec<&'static str> {
@@ -75,11 +75,7 @@ pub fn apply(
         }
     }
     for peer in &new.peers {
-        let keys = PeerKeys {
-            id: peer.id,
-            public: peer.public_key,
-            psk: peer.preshared_key.clone(),
-        };
+        let keys = peer.session_keys();
         match find(running, peer.id) {
             None => {
                 endpoint.add_peer(keys);
