@@ -17,6 +17,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::local_socket::Connection;
+pub use crate::session_keys::{Cipher, KeySpec, SecretKey, SessionKeys};
 use crate::wire::NodeId;
 
 /// A node of the overlay and the underlay address it is reached at.

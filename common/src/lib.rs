@@ -20,6 +20,8 @@ pub mod maps;
 pub mod metrics;
 #[cfg(feature = "api")]
 pub mod privileges;
+#[cfg(feature = "api")]
+pub mod session_keys;
 #[cfg(feature = "std")]
 pub mod source_text;
 pub mod wire;

@@ -3,7 +3,8 @@
 //! The packet path: the XDP classifier ([`xdp`]) hands overlay and
 //! remote-site frames to AF_XDP sockets ([`xsk`]); a pinned [`worker`] per
 //! queue rewrites each frame in place ([`rewrite`], [`icmp`]) by the route
-//! table ([`table`], [`lpm`]). [`routes`] installs that table from the
+//! table ([`table`], [`lpm`]); [`crypto`] holds what will seal and open
+//! inner packets end to end. [`routes`] installs that table from the
 //! control process's snapshots, which arrive over the local [`api`], with
 //! next-hop MAC addresses from the kernel ([`neigh`]); LAN hosts that
 //! decapsulated packets were dropped for are resolved through it
@@ -14,6 +15,7 @@
 
 pub mod api;
 pub mod config;
+pub mod crypto;
 pub mod daemon;
 pub mod generator;
 pub mod icmp;
