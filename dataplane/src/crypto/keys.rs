@@ -209,19 +209,20 @@ impl KeyTable {
 }
 
 impl PeerKeys {
+    /// The key `id` names, current or retiring.
+    #[inline]
+    fn find_rx(&self, id: u32) -> Option<&Arc<RxKey>> {
+        let retiring = self.retiring.iter().map(|(k, _)| k);
+        self.rx.iter().chain(retiring).find(|k| k.id == id)
+    }
+
     #[inline]
     fn rx_key_ref(&self, id: u32) -> Option<&RxKey> {
-        let current = self.rx.iter().find(|k| k.id == id);
-        current
-            .or_else(|| self.retiring.iter().map(|(k, _)| k).find(|k| k.id == id))
-            .map(|k| &**k)
+        self.find_rx(id).map(|k| &**k)
     }
 
     fn rx_key(&self, id: u32) -> Option<Arc<RxKey>> {
-        let current = self.rx.iter().find(|k| k.id == id);
-        current
-            .or_else(|| self.retiring.iter().map(|(k, _)| k).find(|k| k.id == id))
-            .cloned()
+        self.find_rx(id).cloned()
     }
 
     /// Takes over from `old` what is retiring or retired, and starts the
