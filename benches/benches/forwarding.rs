@@ -73,6 +73,7 @@ fn table(v6: bool) -> RouteTable {
         ],
         prefixes,
         control_port: None,
+        sessions: None,
     };
     let mut links = Links::new(
         MacAddr([2, 0, 0, 0, 0, 1]),

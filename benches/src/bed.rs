@@ -10,7 +10,9 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use detour_common::wire::{DetourOptionRepr, EncapRepr, EtherType, MacAddr, NodeId, Underlay};
+use detour_common::wire::{
+    DetourOptionRepr, EncapRepr, EtherType, MacAddr, NodeId, Seal, Underlay,
+};
 use detour_testkit::frames::{self, OVERLAY_PORT};
 use detour_testkit::{Gateway, Netns};
 
@@ -116,6 +118,7 @@ impl Bed {
                 dst: NodeId(dst_node),
                 hop_limit: 4,
                 flags: 0,
+                seal: Seal::NONE,
             },
         };
         let inner = udp(Ipv4Addr::new(10, 2, 0, 7), inner_dst, 7000, size);

@@ -62,6 +62,13 @@ pub struct RouteSnapshot {
     /// Absent (older control processes, tests): nothing to it is filtered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_port: Option<u16>,
+    /// The session keys of every peer, for the workers to seal frames to
+    /// it and open frames from it. `None`: encryption is off
+    /// (`encryption = "none"`), frames go out and are accepted in the
+    /// clear; `Some`, even empty: every frame is sealed, and one without a
+    /// key is dropped. Never in an answer (the Routes answer leaves it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<Vec<SessionKeys>>,
 }
 
 /// A request to the dataplane.

@@ -99,8 +99,10 @@ fn tcpdump_decodes_encapsulations_as_geneve_with_the_detour_option() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
 
+    // Not encrypted (key id 0, counter 0), so that the inner packet
+    // decodes too.
     let option = "Geneve, Flags [C], vni 0x2a, options [class Experimental (0xfffd) \
-                  type 0x81(C) len 12 data 00010002 04000000]";
+                  type 0x82(C) len 24 data 00010002 04000000 00000000 00000000 00000000]";
     assert_eq!(text.matches(option).count(), 2, "{text}");
     assert!(
         text.contains(&format!("192.0.2.1.{FLOW_PORT} > 192.0.2.2.6081")),

@@ -4,10 +4,10 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use detour_common::wire::checksum;
-use detour_common::wire::encap::{EncapRepr, EncapTemplate, Underlay};
+use detour_common::wire::encap::{EncapRepr, EncapTemplate, MAX_ENCAP_LEN, Underlay};
 use detour_common::wire::{
     DetourOption, DetourOptionRepr, EtherType, EthernetFrame, EthernetRepr, GeneveHeader,
-    GeneveRepr, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, MacAddr, NodeId, OverlayFrame,
+    GeneveRepr, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, MacAddr, NodeId, OverlayFrame, Seal,
     UdpPacket, UdpRepr, VlanTag,
 };
 use detour_testkit::wire::exercise_views;
@@ -57,8 +57,9 @@ prop_compose! {
 
 prop_compose! {
     fn option_repr()(src in any::<u16>(), dst in any::<u16>(), hop_limit in any::<u8>(),
-                     flags in any::<u8>()) -> DetourOptionRepr {
-        DetourOptionRepr { src: NodeId(src), dst: NodeId(dst), hop_limit, flags }
+                     flags in any::<u8>(), key_id in any::<u32>(),
+                     counter in any::<u64>()) -> DetourOptionRepr {
+        DetourOptionRepr { src: NodeId(src), dst: NodeId(dst), hop_limit, flags, seal: Seal { key_id, counter } }
     }
 }
 
@@ -116,8 +117,8 @@ proptest! {
         oam in any::<bool>(), critical in any::<bool>(), protocol_type in any::<u16>(),
         vni in 0u32..(1 << 24), option in option_repr(),
     ) {
-        let repr = GeneveRepr { oam, critical, protocol_type, vni, options_len: 12 };
-        let mut buf = [0u8; 20];
+        let repr = GeneveRepr { oam, critical, protocol_type, vni, options_len: 24 };
+        let mut buf = [0u8; 32];
         repr.emit(&mut buf).unwrap();
         option.emit(&mut buf[8..]).unwrap();
         let g = GeneveHeader::new_checked(&buf[..]).unwrap();
@@ -128,7 +129,7 @@ proptest! {
 
     #[test]
     fn encapsulation_parses_back_to_what_was_written(
-        repr in encap_repr(), inner in ipv4_repr(), headroom in 82usize..128, src_port in any::<u16>(),
+        repr in encap_repr(), inner in ipv4_repr(), headroom in 94usize..140, src_port in any::<u16>(),
     ) {
         let inner_len = 20 + usize::from(inner.payload_len);
         let mut frame = vec![0u8; headroom + inner_len];
@@ -232,9 +233,9 @@ proptest! {
         let repr = EncapRepr { dst_port: 6081, ..repr };
         let inner = Ipv4Repr { payload_len: inner.payload_len % 64, ..inner };
         let inner_len = 20 + usize::from(inner.payload_len);
-        let mut frame = vec![0u8; 82 + inner_len];
-        inner.emit(&mut frame[82..]).unwrap();
-        let start = EncapTemplate::new(&repr).write(&mut frame, 82, inner_len, 1).unwrap();
+        let mut frame = vec![0u8; MAX_ENCAP_LEN + inner_len];
+        inner.emit(&mut frame[MAX_ENCAP_LEN..]).unwrap();
+        let start = EncapTemplate::new(&repr).write(&mut frame, MAX_ENCAP_LEN, inner_len, 1).unwrap();
         let mut frame = frame.split_off(start);
         prop_assert!(exercise_views(&frame).overlay);
         for (at, value) in edits {

@@ -404,6 +404,7 @@ impl SnapshotBuilder {
                 .collect(),
             prefixes: self.prefixes.clone(),
             control_port: Some(self.control_port),
+            sessions: None,
         }
     }
 }

@@ -11,13 +11,22 @@
 //! A snapshot is recompiled, under the same version, whenever a next hop's
 //! MAC address changes ([`Installer::refresh`]); the workers never wait for
 //! a resolution, they count the frame as unresolved.
+//!
+//! The session keys a snapshot carries become the table's [`KeyTable`]
+//! and leave the snapshot: the installed snapshot (which the Routes answer
+//! shows) holds none. A key kept from one snapshot to the next keeps its
+//! counter and replay window; one the control process dropped still opens
+//! frames for [`crate::crypto::keys::RETIRE_AFTER`], then `refresh` retires
+//! it.
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use detour_common::wire::{MacAddr, NodeId};
 use ipnet::IpNet;
 
+use crate::crypto::KeyTable;
 use crate::table::{LanNeighbours, Links, RouteSnapshot, RouteTable, SnapshotError};
 use crate::worker::SharedTable;
 use crate::xdp::{Classifier, XdpError};
@@ -73,6 +82,8 @@ pub struct Installer {
     survey: Box<dyn Survey>,
     snapshot: Option<RouteSnapshot>,
     neighbourhood: Neighbourhood,
+    /// The installed snapshot's keys; `None`: encryption off.
+    keys: Option<Arc<KeyTable>>,
 }
 
 impl Installer {
@@ -91,6 +102,7 @@ impl Installer {
             survey,
             snapshot: None,
             neighbourhood: Neighbourhood::default(),
+            keys: None,
         }
     }
 
@@ -114,7 +126,7 @@ impl Installer {
     }
 
     /// Installs `snapshot` if it is newer than the installed one and valid.
-    pub fn install(&mut self, snapshot: RouteSnapshot) -> Result<u64, InstallError> {
+    pub fn install(&mut self, mut snapshot: RouteSnapshot) -> Result<u64, InstallError> {
         if let Some(installed) = &self.snapshot
             && snapshot.version <= installed.version
         {
@@ -124,17 +136,31 @@ impl Installer {
             }
             .into());
         }
+        let keys = snapshot.sessions.take().map(|sessions| {
+            Arc::new(KeyTable::build(
+                &sessions,
+                self.keys.as_deref(),
+                Instant::now(),
+            ))
+        });
         let neighbourhood = self.survey.survey(&next_hops(&snapshot));
-        let table = self.compile(&snapshot, &neighbourhood)?;
+        let table = self.compile(&snapshot, &neighbourhood, keys.clone())?;
         self.publish(table, &snapshot)?;
         let version = snapshot.version;
         self.snapshot = Some(snapshot);
         self.neighbourhood = neighbourhood;
+        self.keys = keys;
         Ok(version)
     }
 
-    /// Looks at the neighbours again and recompiles the installed snapshot
-    /// if any of its MAC addresses changed; true if it did.
+    /// Whether the installed snapshot encrypts.
+    pub fn encrypted(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    /// Looks at the neighbours again, and retires the keys whose grace ran
+    /// out; recompiles the installed snapshot if either changed anything
+    /// (true if it did).
     pub fn refresh(&mut self) -> Result<bool, InstallError> {
         let Some(snapshot) = self.snapshot.take() else {
             return Ok(false);
@@ -146,12 +172,15 @@ impl Installer {
 
     fn recompile(&mut self, snapshot: &RouteSnapshot) -> Result<bool, InstallError> {
         let neighbourhood = self.survey.survey(&next_hops(snapshot));
-        if neighbourhood == self.neighbourhood {
+        let expired = self.keys.as_ref().and_then(|k| k.expire(Instant::now()));
+        if neighbourhood == self.neighbourhood && expired.is_none() {
             return Ok(false);
         }
-        let table = self.compile(snapshot, &neighbourhood)?;
+        let keys = expired.map(Arc::new).or_else(|| self.keys.clone());
+        let table = self.compile(snapshot, &neighbourhood, keys.clone())?;
         self.table.store(Some(Arc::new(table)));
         self.neighbourhood = neighbourhood;
+        self.keys = keys;
         Ok(true)
     }
 
@@ -159,13 +188,15 @@ impl Installer {
         &self,
         snapshot: &RouteSnapshot,
         neighbourhood: &Neighbourhood,
+        keys: Option<Arc<KeyTable>>,
     ) -> Result<RouteTable, SnapshotError> {
-        RouteTable::compile(
+        let table = RouteTable::compile(
             snapshot,
             &self.links,
             neighbourhood.lan_neighbours(),
             |addr| neighbourhood.underlay_mac(addr),
-        )
+        )?;
+        Ok(table.with_keys(keys))
     }
 
     /// Swaps `table` in, then brings the classifier's maps into step. If a

@@ -44,13 +44,18 @@ pub enum Stat {
     NoHeadroom,
     NoLan,
     NoTable,
+    NoKey,
+    UnknownKey,
+    ExpiredKey,
+    Replayed,
+    AuthFailed,
 }
 
 impl Stat {
-    const COUNT: usize = Stat::NoTable as usize + 1;
+    const COUNT: usize = Stat::AuthFailed as usize + 1;
 
     /// The drop reasons, with the names the API reports them under.
-    const DROPS: [(Stat, &'static str); 10] = [
+    const DROPS: [(Stat, &'static str); 15] = [
         (Stat::Malformed, "malformed"),
         (Stat::NoRoute, "no_route"),
         (Stat::Unreachable, "unreachable"),
@@ -61,6 +66,11 @@ impl Stat {
         (Stat::NoHeadroom, "no_headroom"),
         (Stat::NoLan, "no_lan"),
         (Stat::NoTable, "no_table"),
+        (Stat::NoKey, "no_key"),
+        (Stat::UnknownKey, "unknown_key"),
+        (Stat::ExpiredKey, "expired_key"),
+        (Stat::Replayed, "replayed"),
+        (Stat::AuthFailed, "auth_failed"),
     ];
 
     /// The kernel's drops on the way into the worker's sockets, with
@@ -94,6 +104,11 @@ impl Stat {
             Discard::TooBig { .. } => Stat::TooBig,
             Discard::NoHeadroom => Stat::NoHeadroom,
             Discard::NoLan => Stat::NoLan,
+            Discard::NoKey => Stat::NoKey,
+            Discard::UnknownKey => Stat::UnknownKey,
+            Discard::ExpiredKey => Stat::ExpiredKey,
+            Discard::Replayed => Stat::Replayed,
+            Discard::AuthFailed => Stat::AuthFailed,
         }
     }
 }

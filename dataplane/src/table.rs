@@ -12,14 +12,18 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use detour_common::wire::encap::DEFAULT_OUTER_TTL;
 use detour_common::wire::geneve::{DEFAULT_HOP_LIMIT, DEFAULT_PORT};
-use detour_common::wire::{DetourOptionRepr, EncapRepr, EncapTemplate, MacAddr, NodeId, Underlay};
+use detour_common::wire::{
+    DetourOptionRepr, EncapRepr, EncapTemplate, MacAddr, NodeId, Seal, Underlay,
+};
 use ipnet::IpNet;
 
 pub use detour_common::api::{NodeSpec, PrefixSpec, RouteSnapshot, RouteSpec};
 
+use crate::crypto::KeyTable;
 use crate::lpm::{IpKey, IpLpm};
 
 /// Why a snapshot cannot be installed. Nothing of it is used then.
@@ -112,6 +116,8 @@ pub struct RouteTable {
     /// Indexed by destination node id.
     routes: Vec<Option<Route>>,
     lan: LanNeighbours,
+    /// The peers' session keys; `None`: encryption is off.
+    keys: Option<Arc<KeyTable>>,
 }
 
 /// MAC addresses on the LAN for decapsulated packets: hosts (full-length
@@ -168,6 +174,7 @@ impl RouteTable {
                         dst: r.dst,
                         hop_limit: links.hop_limit,
                         flags: 0,
+                        seal: Seal::NONE,
                     },
                 })
             });
@@ -194,7 +201,20 @@ impl RouteTable {
             remote,
             routes,
             lan,
+            keys: None,
         })
+    }
+
+    /// The table, sealing and opening under `keys` (`None`: not at all).
+    pub fn with_keys(mut self, keys: Option<Arc<KeyTable>>) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// The peers' session keys; `None` when encryption is off.
+    #[inline]
+    pub fn keys(&self) -> Option<&KeyTable> {
+        self.keys.as_deref()
     }
 
     /// The remote node serving `addr`, by longest prefix; `None` for local
@@ -338,6 +358,7 @@ pub(crate) mod tests {
                 prefix("10.4.0.0/16", 4),
             ],
             control_port: None,
+            sessions: None,
         }
     }
 

@@ -32,9 +32,9 @@ use std::time::{Duration, Instant};
 
 use detour_common::api::{PrefixSpec, Request, Response, RouteSnapshot, Stats};
 use detour_common::wire::encap::{IP_OVERHEAD_V4, IP_OVERHEAD_V6};
-use detour_common::wire::geneve::flags;
+use detour_common::wire::geneve::{DETOUR_GENEVE_LEN, HEADER_LEN as GENEVE_LEN, flags};
 use detour_common::wire::{
-    DetourOptionRepr, EncapRepr, Ipv4Packet, Ipv6Packet, NodeId, OverlayFrame, checksum,
+    DetourOptionRepr, EncapRepr, Ipv4Packet, Ipv6Packet, NodeId, OverlayFrame, Seal, checksum,
 };
 use detour_dataplane::rewrite::flow_port;
 use detour_testkit::frames::{self, OVERLAY_PORT};
@@ -63,6 +63,7 @@ fn encap_case(family: Family) {
                 dst: NodeId(2),
                 hop_limit: 4,
                 flags: 0,
+                seal: Seal::NONE,
             },
         },
         &forwarded(&inner),
@@ -132,6 +133,7 @@ fn relay_case(family: Family) {
                 dst: NodeId(3),
                 hop_limit: 3,
                 flags: flags::RELAYED,
+                seal: Seal::NONE,
             },
         },
         &inner,
@@ -300,7 +302,7 @@ fn netns_too_big_is_answered_and_path_mtu_discovery_follows() {
         .unwrap();
     set_dont_fragment(&socket);
     // 1472 bytes of payload: a 1500-byte IP packet, which fits the LAN but
-    // not the WAN once 48 bytes of outer IPv4, UDP and GENEVE are added.
+    // not the WAN once 60 bytes of outer IPv4, UDP and GENEVE are added.
     let big = vec![0u8; 1472];
     socket.send(&big).unwrap();
     let lowered = eventually(WAIT, || path_mtu(&socket) < 1500);
@@ -613,9 +615,9 @@ fn netns_a_thousand_snapshot_swaps_under_traffic_lose_and_misroute_nothing() {
                         Ok(n) => {
                             quiet_since = None;
                             // GENEVE header and option, then the inner packet.
-                            let option = &buf[8..20];
+                            let option = &buf[GENEVE_LEN..DETOUR_GENEVE_LEN];
                             let dst = u16::from_be_bytes([option[6], option[7]]);
-                            let inner = &buf[20..n];
+                            let inner = &buf[DETOUR_GENEVE_LEN..n];
                             let seq = u32::from_be_bytes(inner[28..32].try_into().unwrap());
                             seen.push((dst, seq));
                         }

@@ -55,6 +55,7 @@ static TABLE: LazyLock<RouteTable> = LazyLock::new(|| {
             },
         ],
         control_port: None,
+        sessions: None,
     };
     let links = Links::new(
         MacAddr([2, 0, 0, 0, 0, 1]),

@@ -106,7 +106,7 @@ pub fn wan_cases() -> Vec<WanCase> {
     );
     // The largest linear frame BPF_PROG_TEST_RUN and a non-multi-buffer XDP
     // program take: 4096 minus headroom and skb_shared_info.
-    let jumbo = overlay(PEER_V4.into(), LOCAL_V4.into(), 3500 - 62);
+    let jumbo = overlay(PEER_V4.into(), LOCAL_V4.into(), 3500 - 74);
     case("v4 overlay, 3500-byte jumbo", jumbo, Overlay);
 
     // Not overlay data: the kernel's.
@@ -258,6 +258,8 @@ pub fn wan_cases() -> Vec<WanCase> {
         (50, Drop(Truncated)),
         (61, Drop(Truncated)),
         (62, Drop(Truncated)),
+        (73, Drop(Truncated)),
+        (74, Drop(Truncated)),
     ] {
         case(
             &format!("v4 overlay cut at {cut}"),
@@ -273,6 +275,8 @@ pub fn wan_cases() -> Vec<WanCase> {
         (62, Drop(Truncated)),
         (70, Drop(Truncated)),
         (82, Drop(Truncated)),
+        (93, Drop(Truncated)),
+        (94, Drop(Truncated)),
     ] {
         case(
             &format!("v6 overlay cut at {cut}"),
@@ -441,9 +445,9 @@ pub fn wan_cases() -> Vec<WanCase> {
 /// option alone.
 fn v4_with_empty_inner() -> Vec<u8> {
     let full = overlay(PEER_V4.into(), LOCAL_V4.into(), 20);
-    let mut f = full[..62].to_vec();
-    f = set_u16(&f, 16, 62 - 14);
-    set_u16(&f, 38, 62 - 34)
+    let mut f = full[..74].to_vec();
+    f = set_u16(&f, 16, 74 - 14);
+    set_u16(&f, 38, 74 - 34)
 }
 
 /// Every LAN case: remote and local destinations of both families, longest

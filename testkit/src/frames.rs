@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use detour_common::wire::{
     DetourOptionRepr, EncapRepr, EncapTemplate, EtherType, EthernetRepr, Ipv4Packet, Ipv4Repr,
-    Ipv6Repr, MacAddr, NodeId, OverlayFrame, UdpRepr, Underlay, ip_protocol,
+    Ipv6Repr, MacAddr, NodeId, OverlayFrame, Seal, UdpRepr, Underlay, ip_protocol,
 };
 
 /// The overlay port the tables use (the GENEVE default).
@@ -61,6 +61,7 @@ pub fn encap_repr(underlay: Underlay) -> EncapRepr {
             dst: NodeId(2),
             hop_limit: 4,
             flags: 0,
+            seal: Seal::NONE,
         },
     }
 }

@@ -125,6 +125,7 @@ impl Gateway {
             routes: vec![route(2, via_for_2), route(3, 3)],
             prefixes: vec![prefix(1), prefix(2), prefix(3)],
             control_port: Some(crate::frames::CONTROL_PORT),
+            sessions: None,
         }
     }
 }

@@ -7,7 +7,7 @@
 //! installed, and per packet copies it in front of the inner packet and
 //! patches those fields. The IPv4 header checksum is finished from a sum
 //! precomputed over the fixed words, so the per-packet cost is a copy of at
-//! most 82 bytes and a handful of stores. On an IPv6 underlay the UDP checksum
+//! most 94 bytes and a handful of stores. On an IPv6 underlay the UDP checksum
 //! is mandatory (RFC 8200, section 8.1) and covers the payload, so it is the
 //! one per-packet cost that grows with the packet.
 
@@ -18,6 +18,7 @@ use super::ethernet::{self, EtherType, EthernetRepr, MacAddr};
 use super::field::set_u16;
 use super::geneve::{
     DETOUR_GENEVE_LEN, DETOUR_OPTION_LEN, DetourOptionRepr, GeneveRepr, HEADER_LEN as GENEVE_LEN,
+    Seal,
 };
 use super::ipv4::{self, Ipv4Repr};
 use super::ipv6::{self, Ipv6Repr};
@@ -130,19 +131,21 @@ impl EncapTemplate {
         if self.v6 { ENCAP_LEN_V6 } else { ENCAP_LEN_V4 }
     }
 
+    /// Offset of the GENEVE header in the headers this template writes.
+    #[inline]
+    pub fn geneve_at(&self) -> usize {
+        self.udp_at() + udp::HEADER_LEN
+    }
+
+    #[inline]
+    fn udp_at(&self) -> usize {
+        if self.v6 { UDP_V6 } else { UDP_V4 }
+    }
+
     /// Encapsulates the inner IP packet `frame[inner_start..inner_start +
-    /// inner_len]` by writing the outer headers into the `header_len()` bytes
-    /// before it; returns the offset where the frame now starts.
-    ///
-    /// The GENEVE protocol type and the outer TOS / traffic class (DSCP and
-    /// ECN, copied as RFC 6040's normal mode asks) come from the inner
-    /// packet's first bytes; `src_port` is the flow's entropy (RFC 8926,
-    /// section 3.3).
-    ///
-    /// Errors: [`Error::NoRoom`] without enough headroom or when the inner
-    /// packet runs past the buffer, [`Error::Protocol`] when the inner packet
-    /// is not IPv4 or IPv6, [`Error::Length`] when the result would exceed
-    /// 64 KiB.
+    /// inner_len]`, not encrypted, by writing the outer headers into the
+    /// `header_len()` bytes before it; returns the offset where the frame
+    /// now starts. [`Self::write_headers`] and [`Self::finish`] in one.
     #[inline]
     pub fn write(
         &self,
@@ -151,28 +154,88 @@ impl EncapTemplate {
         inner_len: usize,
         src_port: u16,
     ) -> Result<usize> {
-        let hl = self.header_len();
-        let start = inner_start.checked_sub(hl).ok_or(Error::NoRoom)?;
-        let end = inner_start.checked_add(inner_len).ok_or(Error::NoRoom)?;
-        let frame = frame.get_mut(start..end).ok_or(Error::NoRoom)?;
-        let (ethertype, tos) = match frame.get(hl..hl + 2) {
+        let start = self.write_headers(frame, inner_start, inner_len, src_port, Seal::NONE)?;
+        self.finish(frame, start, inner_start + inner_len);
+        Ok(start)
+    }
+
+    /// Writes the outer headers in front of a payload of `payload_len`
+    /// bytes at `inner_start` (the inner IP packet, and its tag when
+    /// `seal` says it is sealed); returns the offset where the frame now
+    /// starts. The IPv6 UDP checksum, which covers the payload, is left to
+    /// [`Self::finish`], once the payload is what goes out.
+    ///
+    /// The GENEVE protocol type and the outer TOS / traffic class (DSCP and
+    /// ECN, copied as RFC 6040's normal mode asks) come from the inner
+    /// packet's first bytes, so they must still be plaintext; `src_port` is
+    /// the flow's entropy (RFC 8926, section 3.3).
+    ///
+    /// Errors: [`Error::NoRoom`] without enough headroom or when the
+    /// payload runs past the buffer, [`Error::Protocol`] when the inner
+    /// packet is not IPv4 or IPv6, [`Error::Length`] when the result would
+    /// exceed 64 KiB.
+    #[inline]
+    pub fn write_headers(
+        &self,
+        frame: &mut [u8],
+        inner_start: usize,
+        payload_len: usize,
+        src_port: u16,
+        seal: Seal,
+    ) -> Result<usize> {
+        let fits = inner_start >= self.header_len()
+            && inner_start
+                .checked_add(payload_len)
+                .is_some_and(|end| end <= frame.len());
+        if !fits {
+            return Err(Error::NoRoom);
+        }
+        let (ethertype, tos) = match frame.get(inner_start..inner_start + 2) {
             Some(&[b0, b1]) if b0 >> 4 == 4 => (EtherType::IPV4, b1),
             Some(&[b0, b1]) if b0 >> 4 == 6 => (EtherType::IPV6, (b0 << 4) | (b1 >> 4)),
             _ => return Err(Error::Protocol),
         };
-        let udp_len = udp::HEADER_LEN + DETOUR_GENEVE_LEN + inner_len;
-        let udp_at = if self.v6 { UDP_V6 } else { UDP_V4 };
+        let outer = Outer {
+            src_port,
+            seal,
+            ethertype,
+            tos,
+        };
+        self.write_headers_as(frame, inner_start, payload_len, &outer)
+    }
+
+    /// [`Self::write_headers`] with the per-packet fields given rather than
+    /// read from the inner packet: for a relay, whose payload may be
+    /// ciphertext.
+    #[inline]
+    pub fn write_headers_as(
+        &self,
+        frame: &mut [u8],
+        inner_start: usize,
+        payload_len: usize,
+        outer: &Outer,
+    ) -> Result<usize> {
+        let hl = self.header_len();
+        let start = inner_start.checked_sub(hl).ok_or(Error::NoRoom)?;
+        let end = inner_start.checked_add(payload_len).ok_or(Error::NoRoom)?;
+        let frame = frame.get_mut(start..end).ok_or(Error::NoRoom)?;
+        let udp_len = udp::HEADER_LEN + DETOUR_GENEVE_LEN + payload_len;
+        let udp_at = self.udp_at();
         let ip_len = udp_at - IP + udp_len;
         if ip_len > usize::from(u16::MAX) {
             return Err(Error::Length);
         }
         let (udp_len, ip_len) = (udp_len as u16, ip_len as u16);
+        let tos = outer.tos;
 
         frame[..hl].copy_from_slice(&self.bytes[..hl]);
         let udp = &mut frame[udp_at..];
-        set_u16(udp, 0, src_port);
+        set_u16(udp, 0, outer.src_port);
         set_u16(udp, 4, udp_len);
-        set_u16(udp, udp::HEADER_LEN + 2, ethertype.0);
+        set_u16(udp, udp::HEADER_LEN + 2, outer.ethertype.0);
+        if outer.seal.is_sealed() {
+            outer.seal.emit(&mut udp[udp::HEADER_LEN + GENEVE_LEN..]);
+        }
 
         let ip = &mut frame[IP..udp_at];
         if self.v6 {
@@ -180,9 +243,6 @@ impl EncapTemplate {
             ip[0] = 0x60 | (tos >> 4);
             ip[1] = tos << 4;
             set_u16(ip, 4, udp_len);
-            let acc = self.partial_sum + u64::from(udp_len);
-            let c = checksum::finish(checksum::sum(&frame[udp_at..], acc));
-            set_u16(&mut frame[udp_at..], 6, if c == 0 { 0xffff } else { c });
         } else {
             ip[1] = tos;
             set_u16(ip, 2, ip_len);
@@ -192,6 +252,33 @@ impl EncapTemplate {
         }
         Ok(start)
     }
+
+    /// Finishes the frame at `frame[start..end]` that [`Self::write_headers`]
+    /// began, once its payload is final: on an IPv6 underlay, the UDP
+    /// checksum; on IPv4, nothing.
+    #[inline]
+    pub fn finish(&self, frame: &mut [u8], start: usize, end: usize) {
+        if !self.v6 {
+            return;
+        }
+        let udp = &mut frame[start + UDP_V6..end];
+        let acc = self.partial_sum + udp.len() as u64;
+        set_u16(udp, 6, 0);
+        let c = checksum::finish(checksum::sum(udp, acc));
+        set_u16(udp, 6, if c == 0 { 0xffff } else { c });
+    }
+}
+
+/// The per-packet fields of the outer headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outer {
+    /// The flow's entropy.
+    pub src_port: u16,
+    pub seal: Seal,
+    /// The inner packet's EtherType, for the GENEVE header.
+    pub ethertype: EtherType,
+    /// The outer TOS / traffic class.
+    pub tos: u8,
 }
 
 /// Writes the outer headers with every per-packet field zero.
@@ -270,6 +357,7 @@ mod tests {
                 dst: NodeId(3),
                 hop_limit: 4,
                 flags: 0,
+                seal: Seal::NONE,
             },
         }
     }
@@ -305,10 +393,10 @@ mod tests {
 
     #[test]
     fn overhead_and_mtu_arithmetic_match_the_documented_numbers() {
-        assert_eq!((ENCAP_LEN_V4, ENCAP_LEN_V6), (62, 82));
-        assert_eq!((IP_OVERHEAD_V4, IP_OVERHEAD_V6), (48, 68));
-        assert_eq!(1500 - IP_OVERHEAD_V4, 1452);
-        assert_eq!(1500 - IP_OVERHEAD_V6, 1432);
+        assert_eq!((ENCAP_LEN_V4, ENCAP_LEN_V6), (74, 94));
+        assert_eq!((IP_OVERHEAD_V4, IP_OVERHEAD_V6), (60, 80));
+        assert_eq!(1500 - IP_OVERHEAD_V4, 1440);
+        assert_eq!(1500 - IP_OVERHEAD_V6, 1420);
     }
 
     #[test]
@@ -316,11 +404,11 @@ mod tests {
         let (mut f, inner_len) = frame_with_inner(128);
         let t = EncapTemplate::new(&repr(V4));
         let start = t.write(&mut f, 128, inner_len, 51234).unwrap();
-        assert_eq!(start, 128 - 62);
+        assert_eq!(start, 128 - 74);
         let frame = &f[start..128 + inner_len];
         let o = OverlayFrame::parse(frame, 6081).unwrap();
         assert_eq!(o.outer_src, IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1)));
-        assert_eq!((o.inner_offset, o.inner_len), (62, inner_len));
+        assert_eq!((o.inner_offset, o.inner_len), (74, inner_len));
         assert_eq!((o.src_port, o.vni, o.protocol_type), (51234, 42, 0x0800));
         assert_eq!(o.option, repr(V4).option);
         let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
@@ -338,7 +426,7 @@ mod tests {
         let start = t.write(&mut f, 128, inner_len, 7).unwrap();
         let frame = &f[start..128 + inner_len];
         let o = OverlayFrame::parse(frame, 6081).unwrap();
-        assert_eq!(o.inner_offset, 82);
+        assert_eq!(o.inner_offset, 94);
         let ip = Ipv6Packet::new_checked(&frame[14..]).unwrap();
         assert_eq!(ip.traffic_class(), 0x2e);
         let Underlay::V6 { src, dst } = underlay else {
@@ -365,11 +453,11 @@ mod tests {
                 dont_frag: true,
                 payload_len: (len - 20) as u16,
             };
-            inner.emit(&mut f[64..]).unwrap();
-            let start = t.write(&mut f, 64, len, 1).unwrap();
-            let ip = Ipv4Packet::new_checked(&f[start + 14..64 + len]).unwrap();
+            inner.emit(&mut f[96..]).unwrap();
+            let start = t.write(&mut f, 96, len, 1).unwrap();
+            let ip = Ipv4Packet::new_checked(&f[start + 14..96 + len]).unwrap();
             assert!(ip.verify_checksum(), "inner length {len}");
-            assert_eq!(usize::from(ip.total_len()), 48 + len);
+            assert_eq!(usize::from(ip.total_len()), 60 + len);
         }
     }
 
@@ -382,6 +470,37 @@ mod tests {
         let mut f = [0u8; 256];
         f[100] = 0x11;
         assert_eq!(t.write(&mut f, 100, 40, 1), Err(Error::Protocol));
+    }
+
+    #[test]
+    fn a_sealed_payload_is_stamped_and_checksummed_once_final() {
+        let (mut f, inner_len) = frame_with_inner(128);
+        let underlay = v6();
+        let t = EncapTemplate::new(&repr(underlay));
+        let seal = Seal {
+            key_id: 9,
+            counter: 77,
+        };
+        let payload_len = inner_len + 16;
+        let start = t.write_headers(&mut f, 128, payload_len, 7, seal).unwrap();
+        // The payload changes after the headers (as sealing does).
+        for b in &mut f[128..128 + payload_len] {
+            *b ^= 0x5a;
+        }
+        let end = 128 + payload_len;
+        t.finish(&mut f, start, end);
+        let frame = &f[start..end];
+        let o = OverlayFrame::parse(frame, 6081).unwrap();
+        assert_eq!(o.option.seal, seal);
+        assert_eq!(o.inner_len, payload_len);
+        assert_eq!(o.protocol_type, 0x0800, "read before the payload changed");
+        let ip = Ipv6Packet::new_checked(&frame[14..]).unwrap();
+        let Underlay::V6 { src, dst } = underlay else {
+            unreachable!()
+        };
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        let ph = checksum::pseudo_header_v6(&src.octets(), &dst.octets(), 17, udp.len().into());
+        assert!(udp.verify_checksum(ph));
     }
 
     #[test]

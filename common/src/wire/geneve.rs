@@ -10,17 +10,29 @@
 //! +-----------------------------------------------+---------------+
 //! |                   options (Opt Len × 4 bytes)                 |
 //!
-//! detour option (class 0xFFFD, type 0x81, length 2: 12 bytes in all)
+//! detour option (class 0xFFFD, type 0x82, length 5: 24 bytes in all)
 //! +-------------------------------+---------------+-----+---------+
-//! |      Option Class = FFFD      | Type = 0x81   | R R R|Len = 2 |
+//! |      Option Class = FFFD      | Type = 0x82   | R R R|Len = 5 |
 //! +-------------------------------+---------------+-----+---------+
 //! |        source node id         |     destination node id       |
 //! +---------------+---------------+-------------------------------+
 //! |   hop limit   |     flags     |        reserved (zero)        |
 //! +---------------+---------------+-------------------------------+
+//! |                 key id (0: not encrypted)                     |
+//! +---------------------------------------------------------------+
+//! |                                                               |
+//! +                 counter (the AEAD's nonce)                    +
+//! |                                                               |
+//! +---------------------------------------------------------------+
 //! ```
+//!
+//! With a key id, the inner packet behind the option is sealed under that
+//! key of the session between the two nodes, and a 16-byte tag follows it
+//! (the end of the UDP payload). What a relay does not change is the
+//! associated data ([`associated_data`]): the whole header but the hop
+//! limit and flags, which a relay rewrites.
 
-use super::field::{set_u16, set_u32, u16_at, u32_at};
+use super::field::{set_u16, set_u32, set_u64, u16_at, u32_at, u64_at};
 use super::{Error, Result};
 
 /// Length of the GENEVE base header.
@@ -35,13 +47,70 @@ pub const DETOUR_OPTION_CLASS: u16 = 0xfffd;
 /// detour's option type: the high bit marks the option critical (an endpoint
 /// that does not understand it must drop the packet, RFC 8926 section 3.5.1);
 /// the low bits number the layout, so that a new layout gets a new type.
-pub const DETOUR_OPTION_TYPE: u8 = 0x81;
+/// (0x81 was the layout without key id and counter.)
+pub const DETOUR_OPTION_TYPE: u8 = 0x82;
 /// Length of the option's data in 4-byte words, as the Length field says.
-pub const DETOUR_OPTION_DATA_WORDS: u8 = 2;
+pub const DETOUR_OPTION_DATA_WORDS: u8 = 5;
 /// Length of the whole option, its 4-byte header included.
 pub const DETOUR_OPTION_LEN: usize = 4 + 4 * DETOUR_OPTION_DATA_WORDS as usize;
 /// The GENEVE header a detour packet carries: base header and the one option.
 pub const DETOUR_GENEVE_LEN: usize = HEADER_LEN + DETOUR_OPTION_LEN;
+
+/// The key id of a frame that is not encrypted (`encryption = "none"`).
+pub const NO_KEY: u32 = 0;
+
+/// Offsets of the option's fields, from the option header on.
+mod option_field {
+    pub const SRC: usize = 4;
+    pub const DST: usize = 6;
+    pub const HOP_LIMIT: usize = 8;
+    pub const FLAGS: usize = 9;
+    pub const RESERVED: usize = 10;
+    pub const KEY_ID: usize = 12;
+    pub const COUNTER: usize = 16;
+}
+
+/// Length of what the AEAD's tag covers besides the inner packet.
+pub const ASSOCIATED_DATA_LEN: usize = DETOUR_GENEVE_LEN;
+
+/// The associated data of a sealed frame, from its GENEVE header (base
+/// header and detour option): all of it but the hop limit and flags, which
+/// relays rewrite (zero in their place).
+#[inline]
+pub fn associated_data(geneve: &[u8; DETOUR_GENEVE_LEN]) -> [u8; ASSOCIATED_DATA_LEN] {
+    let mut ad = *geneve;
+    ad[HEADER_LEN + option_field::HOP_LIMIT] = 0;
+    ad[HEADER_LEN + option_field::FLAGS] = 0;
+    ad
+}
+
+/// The key id and counter of a sealed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Seal {
+    pub key_id: u32,
+    pub counter: u64,
+}
+
+impl Seal {
+    /// What a frame that is not encrypted carries.
+    pub const NONE: Seal = Seal {
+        key_id: NO_KEY,
+        counter: 0,
+    };
+
+    #[inline]
+    pub fn is_sealed(&self) -> bool {
+        self.key_id != NO_KEY
+    }
+
+    /// Writes the key id and counter into a detour option that starts at
+    /// `option[0]` (at least [`DETOUR_OPTION_LEN`] bytes).
+    #[inline]
+    pub fn emit(&self, option: &mut [u8]) {
+        set_u32(option, option_field::KEY_ID, self.key_id);
+        set_u64(option, option_field::COUNTER, self.counter);
+    }
+}
 
 /// A node of the overlay. 0 and 0xFFFF are reserved and never name a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -308,34 +377,42 @@ impl<T: AsRef<[u8]>> DetourOption<T> {
 
     #[inline]
     pub fn src_node(&self) -> NodeId {
-        NodeId(u16_at(self.b(), 4))
+        NodeId(u16_at(self.b(), option_field::SRC))
     }
 
     #[inline]
     pub fn dst_node(&self) -> NodeId {
-        NodeId(u16_at(self.b(), 6))
+        NodeId(u16_at(self.b(), option_field::DST))
     }
 
     #[inline]
     pub fn hop_limit(&self) -> u8 {
-        self.b()[8]
+        self.b()[option_field::HOP_LIMIT]
     }
 
     #[inline]
     pub fn flags(&self) -> u8 {
-        self.b()[9]
+        self.b()[option_field::FLAGS]
+    }
+
+    #[inline]
+    pub fn seal(&self) -> Seal {
+        Seal {
+            key_id: u32_at(self.b(), option_field::KEY_ID),
+            counter: u64_at(self.b(), option_field::COUNTER),
+        }
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> DetourOption<T> {
     #[inline]
     pub fn set_hop_limit(&mut self, hop_limit: u8) {
-        self.buffer.as_mut()[8] = hop_limit;
+        self.buffer.as_mut()[option_field::HOP_LIMIT] = hop_limit;
     }
 
     #[inline]
     pub fn set_flags(&mut self, flags: u8) {
-        self.buffer.as_mut()[9] = flags;
+        self.buffer.as_mut()[option_field::FLAGS] = flags;
     }
 }
 
@@ -346,6 +423,7 @@ pub struct DetourOptionRepr {
     pub dst: NodeId,
     pub hop_limit: u8,
     pub flags: u8,
+    pub seal: Seal,
 }
 
 impl DetourOptionRepr {
@@ -356,21 +434,24 @@ impl DetourOptionRepr {
             dst: o.dst_node(),
             hop_limit: o.hop_limit(),
             flags: o.flags(),
+            seal: o.seal(),
         }
     }
 
-    /// Writes the whole option, header included; returns its length (12).
+    /// Writes the whole option, header included; returns its length (24).
     #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
+        use option_field::{DST, FLAGS, HOP_LIMIT, RESERVED, SRC};
         let b = buf.get_mut(..DETOUR_OPTION_LEN).ok_or(Error::NoRoom)?;
         set_u16(b, 0, DETOUR_OPTION_CLASS);
         b[2] = DETOUR_OPTION_TYPE;
         b[3] = DETOUR_OPTION_DATA_WORDS;
-        set_u16(b, 4, self.src.0);
-        set_u16(b, 6, self.dst.0);
-        b[8] = self.hop_limit;
-        b[9] = self.flags;
-        set_u16(b, 10, 0);
+        set_u16(b, SRC, self.src.0);
+        set_u16(b, DST, self.dst.0);
+        b[HOP_LIMIT] = self.hop_limit;
+        b[FLAGS] = self.flags;
+        set_u16(b, RESERVED, 0);
+        self.seal.emit(b);
         Ok(DETOUR_OPTION_LEN)
     }
 }
@@ -395,6 +476,10 @@ mod tests {
             dst: NodeId(300),
             hop_limit: 4,
             flags: flags::RELAYED,
+            seal: Seal {
+                key_id: 0x0102_0304,
+                counter: 0x1112_1314_1516_1718,
+            },
         }
         .emit(&mut b[HEADER_LEN..])
         .unwrap();
@@ -402,26 +487,45 @@ mod tests {
     }
 
     #[test]
-    fn detour_header_is_twenty_bytes_with_one_critical_option() {
+    fn detour_header_is_thirty_two_bytes_with_one_critical_option() {
         let b = detour_geneve();
         let g = GeneveHeader::new_checked(&b[..]).unwrap();
-        assert_eq!(g.header_len(), 20);
+        assert_eq!(g.header_len(), 32);
         assert!(g.critical() && !g.oam());
         assert_eq!(g.vni(), 0xabcd);
         let mut options = g.option_iter();
         let o = options.next().unwrap().unwrap();
-        assert_eq!((o.class, o.kind, o.data.len()), (0xfffd, 0x81, 8));
+        assert_eq!((o.class, o.kind, o.data.len()), (0xfffd, 0x82, 20));
         assert!(o.is_critical());
         assert!(options.next().is_none());
         let d = DetourOption::new_checked(g.options()).unwrap();
         assert_eq!((d.src_node(), d.dst_node()), (NodeId(7), NodeId(300)));
         assert_eq!((d.hop_limit(), d.flags()), (4, flags::RELAYED));
+        assert_eq!(
+            (d.seal().key_id, d.seal().counter),
+            (0x0102_0304, 0x1112_1314_1516_1718)
+        );
+        assert!(d.seal().is_sealed() && !Seal::NONE.is_sealed());
+    }
+
+    #[test]
+    fn associated_data_is_what_a_relay_leaves_alone() {
+        let b = detour_geneve();
+        let ad = associated_data(&b);
+        assert_eq!(ad[..16], b[..16], "base header, option header, node ids");
+        assert_eq!(ad[16..18], [0, 0], "hop limit and flags left out");
+        assert_eq!(ad[18..], b[18..], "reserved, key id, counter");
+        // A relay's rewrite of hop limit and flags changes none of it.
+        let mut relayed = b;
+        relayed[HEADER_LEN + 8] -= 1;
+        relayed[HEADER_LEN + 9] ^= flags::RELAYED;
+        assert_eq!(associated_data(&relayed), ad);
     }
 
     #[test]
     fn option_whose_length_lies_ends_the_iteration_with_an_error() {
         let mut b = detour_geneve();
-        b[HEADER_LEN + 3] = 5; // claims 20 bytes of data, 8 are there
+        b[HEADER_LEN + 3] = 8; // claims 32 bytes of data, 20 are there
         let g = GeneveHeader::new_checked(&b[..]).unwrap();
         let mut options = g.option_iter();
         assert_eq!(options.next(), Some(Err(Error::OptionLength)));
@@ -452,7 +556,7 @@ mod tests {
     fn option_area_longer_than_the_buffer_is_truncated() {
         let b = detour_geneve();
         assert_eq!(
-            GeneveHeader::new_checked(&b[..19]).unwrap_err(),
+            GeneveHeader::new_checked(&b[..31]).unwrap_err(),
             Error::Truncated
         );
     }

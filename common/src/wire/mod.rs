@@ -21,7 +21,9 @@ pub mod udp;
 
 pub use encap::{EncapRepr, EncapTemplate, Underlay};
 pub use ethernet::{EtherType, EthernetFrame, EthernetRepr, MacAddr, VlanTag};
-pub use geneve::{DetourOption, DetourOptionRepr, GeneveHeader, GeneveOption, GeneveRepr, NodeId};
+pub use geneve::{
+    DetourOption, DetourOptionRepr, GeneveHeader, GeneveOption, GeneveRepr, NodeId, Seal,
+};
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
 pub use ipv6::{Ipv6Packet, Ipv6Repr};
 pub use overlay::OverlayFrame;
@@ -92,6 +94,11 @@ pub(crate) mod field {
     }
 
     #[inline]
+    pub fn u64_at(b: &[u8], at: usize) -> u64 {
+        u64::from_be_bytes(array(b, at))
+    }
+
+    #[inline]
     pub fn set_u16(b: &mut [u8], at: usize, v: u16) {
         b[at..at + 2].copy_from_slice(&v.to_be_bytes());
     }
@@ -99,6 +106,11 @@ pub(crate) mod field {
     #[inline]
     pub fn set_u32(b: &mut [u8], at: usize, v: u32) {
         b[at..at + 4].copy_from_slice(&v.to_be_bytes());
+    }
+
+    #[inline]
+    pub fn set_u64(b: &mut [u8], at: usize, v: u64) {
+        b[at..at + 8].copy_from_slice(&v.to_be_bytes());
     }
 
     #[inline]

@@ -128,12 +128,13 @@ mod tests {
 
     use super::*;
     use crate::wire::encap::{EncapRepr, EncapTemplate, Underlay};
+    use crate::wire::geneve::Seal;
     use crate::wire::{MacAddr, NodeId};
 
     /// A valid IPv4-underlay overlay frame around a 20-byte inner header.
-    fn frame() -> [u8; 82] {
-        let mut f = [0u8; 82];
-        f[62] = 0x45;
+    fn frame() -> [u8; 94] {
+        let mut f = [0u8; 94];
+        f[74] = 0x45;
         let t = EncapTemplate::new(&EncapRepr {
             src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
             dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
@@ -149,15 +150,16 @@ mod tests {
                 dst: NodeId(2),
                 hop_limit: 4,
                 flags: 0,
+                seal: Seal::NONE,
             },
         });
-        assert_eq!(t.write(&mut f, 62, 20, 1), Ok(0));
+        assert_eq!(t.write(&mut f, 74, 20, 1), Ok(0));
         f
     }
 
     #[test]
     fn each_broken_layer_is_named() {
-        type Edit = fn(&mut [u8; 82]);
+        type Edit = fn(&mut [u8; 94]);
         let cases: [(&str, Edit, Error); 10] = [
             (
                 "ARP",
@@ -189,7 +191,7 @@ mod tests {
     #[test]
     fn truncation_at_every_header_boundary_is_refused() {
         let f = frame();
-        for cut in [0, 13, 14, 33, 34, 41, 42, 49, 50, 61] {
+        for cut in [0, 13, 14, 33, 34, 41, 42, 49, 50, 61, 73] {
             assert!(
                 OverlayFrame::parse(&f[..cut], 6081).is_err(),
                 "cut at {cut}"

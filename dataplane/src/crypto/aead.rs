@@ -35,9 +35,9 @@ pub use detour_common::api::Cipher;
 
 /// The authentication tag after a sealed inner packet.
 pub const AEAD_TAG_LEN: usize = 16;
-/// What a tag covers besides the packet: the detour header's fields that
-/// no relay changes (GENEVE base header, node ids, key id, counter).
-pub const ASSOCIATED_DATA_LEN: usize = 24;
+/// What a tag covers besides the packet: the GENEVE header and detour
+/// option less what relays change (hop limit, flags).
+pub use detour_common::wire::geneve::ASSOCIATED_DATA_LEN;
 
 /// The length of a data key.
 pub const KEY_LEN: usize = 32;

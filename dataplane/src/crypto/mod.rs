@@ -1,10 +1,8 @@
-//! End-to-end encryption of overlay data: the AEAD the workers will seal
-//! and open inner packets with ([`aead`]), the replay window the workers
-//! of one node share ([`window`]), and the keys per peer the control
-//! process installs ([`keys`]).
-//!
-//! Not on the forwarding path yet: the wire format's key id and counter,
-//! the rewrite and the control process's data keys come next (issue 23).
+//! End-to-end encryption of overlay data: the AEAD the workers seal and
+//! open inner packets with ([`aead`]), the replay window the workers of one
+//! node share ([`window`]), and the keys per peer the control process
+//! installs with the route snapshot ([`keys`]). The rewrite seals on encap
+//! and opens on decap (`crate::rewrite`); relays forward ciphertext.
 
 pub mod aead;
 pub mod keys;

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use detour_common::api::{Client, RouteSnapshot, Stats};
 use detour_common::wire::{
-    DetourOptionRepr, EncapRepr, EtherType, Ipv4Packet, MacAddr, NodeId, OverlayFrame, UdpPacket,
-    UdpRepr, checksum,
+    DetourOptionRepr, EncapRepr, EtherType, Ipv4Packet, MacAddr, NodeId, OverlayFrame, Seal,
+    UdpPacket, UdpRepr, checksum,
 };
 use detour_testkit::frames::{self, OVERLAY_PORT};
 use detour_testkit::packet::PacketSocket;
@@ -194,6 +194,7 @@ impl Rig {
                 dst: NodeId(dst),
                 hop_limit: 4,
                 flags: 0,
+                seal: Seal::NONE,
             },
         };
         frames::encapsulate(&repr, inner)
