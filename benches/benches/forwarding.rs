@@ -74,6 +74,7 @@ fn table(v6: bool) -> RouteTable {
         prefixes,
         control_port: None,
         sessions: None,
+        dataplane_instance: None,
     };
     let mut links = Links::new(
         MacAddr([2, 0, 0, 0, 0, 1]),

@@ -69,6 +69,35 @@ pub struct RouteSnapshot {
     /// key is dropped. Never in an answer (the Routes answer leaves it out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sessions: Option<Vec<SessionKeys>>,
+    /// The run of the dataplane the keys are for ([`Health::instance`]): a
+    /// dataplane refuses keys meant for another run, since a restart lost
+    /// their counters and a counter must never seal twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataplane_instance: Option<u64>,
+}
+
+impl RouteSnapshot {
+    /// The same routes without a key: for a dataplane that must not have
+    /// these keys (and, encrypting, forwards nothing until it gets new
+    /// ones).
+    pub fn without_keys(&self) -> RouteSnapshot {
+        RouteSnapshot {
+            nodes: self.nodes.clone(),
+            routes: self.routes.clone(),
+            prefixes: self.prefixes.clone(),
+            sessions: self.sessions.as_ref().map(|_| Vec::new()),
+            dataplane_instance: None,
+            ..*self
+        }
+    }
+
+    /// Whether it carries any key.
+    pub fn has_keys(&self) -> bool {
+        self.sessions
+            .iter()
+            .flatten()
+            .any(|s| s.tx.is_some() || !s.rx.is_empty())
+    }
 }
 
 /// A request to the dataplane.
@@ -220,6 +249,10 @@ pub struct Health {
     /// The dataplane's version (its crate version).
     pub version: String,
     pub uptime_s: u64,
+    /// A random number drawn at start: which run of the dataplane this is
+    /// (0 from a dataplane too old to say).
+    #[serde(default)]
+    pub instance: u64,
     /// The installed snapshot's version; none before the first install.
     pub route_version: Option<u64>,
     /// Workers running / started.

@@ -19,6 +19,26 @@ pub enum Cipher {
 }
 
 impl Cipher {
+    /// Whether this CPU has the instructions that make AES-GCM fast (and
+    /// constant-time): AES and carry-less multiplication. Where it does
+    /// not, ChaCha20-Poly1305 is the faster and the safer.
+    pub fn aes_in_hardware() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("aes")
+                && std::arch::is_x86_feature_detected!("pclmulqdq")
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            std::arch::is_aarch64_feature_detected!("aes")
+                && std::arch::is_aarch64_feature_detected!("pmull")
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        {
+            false
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Cipher::Aes256Gcm => "aes-256-gcm",

@@ -103,6 +103,8 @@ pub struct Status {
     pub rejected: BTreeMap<String, u64>,
     /// Where the Prometheus endpoint listens, if it is on.
     pub metrics: Option<SocketAddr>,
+    /// `encryption`: "aead" (overlay data sealed end to end) or "none".
+    pub encryption: String,
 }
 
 /// How route installation into the dataplane goes.
@@ -114,6 +116,12 @@ pub struct InstallStatus {
     pub installs: u64,
     /// The last error, while installing fails (the dataplane is down).
     pub error: Option<String>,
+    /// The dataplane's run ([`detour_common::api::Health::instance`]), as
+    /// last seen.
+    pub dataplane_instance: Option<u64>,
+    /// How often the dataplane was seen to have restarted (and every
+    /// session was rekeyed, so that its keys came from new handshakes).
+    pub dataplane_restarts: u64,
 }
 
 /// The routing policy in force.
@@ -296,6 +304,7 @@ impl Shared {
                 .map(|r| (r.name().to_string(), rejects.get(*r)))
                 .collect(),
             metrics: self.config.metrics_listen,
+            encryption: core.endpoint.encryption().name().to_string(),
         }
     }
 

@@ -35,7 +35,7 @@ use crate::linkstate::LinkStateConfig;
 use crate::node::NodeConfig;
 use crate::paths::{Hop, Hysteresis, Metric, Policy, check_relay};
 use crate::probe::ProbeConfig;
-use crate::session::PeerKeys;
+use crate::session::{Encryption, PeerKeys};
 
 /// The control port, where probes and link state arrive, unless
 /// `control.listen` says otherwise; peers are reached on it too unless
@@ -79,6 +79,8 @@ pub struct Config {
     pub api_socket: PathBuf,
     /// Where the Prometheus endpoint listens; `None`: off.
     pub metrics_listen: Option<SocketAddr>,
+    /// Whether overlay data is encrypted end to end (`encryption`).
+    pub encryption: Encryption,
 }
 
 /// Another node of the overlay.
@@ -146,6 +148,8 @@ pub struct ConfigFile {
     pub underlay: Option<Spanned<IpAddr>>,
     #[serde(default)]
     pub prefixes: Vec<Spanned<IpNet>>,
+    /// `"aead"` (the default) or `"none"`.
+    pub encryption: Option<Spanned<String>>,
     #[serde(default)]
     pub control: ControlSection,
     #[serde(default)]
@@ -486,6 +490,21 @@ impl ConfigFile {
             None => None,
         };
 
+        let encryption = match &self.encryption {
+            None => Encryption::Aead,
+            Some(at) => match at.get_ref().as_str() {
+                "aead" => Encryption::Aead,
+                "none" => Encryption::None,
+                other => {
+                    return Err(c.invalid(
+                        at,
+                        "encryption",
+                        format!("{other:?} is not \"aead\" (the default) or \"none\""),
+                    ));
+                }
+            },
+        };
+
         // The keys last: a file with a mistake in it is refused for that
         // mistake whatever the state of the keys.
         let private_key = c.key_file(
@@ -513,6 +532,7 @@ impl ConfigFile {
             dataplane_socket: install.then_some(dataplane_socket),
             api_socket,
             metrics_listen,
+            encryption,
         })
     }
 }

@@ -43,11 +43,14 @@ use tracing::{debug, info, warn};
 
 use crate::api::{Core, Shared};
 use crate::config::{Config, Peer};
+use crate::data_plane_keys::KeyTracker;
 use crate::message::{MAX_ENCODED_LEN, Message, Reject};
 use crate::metrics;
 use crate::node::Node;
 use crate::paths::Hop;
-use crate::session::{Endpoint, Event, Limits, Recipient, Sent, TAG_LEN, TRANSPORT_HEADER_LEN};
+use crate::session::{
+    Encryption, Endpoint, Event, Limits, Recipient, Sent, TAG_LEN, TRANSPORT_HEADER_LEN,
+};
 
 /// The largest datagram on the control port: a sealed row of the most
 /// links.
@@ -84,14 +87,21 @@ pub fn run(
         .with_context(|| format!("binding the control socket {}", config.listen))?;
     let clock = Instant::now();
     let (mut peers, mut peer_addrs) = peer_addresses(&config.peers);
-    let endpoint = Endpoint::new(
+    let mut endpoint = Endpoint::new(
         config.node_id,
         config.private_key.clone(),
         config.peers.iter().map(Peer::session_keys),
         incarnation()?,
         Limits::default(),
     );
+    endpoint.set_encryption(config.encryption);
     info!(public_key = %endpoint.public_key(), "identity");
+    if config.encryption == Encryption::None {
+        warn!(
+            "encryption = \"none\": overlay data goes out in the clear and unauthenticated; \
+             only for an underlay that is protected otherwise"
+        );
+    }
     // Row versions start at 1 in every run: a peer learns of the restart
     // from the handshake (see `session`, "Incarnations").
     let mut node = Node::new(
@@ -102,11 +112,12 @@ pub fn run(
         Duration::ZERO,
     );
     let mut snapshots = SnapshotBuilder::new(&config, epoch_micros());
-    if let Some(installed) = config
-        .dataplane_socket
-        .as_deref()
-        .and_then(installed_routes)
-    {
+    let at_start = config.dataplane_socket.as_deref().and_then(dataplane_state);
+    let dataplane_instance = at_start.as_ref().map(|(instance, _)| *instance);
+    let adopted = at_start
+        .as_ref()
+        .is_some_and(|(_, routes)| routes.is_some());
+    if let Some((_, Some(installed))) = at_start {
         info!(
             version = installed.version,
             routes = installed.routes.len(),
@@ -128,6 +139,7 @@ pub fn run(
         peers: config.peers.clone(),
     };
     let shared = Arc::new(Shared::new(core, clock, config));
+    shared.install().dataplane_instance = dataplane_instance;
     let config = &shared.config;
     let api = Server::bind(&config.api_socket, "control process")
         .with_context(|| "serving the control API".to_string())?;
@@ -163,6 +175,8 @@ pub fn run(
 
     let mut buf = vec![0u8; MAX_DATAGRAM_LEN + 1];
     let mut routes_pending = false;
+    let mut keys_pending = false;
+    let mut keys = KeyTracker::default();
     let mut installed_once = false;
     let mut was_settled = false;
     while !stop.load(Ordering::Relaxed) {
@@ -230,6 +244,11 @@ pub fn run(
             }
         }
         let now = clock.elapsed();
+        let instance = shared.install().dataplane_instance;
+        if keys.update(now, endpoint, instance) {
+            keys_pending = true;
+            shared.install().dataplane_restarts = keys.restarts();
+        }
         if node.poll_timeout() <= now {
             node.handle_timeout(now);
         }
@@ -265,10 +284,14 @@ pub fn run(
             was_settled = true;
             info!(routes = reachable(node), "routes settled");
         }
-        if node.is_settled() && (routes_pending || !installed_once) {
+        // New keys go out at once where routes are in place already (the
+        // dataplane's, adopted, or ours); otherwise with the first routes.
+        let keys_due = keys_pending && (installed_once || adopted);
+        if keys_due || (node.is_settled() && (routes_pending || !installed_once)) {
             routes_pending = false;
+            keys_pending = false;
             installed_once = true;
-            let snapshot = snapshots.build(node);
+            let snapshot = snapshots.build(node, &keys);
             debug!(version = snapshot.version, "routes changed");
             if let Some(installer) = &installer {
                 installer.submit(snapshot);
@@ -327,12 +350,12 @@ fn reachable(node: &Node) -> usize {
     node.routes().iter().filter(|r| r.path.is_some()).count()
 }
 
-/// The routes the dataplane at `path` has installed, if it answers.
-fn installed_routes(path: &Path) -> Option<RouteSnapshot> {
-    Client::connect(path)
-        .and_then(|mut c| c.routes())
-        .ok()
-        .flatten()
+/// The run of the dataplane at `path` and the routes it has installed,
+/// if it answers.
+fn dataplane_state(path: &Path) -> Option<(u64, Option<RouteSnapshot>)> {
+    let mut client = Client::connect(path).ok()?;
+    let instance = client.health().ok()?.instance;
+    Some((instance, client.routes().ok()?))
 }
 
 /// Turns the core's routes into the dataplane's snapshots.
@@ -388,8 +411,9 @@ impl SnapshotBuilder {
     /// The control process still shows it unreachable; the dataplane's
     /// `unreachable` drops are for nodes the snapshot does not know. (The
     /// core's routes are for the configured peers, every one in `nodes`.)
-    fn build(&mut self, node: &Node) -> RouteSnapshot {
+    fn build(&mut self, node: &Node, keys: &KeyTracker) -> RouteSnapshot {
         self.version = (self.version + 1).max(epoch_micros());
+        let (sessions, dataplane_instance) = keys.snapshot_keys();
         RouteSnapshot {
             version: self.version,
             local: self.local,
@@ -404,7 +428,8 @@ impl SnapshotBuilder {
                 .collect(),
             prefixes: self.prefixes.clone(),
             control_port: Some(self.control_port),
-            sessions: None,
+            sessions,
+            dataplane_instance,
         }
     }
 }
@@ -478,20 +503,27 @@ fn install_loop(path: &Path, shared: &(Mutex<Mailbox>, Condvar), status: &Shared
         };
         let Some(snapshot) = snapshot else { continue };
         match install(path, &mut client, &snapshot, fresh) {
-            Ok(Some(version)) => {
+            Ok((instance, installed)) => {
                 if failing {
                     info!(path = %path.display(), "dataplane reachable again");
                 }
-                info!(version, routes = snapshot.routes.len(), "routes installed");
                 let mut status = status.install();
-                status.installed_version = Some(version);
-                status.installs += 1;
+                status.dataplane_instance = Some(instance);
                 status.error = None;
                 failing = false;
-            }
-            Ok(None) => {
-                status.install().error = None;
-                failing = false;
+                let version = match installed {
+                    Installed::Nothing => continue,
+                    Installed::WithKeys(version) => version,
+                    Installed::WithoutKeys(version) => {
+                        info!(
+                            "the dataplane restarted: routes installed without keys until every session is rekeyed"
+                        );
+                        version
+                    }
+                };
+                info!(version, routes = snapshot.routes.len(), "routes installed");
+                status.installed_version = Some(version);
+                status.installs += 1;
             }
             Err(e) => {
                 if !failing {
@@ -505,27 +537,44 @@ fn install_loop(path: &Path, shared: &(Mutex<Mailbox>, Condvar), status: &Shared
     }
 }
 
-/// Installs `snapshot` if it is `fresh` or the dataplane lacks it; the
-/// version installed, or `None` when the dataplane had it already.
+/// What an install did.
+enum Installed {
+    /// The dataplane had the snapshot already.
+    Nothing,
+    WithKeys(u64),
+    /// The snapshot's keys were for another run of the dataplane: its
+    /// routes went in alone.
+    WithoutKeys(u64),
+}
+
+/// Installs `snapshot` if it is `fresh` or the dataplane lacks it, its
+/// keys only if they are for the dataplane's current run; that run, and
+/// what was installed.
 fn install(
     path: &Path,
     client: &mut Option<Client>,
     snapshot: &RouteSnapshot,
     fresh: bool,
-) -> io::Result<Option<u64>> {
+) -> io::Result<(u64, Installed)> {
     if client.is_none() {
         *client = Some(Client::connect(path)?);
     }
     let client = client.as_mut().expect("connected");
+    let health = client.health()?;
+    let lacks = health.route_version.is_none_or(|v| v < snapshot.version);
+    if !fresh && !lacks {
+        return Ok((health.instance, Installed::Nothing));
+    }
     if !fresh {
-        let health = client.health()?;
-        if health.route_version.is_some_and(|v| v >= snapshot.version) {
-            return Ok(None);
-        }
         info!(
             installed = ?health.route_version,
             "the dataplane lacks our routes (restarted?); re-installing"
         );
     }
-    client.install(snapshot.clone()).map(Some)
+    if snapshot.has_keys() && snapshot.dataplane_instance != Some(health.instance) {
+        let version = client.install(snapshot.without_keys())?;
+        return Ok((health.instance, Installed::WithoutKeys(version)));
+    }
+    let version = client.install(snapshot.clone())?;
+    Ok((health.instance, Installed::WithKeys(version)))
 }

@@ -29,6 +29,7 @@
 pub mod api;
 pub mod config;
 pub mod daemon;
+pub mod data_plane_keys;
 pub mod keys;
 pub mod link;
 pub mod linkstate;

@@ -213,10 +213,15 @@ pub enum Reject {
     /// travel only from their origin, over its own session.
     #[error("link-state row sent by another node than its origin")]
     ForgedOrigin,
+    /// A handshake from a peer that encrypts overlay data where this node
+    /// does not, or the other way round (`encryption` differs): refused,
+    /// so that neither end sends what the other drops.
+    #[error("handshake from a peer whose `encryption` setting differs from ours")]
+    EncryptionMismatch,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 10] = [
+    pub const ALL: [Reject; 11] = [
         Reject::Malformed,
         Reject::UnknownVersion,
         Reject::BadMac,
@@ -227,6 +232,7 @@ impl Reject {
         Reject::UnknownKey,
         Reject::UnknownSession,
         Reject::ForgedOrigin,
+        Reject::EncryptionMismatch,
     ];
 
     /// The reason's name as a metric label.
@@ -242,6 +248,7 @@ impl Reject {
             Reject::UnknownKey => "unknown_key",
             Reject::UnknownSession => "unknown_session",
             Reject::ForgedOrigin => "forged_origin",
+            Reject::EncryptionMismatch => "encryption_mismatch",
         }
     }
 }

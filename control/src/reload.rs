@@ -36,6 +36,7 @@ pub fn fixed_changes(running: &Config, new: &Config) -> Vec<&'static str> {
         ("dataplane.socket", r.dataplane_socket != n.dataplane_socket),
         ("api.socket", r.api_socket != n.api_socket),
         ("metrics.listen", r.metrics_listen != n.metrics_listen),
+        ("encryption", r.encryption != n.encryption),
         ("[probe]", r.node.probe != n.node.probe),
         ("[linkstate]", r.node.linkstate != n.node.linkstate),
         ("routing.drained", r.node.drained != n.node.drained),

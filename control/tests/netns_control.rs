@@ -72,6 +72,9 @@ impl Drop for FakeDataplane {
     }
 }
 
+/// The fake dataplane's run, which the keys it is sent must be for.
+const FAKE_INSTANCE: u64 = 7;
+
 fn serve(stream: std::os::unix::net::UnixStream, installed: &Installed) {
     let mut writer = stream.try_clone().unwrap();
     for line in BufReader::new(stream).lines() {
@@ -93,6 +96,7 @@ fn serve(stream: std::os::unix::net::UnixStream, installed: &Installed) {
                 node_id: NodeId(1),
                 version: "fake".into(),
                 uptime_s: 0,
+                instance: FAKE_INSTANCE,
                 route_version: installed.lock().unwrap().last().map(|s| s.version),
                 workers_running: 0,
                 workers: 0,

@@ -164,11 +164,13 @@ const STATUS_CONTROL: &[&str] = &[
     "policy",
     "rejected",
     "metrics",
+    "encryption",
 ];
 const STATUS_DATAPLANE: &[&str] = &[
     "node_id",
     "version",
     "uptime_s",
+    "instance",
     "route_version",
     "workers_running",
     "workers",
@@ -277,11 +279,13 @@ fn netns_detourctl_drives_both_daemons_and_their_metrics_parse() {
     );
     assert_eq!(status["control"]["rejected"]["bad_mac"], 0);
     assert_eq!(status["control"]["metrics"], CONTROL_METRICS);
+    assert_eq!(status["control"]["encryption"], "aead", "the default");
     let human = node.human(&["status"]);
     for line in [
         "node ",
         "2 of 2 up",
         "2 direct, 0 relayed, 0 unreachable",
+        "aead: overlay data sealed end to end",
         "wan eth0: XDP ",
     ] {
         assert!(human.contains(line), "{line:?} in\n{human}");
@@ -524,8 +528,8 @@ fn netns_detourctl_drives_both_daemons_and_their_metrics_parse() {
     );
     assert_eq!(
         drops.iter_samples().count(),
-        10,
-        "every reason, for the one queue"
+        15,
+        "every reason (no_key, unknown_key, expired_key, replayed and auth_failed among them), for the one queue"
     );
     let socket_drops = family(
         &dataplane,

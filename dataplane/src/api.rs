@@ -125,11 +125,21 @@ impl State {
     }
 
     pub fn health(&self) -> Health {
+        // One lock: a second `installer()` in the same expression would
+        // wait for the first's guard, which lives to its end.
+        let (instance, route_version) = {
+            let installer = self.installer();
+            (
+                installer.instance(),
+                installer.snapshot().map(|s| s.version),
+            )
+        };
         Health {
             node_id: self.node_id,
             version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_s: self.started.elapsed().as_secs(),
-            route_version: self.installer().snapshot().map(|s| s.version),
+            instance,
+            route_version,
             workers_running: self.running.load(Ordering::Relaxed),
             workers: self.workers.len(),
             interfaces: self.interfaces.clone(),

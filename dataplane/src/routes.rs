@@ -84,6 +84,8 @@ pub struct Installer {
     neighbourhood: Neighbourhood,
     /// The installed snapshot's keys; `None`: encryption off.
     keys: Option<Arc<KeyTable>>,
+    /// This run of the dataplane ([`detour_common::api::Health::instance`]).
+    instance: u64,
 }
 
 impl Installer {
@@ -103,7 +105,13 @@ impl Installer {
             snapshot: None,
             neighbourhood: Neighbourhood::default(),
             keys: None,
+            instance: random_instance(),
         }
+    }
+
+    /// Which run of the dataplane this is: keys come only for it.
+    pub fn instance(&self) -> u64 {
+        self.instance
     }
 
     /// The installed snapshot.
@@ -136,6 +144,14 @@ impl Installer {
             }
             .into());
         }
+        if snapshot.has_keys() && snapshot.dataplane_instance != Some(self.instance) {
+            return Err(SnapshotError::KeysForAnotherRun {
+                offered: snapshot.dataplane_instance,
+                running: self.instance,
+            }
+            .into());
+        }
+        snapshot.dataplane_instance = None;
         let keys = snapshot.sessions.take().map(|sessions| {
             Arc::new(KeyTable::build(
                 &sessions,
@@ -239,6 +255,16 @@ impl Installer {
         // would cut them off for a moment.
         classifier.set_control_port(snapshot.control_port.unwrap_or(0))
     }
+}
+
+/// A random, nonzero number for this run.
+fn random_instance() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the OS random source");
+    u64::from_be_bytes(bytes).max(1)
 }
 
 /// The underlay addresses a snapshot's routes send to.

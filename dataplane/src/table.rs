@@ -59,6 +59,10 @@ pub enum SnapshotError {
     DuplicatePrefix(IpNet),
     #[error("snapshot version {offered} is not newer than the installed {installed}")]
     Stale { offered: u64, installed: u64 },
+    #[error(
+        "the snapshot's keys are for dataplane run {offered:?}, this is run {running}: a restarted dataplane takes only keys of sessions set up since it started"
+    )]
+    KeysForAnotherRun { offered: Option<u64>, running: u64 },
 }
 
 /// What the dataplane knows of its own links and of the overlay's settings.
@@ -359,6 +363,7 @@ pub(crate) mod tests {
             ],
             control_port: None,
             sessions: None,
+            dataplane_instance: None,
         }
     }
 

@@ -56,6 +56,7 @@ static TABLE: LazyLock<RouteTable> = LazyLock::new(|| {
         ],
         control_port: None,
         sessions: None,
+        dataplane_instance: None,
     };
     let links = Links::new(
         MacAddr([2, 0, 0, 0, 0, 1]),

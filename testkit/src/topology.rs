@@ -126,6 +126,7 @@ impl Gateway {
             prefixes: vec![prefix(1), prefix(2), prefix(3)],
             control_port: Some(crate::frames::CONTROL_PORT),
             sessions: None,
+            dataplane_instance: None,
         }
     }
 }

@@ -3,19 +3,20 @@
 //! Diffie-Hellman.
 //!
 //! ```text
-//! initiation  "dt" 2 | 1 | sender index | Noise e, s, payload | mac1 | mac2
-//!                 3     1       4                104             16     16   = 144
-//! response    "dt" 2 | 2 | sender index | receiver index | Noise e, payload | mac1 | mac2
-//!                 3     1       4              4                56           16     16  = 100
+//! initiation  "dt" 3 | 1 | sender index | Noise e, s, payload | mac1 | mac2
+//!                 3     1       4                105             16     16   = 145
+//! response    "dt" 3 | 2 | sender index | receiver index | Noise e, payload | mac1 | mac2
+//!                 3     1       4              4                57           16     16  = 101
 //! ```
 //!
 //! The Noise part is `Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s` as WireGuard
 //! runs it (snow does the cryptography): the initiator knows the
 //! responder's public key, sends its own encrypted (identity hiding), and
-//! both mix in the pair's pre-shared key. Each side's payload is its
-//! *incarnation*, a random number drawn when its control process starts:
-//! a peer whose incarnation changed restarted, and everything learnt from
-//! its previous run goes.
+//! both mix in the pair's pre-shared key. Each side's payload ([`Hello`],
+//! 9 bytes) is its *incarnation*, a random number drawn when its control
+//! process starts (a peer whose incarnation changed restarted, and
+//! everything learnt from its previous run goes), and what it does with
+//! overlay data ([`DataMode`]).
 //!
 //! `mac1` is keyed BLAKE2s-128 over the bytes before it, under
 //! BLAKE2s("mac1----" ‖ the receiver's public key), as in WireGuard: only
@@ -32,13 +33,14 @@ use blake2::digest::{FixedOutput, KeyInit, Mac, Update};
 use blake2::{Blake2s256, Blake2sMac, Digest};
 use snow::{Builder, HandshakeState, StatelessTransportState};
 
+use super::data_keys::DataMode;
 use super::resolver::ZeroizingResolver;
 use crate::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::message::Reject;
 
 pub(crate) const NOISE_PARAMS: &str = "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
 /// Bound into every handshake: a different protocol never completes one.
-const PROLOGUE: &[u8] = b"detour control 2";
+const PROLOGUE: &[u8] = b"detour control 3";
 /// Where IKpsk2 mixes the pre-shared key in: after the second message.
 const PSK_LOCATION: u8 = 2;
 
@@ -47,14 +49,39 @@ pub const RESPONSE: u8 = 2;
 
 /// Magic, version, type.
 pub const PREFIX_LEN: usize = 4;
-const INCARNATION_LEN: usize = 8;
+/// Incarnation (8), data mode (1).
+const HELLO_LEN: usize = 9;
 const TAG_LEN: usize = 16;
 const DH_LEN: usize = 32;
 pub const MAC_LEN: usize = 16;
-const INITIATION_NOISE_LEN: usize = DH_LEN + DH_LEN + TAG_LEN + INCARNATION_LEN + TAG_LEN;
-const RESPONSE_NOISE_LEN: usize = DH_LEN + INCARNATION_LEN + TAG_LEN;
+const INITIATION_NOISE_LEN: usize = DH_LEN + DH_LEN + TAG_LEN + HELLO_LEN + TAG_LEN;
+const RESPONSE_NOISE_LEN: usize = DH_LEN + HELLO_LEN + TAG_LEN;
 pub const INITIATION_LEN: usize = PREFIX_LEN + 4 + INITIATION_NOISE_LEN + 2 * MAC_LEN;
 pub const RESPONSE_LEN: usize = PREFIX_LEN + 8 + RESPONSE_NOISE_LEN + 2 * MAC_LEN;
+
+/// What each side of a handshake says of itself, encrypted in its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Hello {
+    pub incarnation: u64,
+    pub data: DataMode,
+}
+
+impl Hello {
+    fn to_bytes(self) -> [u8; HELLO_LEN] {
+        let mut b = [0u8; HELLO_LEN];
+        b[..8].copy_from_slice(&self.incarnation.to_be_bytes());
+        b[8] = self.data.to_byte();
+        b
+    }
+
+    fn parse(payload: &[u8]) -> Result<Hello, Reject> {
+        let b: &[u8; HELLO_LEN] = payload.try_into().map_err(|_| Reject::Malformed)?;
+        Ok(Hello {
+            incarnation: u64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
+            data: DataMode::from_byte(b[8])?,
+        })
+    }
+}
 
 /// The key that MACs messages to one node: derived from its public key.
 #[derive(Clone)]
@@ -127,7 +154,7 @@ pub(super) fn initiate(
     peer: &PublicKey,
     psk: &PresharedKey,
     sender_index: u32,
-    incarnation: u64,
+    hello: Hello,
     mac2_key: Option<&[u8; MAC_LEN]>,
 ) -> Result<Initiation, snow::Error> {
     let mut state = builder()
@@ -140,7 +167,7 @@ pub(super) fn initiate(
     bytes[..PREFIX_LEN].copy_from_slice(&header(INITIATION));
     bytes[PREFIX_LEN..PREFIX_LEN + 4].copy_from_slice(&sender_index.to_be_bytes());
     let noise = &mut bytes[PREFIX_LEN + 4..PREFIX_LEN + 4 + INITIATION_NOISE_LEN];
-    let written = state.write_message(&incarnation.to_be_bytes(), noise)?;
+    let written = state.write_message(&hello.to_bytes(), noise)?;
     debug_assert_eq!(written, INITIATION_NOISE_LEN);
     seal_macs(&mut bytes, &MacKey::mac1(peer), mac2_key);
     Ok(Initiation { state, bytes })
@@ -156,13 +183,13 @@ fn seal_macs(bytes: &mut [u8], mac1_key: &MacKey, cookie: Option<&[u8; MAC_LEN]>
 }
 
 /// An initiation read by its responder: who sent it (a public key, still
-/// to be looked up), its index and incarnation, and the state to answer
-/// it from.
+/// to be looked up), its index and hello, and the state to answer it
+/// from.
 pub(super) struct Initiated {
     pub state: HandshakeState,
     pub remote: PublicKey,
     pub sender_index: u32,
-    pub incarnation: u64,
+    pub hello: Hello,
 }
 
 /// The initiator's ephemeral public key, in the clear at the start of the
@@ -189,7 +216,7 @@ pub(super) fn read_initiation(
     let len = state
         .read_message(noise, &mut payload)
         .map_err(|_| Reject::BadMac)?;
-    let incarnation = incarnation(&payload[..len])?;
+    let hello = Hello::parse(&payload[..len])?;
     let remote = state
         .get_remote_static()
         .and_then(|s| s.try_into().ok())
@@ -199,24 +226,18 @@ pub(super) fn read_initiation(
         state,
         remote,
         sender_index,
-        incarnation,
+        hello,
     })
 }
 
-fn incarnation(payload: &[u8]) -> Result<u64, Reject> {
-    payload
-        .try_into()
-        .map(u64::from_be_bytes)
-        .map_err(|_| Reject::Malformed)
-}
-
-/// Answers a read initiation: the session, as responder, and the response.
+/// Answers a read initiation: the response, and the handshake completed
+/// as responder (for the caller to take the keys from).
 pub(super) fn respond(
-    mut initiated: Initiated,
+    initiated: &mut Initiated,
     psk: &PresharedKey,
     sender_index: u32,
-    incarnation: u64,
-) -> Result<(StatelessTransportState, [u8; RESPONSE_LEN]), snow::Error> {
+    hello: Hello,
+) -> Result<[u8; RESPONSE_LEN], snow::Error> {
     initiated
         .state
         .set_psk(usize::from(PSK_LOCATION), psk.as_bytes())?;
@@ -225,12 +246,17 @@ pub(super) fn respond(
     bytes[PREFIX_LEN..PREFIX_LEN + 4].copy_from_slice(&sender_index.to_be_bytes());
     bytes[PREFIX_LEN + 4..PREFIX_LEN + 8].copy_from_slice(&initiated.sender_index.to_be_bytes());
     let noise = &mut bytes[PREFIX_LEN + 8..PREFIX_LEN + 8 + RESPONSE_NOISE_LEN];
-    let written = initiated
-        .state
-        .write_message(&incarnation.to_be_bytes(), noise)?;
+    let written = initiated.state.write_message(&hello.to_bytes(), noise)?;
     debug_assert_eq!(written, RESPONSE_NOISE_LEN);
     seal_macs(&mut bytes, &MacKey::mac1(&initiated.remote), None);
-    Ok((initiated.state.into_stateless_transport_mode()?, bytes))
+    Ok(bytes)
+}
+
+/// The control session's keys of a completed handshake.
+pub(super) fn into_transport(state: HandshakeState) -> Result<StatelessTransportState, Reject> {
+    state
+        .into_stateless_transport_mode()
+        .map_err(|_| Reject::Malformed)
 }
 
 /// The two indices of a response: the responder's, and ours it answers.
@@ -239,19 +265,19 @@ pub(super) fn response_indices(bytes: &[u8; RESPONSE_LEN]) -> (u32, u32) {
     (at(PREFIX_LEN), at(PREFIX_LEN + 4))
 }
 
-/// Reads the response to our initiation: the responder's incarnation.
-/// On error the handshake is left as it was (snow restores it), so that a
-/// forged response does not cost us the real one.
+/// Reads the response to our initiation: the responder's hello. On error
+/// the handshake is left as it was (snow restores it), so that a forged
+/// response does not cost us the real one.
 pub(super) fn read_response(
     state: &mut HandshakeState,
     bytes: &[u8; RESPONSE_LEN],
-) -> Result<u64, Reject> {
+) -> Result<Hello, Reject> {
     let noise = &bytes[PREFIX_LEN + 8..PREFIX_LEN + 8 + RESPONSE_NOISE_LEN];
     let mut payload = [0u8; RESPONSE_NOISE_LEN];
     let len = state
         .read_message(noise, &mut payload)
         .map_err(|_| Reject::BadMac)?;
-    incarnation(&payload[..len])
+    Hello::parse(&payload[..len])
 }
 
 /// Whether the `mac1` of a handshake message is right for the holder of

@@ -53,6 +53,7 @@
 //! under a key that is no peer's is dropped and counted, unanswered.
 
 mod cookie;
+mod data_keys;
 mod handshake;
 mod receive;
 mod resolver;
@@ -62,9 +63,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use detour_common::api::{KeySpec, SessionKeys};
 use detour_common::wire::NodeId;
 
 pub use cookie::{COOKIE_LIFETIME, COOKIE_REPLY, COOKIE_REPLY_LEN};
+pub use data_keys::{DataKeys, DataMode, Encryption};
 pub use handshake::{INITIATION, INITIATION_LEN, RESPONSE, RESPONSE_LEN};
 pub use transport::{TAG_LEN, TRANSPORT, TRANSPORT_HEADER_LEN};
 
@@ -72,14 +75,15 @@ use crate::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::link::Time;
 use crate::message::{EncodeError, Message, Reject, RejectCounters};
 use cookie::CookieJar;
+use detour_common::api::Cipher;
 use handshake::MacKey;
 use transport::Session;
 
 /// The first two bytes of every control datagram: "dt".
 pub const MAGIC: [u8; 2] = *b"dt";
 /// The format version this module reads and writes (1 was the shared-key
-/// format, which it refuses).
-pub const VERSION: u8 = 2;
+/// format, 2 the handshake without a data mode; both refused).
+pub const VERSION: u8 = 3;
 /// The most confirmed sessions kept per peer.
 pub const MAX_SESSIONS: usize = 3;
 /// The most answered, unconfirmed handshakes kept per peer.
@@ -90,6 +94,11 @@ pub const MAX_HELD: usize = 16;
 const RECENT_EPHEMERALS: usize = 1024;
 /// How often expired sessions are looked for.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a new session waits before overlay data goes out under its
+/// key, while an older session can still carry it: time for the peer's
+/// control process to install the new key in its dataplane, which it
+/// does as it answers or confirms the handshake (a few milliseconds).
+pub const DATA_KEY_SWITCH_DELAY: Duration = Duration::from_millis(50);
 
 /// The size of `message` as a datagram on the control port: sealed in a
 /// session, header and tag included.
@@ -231,6 +240,9 @@ struct Peer {
     /// The last cookie it gave us, and when.
     cookie: Option<([u8; handshake::MAC_LEN], Time)>,
     held: VecDeque<Message>,
+    /// Its handshakes were refused for a differing `encryption`, and that
+    /// was logged (once, not at every retry).
+    mismatch_logged: bool,
 }
 
 impl Peer {
@@ -244,6 +256,7 @@ impl Peer {
             initiating: None,
             cookie: None,
             held: VecDeque::new(),
+            mismatch_logged: false,
         }
     }
 
@@ -279,6 +292,7 @@ pub struct Endpoint {
     private: PrivateKey,
     mac1_key: MacKey,
     incarnation: u64,
+    data_mode: DataMode,
     limits: Limits,
     peers: BTreeMap<NodeId, Peer>,
     by_key: HashMap<PublicKey, NodeId>,
@@ -292,6 +306,8 @@ pub struct Endpoint {
     events: VecDeque<Event>,
     rejects: RejectCounters,
     counters: SessionCounters,
+    /// Grows whenever a session (and so a data key) comes or goes.
+    keys_epoch: u64,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -321,6 +337,7 @@ impl Endpoint {
             cookies: CookieJar::new(&public),
             private,
             incarnation,
+            data_mode: DataMode::local(Encryption::Aead),
             limits,
             peers: BTreeMap::new(),
             by_key: HashMap::new(),
@@ -332,6 +349,7 @@ impl Endpoint {
             events: VecDeque::new(),
             rejects: RejectCounters::default(),
             counters: SessionCounters::default(),
+            keys_epoch: 0,
         };
         for peer in peers {
             endpoint.add_peer(peer);
@@ -341,6 +359,113 @@ impl Endpoint {
 
     pub fn local(&self) -> NodeId {
         self.local
+    }
+
+    /// Whether overlay data is encrypted (`encryption`; the default is
+    /// [`Encryption::Aead`]). For the handshakes from now on.
+    pub fn set_encryption(&mut self, encryption: Encryption) {
+        self.data_mode = DataMode::local(encryption);
+    }
+
+    pub fn encryption(&self) -> Encryption {
+        match self.data_mode.encrypted {
+            true => Encryption::Aead,
+            false => Encryption::None,
+        }
+    }
+
+    /// What our handshakes say of us.
+    fn hello(&self) -> handshake::Hello {
+        handshake::Hello {
+            incarnation: self.incarnation,
+            data: self.data_mode,
+        }
+    }
+
+    /// The cipher of a session with `peer`, who said `theirs` of its data;
+    /// a mismatch is logged once per peer.
+    fn agree_data(&mut self, peer: NodeId, theirs: DataMode) -> Result<Option<Cipher>, Reject> {
+        let agreed = self.data_mode.agree(theirs);
+        if let (Err(_), Some(p)) = (&agreed, self.peers.get_mut(&peer))
+            && !std::mem::replace(&mut p.mismatch_logged, true)
+        {
+            tracing::warn!(
+                %peer,
+                ours = self.encryption().name(),
+                theirs = if theirs.encrypted { "aead" } else { "none" },
+                "peer refused: its `encryption` differs from ours; both ends must set the same"
+            );
+        }
+        agreed
+    }
+
+    /// The overlay data keys of every peer, for the dataplane: `None`
+    /// without encryption. Only sessions set up at `since` or later count
+    /// (a dataplane that restarted lost the counters of the older ones,
+    /// which must never seal again).
+    ///
+    /// What goes out to a peer is sealed under its newest confirmed
+    /// session's key once that is [`DATA_KEY_SWITCH_DELAY`] old (under
+    /// the one before until then, if that can still send); what comes in
+    /// may be under any session still open, an answered handshake's
+    /// included (its initiator sends as soon as it has our answer). A
+    /// key's id is the receiver's index of the session.
+    pub fn data_keys(&self, now: Time, since: Time) -> Option<Vec<SessionKeys>> {
+        if !self.data_mode.encrypted {
+            return None;
+        }
+        let limits = &self.limits;
+        let keyed = |s: &Session| s.born >= since && s.data.is_some();
+        let spec = |s: &Session, id: u32, tx: bool| {
+            let data = s.data.as_ref().expect("keyed");
+            KeySpec {
+                id,
+                cipher: data.cipher,
+                key: if tx { data.tx.clone() } else { data.rx.clone() },
+            }
+        };
+        let peers = self.peers.values().map(|peer| {
+            let sendable: Vec<&Session> = peer
+                .sessions
+                .iter()
+                .filter(|s| keyed(s) && s.can_send(now, limits))
+                .collect();
+            let tx = sendable
+                .iter()
+                .rev()
+                .find(|s| now >= s.born + DATA_KEY_SWITCH_DELAY)
+                .or(sendable.last())
+                .map(|s| spec(s, s.remote_index, true));
+            let open = peer.sessions.iter().filter(|s| s.can_receive(now, limits));
+            let answered = peer.pending.iter().map(|p| &p.session);
+            let rx = open
+                .chain(answered)
+                .filter(|s| keyed(s))
+                .map(|s| spec(s, s.local_index, false))
+                .collect();
+            SessionKeys {
+                peer: peer.keys.id,
+                tx,
+                rx,
+            }
+        });
+        Some(peers.collect())
+    }
+
+    /// Grows whenever a session comes or goes, so that what
+    /// [`Self::data_keys`] says can change; it also changes with time,
+    /// [`DATA_KEY_SWITCH_DELAY`] after a session came.
+    pub fn keys_epoch(&self) -> u64 {
+        self.keys_epoch
+    }
+
+    /// Starts a new handshake with every peer now, whatever their sessions'
+    /// age: the dataplane restarted, and only new sessions' keys may seal.
+    pub fn rekey_all(&mut self, now: Time) {
+        let ids: Vec<NodeId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.initiate(now, id, true);
+        }
     }
 
     pub fn public_key(&self) -> PublicKey {
@@ -371,6 +496,7 @@ impl Endpoint {
         let mut peer = Peer::new(keys);
         peer.incarnation = known;
         self.peers.insert(peer.keys.id, peer);
+        self.keys_epoch += 1;
     }
 
     /// Drops a peer and every session with it: nothing it sends opens any
@@ -381,6 +507,7 @@ impl Endpoint {
                 self.by_index.remove(&index);
             }
             self.by_key.remove(&peer.keys.public);
+            self.keys_epoch += 1;
         }
     }
 
@@ -434,6 +561,7 @@ impl Endpoint {
     /// to it was a cookie).
     fn initiate(&mut self, now: Time, to: NodeId, retry: bool) {
         let index = self.new_index();
+        let hello = self.hello();
         let Some(peer) = self.peers.get_mut(&to) else {
             return;
         };
@@ -455,7 +583,7 @@ impl Endpoint {
             &peer.keys.public,
             &peer.keys.psk,
             index,
-            self.incarnation,
+            hello,
             cookie,
         ) {
             Ok(initiation) => initiation,
@@ -481,10 +609,11 @@ impl Endpoint {
         });
     }
 
-    /// An index of ours that names nothing yet.
+    /// An index of ours that names nothing yet, and never 0 (the key id
+    /// of a frame that is not encrypted).
     fn new_index(&self) -> u32 {
         loop {
-            let index = fastrand::u32(..);
+            let index = fastrand::u32(1..);
             if !self.by_index.contains_key(&index) {
                 return index;
             }
@@ -530,6 +659,7 @@ impl Endpoint {
             self.by_index.remove(&oldest.local_index);
         }
         peer.sessions.push(session);
+        self.keys_epoch += 1;
         self.counters.sessions_established += 1;
         self.events.push_back(Event::SessionUp(id));
         let held: Vec<Message> = peer.held.drain(..).collect();
@@ -547,11 +677,13 @@ impl Endpoint {
         }
         self.next_expiry = now + EXPIRY_INTERVAL;
         let limits = &self.limits;
+        let mut removed = false;
         for peer in self.peers.values_mut() {
             peer.sessions.retain(|s| {
                 let keep = s.can_receive(now, limits);
                 if !keep {
                     self.by_index.remove(&s.local_index);
+                    removed = true;
                 }
                 keep
             });
@@ -560,9 +692,13 @@ impl Endpoint {
                 let keep = now < p.session.born + 4 * limits.handshake_retry;
                 if !keep {
                     self.by_index.remove(&p.session.local_index);
+                    removed = true;
                 }
                 keep
             });
+        }
+        if removed {
+            self.keys_epoch += 1;
         }
     }
 

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use detour_common::wire::NodeId;
 
 use super::cookie::{self, COOKIE_REPLY, COOKIE_REPLY_LEN};
+use super::data_keys::DataKeys;
 use super::handshake::{self, INITIATION, INITIATION_LEN, RESPONSE, RESPONSE_LEN};
 use super::transport::{self, Session, TRANSPORT};
 use super::{
@@ -91,26 +92,30 @@ impl Endpoint {
         self.recent_ephemerals.push_back(ephemeral);
         self.load.count += 1;
 
-        let initiated = handshake::read_initiation(&self.private, bytes)?;
+        let mut initiated = handshake::read_initiation(&self.private, bytes)?;
         let id = *self
             .by_key
             .get(&initiated.remote)
             .ok_or(Reject::UnknownKey)?;
+        let cipher = self.agree_data(id, initiated.hello.data)?;
         let index = self.new_index();
+        let hello = self.hello();
         let peer = self.peers.get_mut(&id).expect("by_key names peers");
-        let (remote_index, incarnation) = (initiated.sender_index, initiated.incarnation);
-        let (keys, response) =
-            handshake::respond(initiated, &peer.keys.psk, index, self.incarnation)
-                .map_err(|_| Reject::BadMac)?;
+        let (remote_index, incarnation) = (initiated.sender_index, initiated.hello.incarnation);
+        let response = handshake::respond(&mut initiated, &peer.keys.psk, index, hello)
+            .map_err(|_| Reject::BadMac)?;
+        let data = cipher.map(|c| DataKeys::derive(&mut initiated.state, c));
+        let keys = handshake::into_transport(initiated.state)?;
         if peer.pending.len() == MAX_PENDING {
             let oldest = peer.pending.remove(0);
             self.by_index.remove(&oldest.session.local_index);
         }
         peer.pending.push(Pending {
-            session: Session::new(index, remote_index, keys, now),
+            session: Session::new(index, remote_index, keys, data, now),
             incarnation,
         });
         self.by_index.insert(index, id);
+        self.keys_epoch += 1;
         self.counters.responses_sent += 1;
         self.outbox.push_back(Transmit {
             to: Recipient::Node(id),
@@ -128,17 +133,18 @@ impl Endpoint {
         let initiating = peer.initiating.as_mut().expect("under way");
         // A failed read leaves the handshake as it was: a forged response
         // does not cost us the real one.
-        let incarnation = handshake::read_response(&mut initiating.state, bytes)?;
-        let initiating = peer.initiating.take().expect("just read");
-        let keys = initiating
-            .state
-            .into_stateless_transport_mode()
-            .map_err(|_| Reject::Malformed)?;
+        let hello = handshake::read_response(&mut initiating.state, bytes)?;
+        let mut initiating = peer.initiating.take().expect("just read");
+        let cipher = self.agree_data(id, hello.data).inspect_err(|_| {
+            self.by_index.remove(&initiating.index);
+        })?;
+        let data = cipher.map(|c| DataKeys::derive(&mut initiating.state, c));
+        let keys = handshake::into_transport(initiating.state)?;
         self.establish(
             now,
             id,
-            Session::new(index, remote_index, keys, now),
-            incarnation,
+            Session::new(index, remote_index, keys, data, now),
+            hello.incarnation,
         );
         Ok(())
     }

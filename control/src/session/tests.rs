@@ -131,7 +131,7 @@ fn a_message_waits_for_the_handshake_and_then_goes() {
     let kinds: Vec<u8> = pair.wire.iter().map(|(_, d)| d[3]).collect();
     assert_eq!(kinds, [INITIATION, RESPONSE, TRANSPORT]);
     assert_eq!(pair.wire[0].1.len(), INITIATION_LEN);
-    assert_eq!((INITIATION_LEN, RESPONSE_LEN), (144, 100));
+    assert_eq!((INITIATION_LEN, RESPONSE_LEN), (145, 101));
     // A probe or an acknowledgement is 41 bytes sealed.
     assert_eq!(pair.wire[2].1.len(), 41);
     // B answers on the session A started: no new handshake.
@@ -643,6 +643,13 @@ fn other_versions_and_layouts_are_refused() {
         pair.b.open(secs(0), addr(A), &v1),
         Err(Reject::UnknownVersion)
     );
+    // Version 2: the handshake without a data mode.
+    let mut v2 = vec![b'd', b't', 2, 1];
+    v2.resize(INITIATION_LEN - 1, 0);
+    assert_eq!(
+        pair.b.open(secs(0), addr(A), &v2),
+        Err(Reject::UnknownVersion)
+    );
     assert_eq!(
         pair.b.open(secs(0), addr(A), &v1[..3]),
         Err(Reject::UnknownVersion)
@@ -652,7 +659,7 @@ fn other_versions_and_layouts_are_refused() {
         b"d",
         b"dt",
         b"xx\x02\x04",
-        b"dt\x02\x09aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        b"dt\x03\x09aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
     ] {
         assert_eq!(
             pair.b.open(secs(0), addr(A), datagram),
@@ -667,5 +674,90 @@ fn other_versions_and_layouts_are_refused() {
             Err(Reject::Malformed)
         );
     }
-    assert_eq!(pair.b.rejects().total(), 10);
+    assert_eq!(pair.b.rejects().total(), 11);
+}
+
+/// One peer's data keys as `end` would install them.
+fn data_keys_for(end: &Endpoint, now: Time, since: Time, peer: NodeId) -> SessionKeys {
+    end.data_keys(now, since)
+        .expect("encrypting")
+        .into_iter()
+        .find(|s| s.peer == peer)
+        .expect("a peer")
+}
+
+#[test]
+fn each_session_gives_both_ends_the_same_data_keys_crosswise() {
+    let mut pair = Pair::new();
+    assert_eq!(data_keys_for(&pair.a, secs(0), secs(0), B).tx, None);
+    let epoch = pair.a.keys_epoch();
+    pair.send(secs(0), A, 1);
+    assert!(pair.a.keys_epoch() > epoch);
+    let now = secs(1);
+    let a = data_keys_for(&pair.a, now, secs(0), B);
+    let b = data_keys_for(&pair.b, now, secs(0), A);
+    let (a_tx, b_tx) = (a.tx.clone().unwrap(), b.tx.clone().unwrap());
+    assert_eq!(b.rx, [a_tx.clone()], "what A seals, B opens");
+    assert_eq!(a.rx, [b_tx.clone()], "and the other way");
+    assert_ne!(a_tx.key, b_tx.key, "one key per direction");
+    assert_ne!(a_tx.id, 0);
+    assert_ne!(b_tx.id, 0);
+    let expected = if detour_common::api::Cipher::aes_in_hardware() {
+        detour_common::api::Cipher::Aes256Gcm
+    } else {
+        detour_common::api::Cipher::Chacha20Poly1305
+    };
+    assert_eq!(a_tx.cipher, expected);
+    // Not the control session's own keys: those seal control messages
+    // with counters of their own.
+    for datagram in pair.transports(A) {
+        let sealed = &datagram[TRANSPORT_HEADER_LEN..];
+        assert!(!sealed.windows(32).any(|w| w == a_tx.key.as_bytes()));
+    }
+    // A session from before `since` (the dataplane's restart) seals and
+    // opens nothing.
+    let later = data_keys_for(&pair.a, now, secs(1), B);
+    assert_eq!((later.tx, later.rx.len()), (None, 0));
+}
+
+#[test]
+fn a_responder_opens_at_once_and_a_new_key_seals_only_after_a_delay() {
+    let mut pair = Pair::new();
+    pair.send(secs(0), A, 1);
+    let first = data_keys_for(&pair.a, secs(1), secs(0), B).tx.unwrap();
+    // B starts a new session; A answers it, and opens under it at once.
+    pair.b.rekey_all(secs(2));
+    pair.pump(secs(2));
+    let a = data_keys_for(&pair.a, secs(2), secs(0), B);
+    assert_eq!(a.rx.len(), 2, "the old session and the new");
+    // B, the initiator, has it confirmed, but seals under the old one for
+    // a moment: time for A's dataplane to take the new key.
+    let b = data_keys_for(&pair.b, secs(2), secs(0), A);
+    assert_eq!(b.tx.unwrap().id, a.rx[0].id);
+    let b = data_keys_for(&pair.b, secs(2) + DATA_KEY_SWITCH_DELAY, secs(0), A);
+    assert_eq!(b.tx.unwrap().id, a.rx[1].id, "then under the new one");
+    assert_eq!(
+        data_keys_for(&pair.a, secs(2), secs(0), B).tx.unwrap().id,
+        first.id,
+        "A has not confirmed it yet"
+    );
+}
+
+#[test]
+fn both_ends_must_agree_on_encryption() {
+    let mut pair = Pair::new();
+    pair.b.set_encryption(Encryption::None);
+    pair.send(secs(0), A, 1);
+    assert!(probes(&pair.delivered, B).is_empty(), "no session");
+    assert_eq!(pair.b.rejects().get(Reject::EncryptionMismatch), 1);
+    assert!(pair.b.data_keys(secs(0), secs(0)).is_none());
+    // B starting it: refused by A this time.
+    pair.b.rekey_all(secs(5));
+    pair.pump(secs(5));
+    assert_eq!(pair.a.rejects().get(Reject::EncryptionMismatch), 1);
+    // Both without: sessions, and no data keys.
+    pair.a.set_encryption(Encryption::None);
+    pair.send(secs(10), A, 2);
+    assert_eq!(probes(&pair.delivered, B), [1, 2], "what was held, then 2");
+    assert_eq!(pair.a.data_keys(secs(10), secs(0)), None);
 }

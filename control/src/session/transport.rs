@@ -14,6 +14,7 @@
 
 use snow::StatelessTransportState;
 
+use super::data_keys::DataKeys;
 use super::{Limits, MAGIC, VERSION};
 use crate::link::Time;
 use crate::message::{self, EncodeError, Message, Reject};
@@ -37,6 +38,8 @@ pub(super) struct Session {
     pub born: Time,
     /// We sent the initiation (and so rekey it first).
     pub initiated: bool,
+    /// The overlay data's keys of this session; none without encryption.
+    pub data: Option<DataKeys>,
 }
 
 impl Session {
@@ -44,6 +47,7 @@ impl Session {
         local_index: u32,
         remote_index: u32,
         keys: StatelessTransportState,
+        data: Option<DataKeys>,
         born: Time,
     ) -> Session {
         Session {
@@ -54,6 +58,7 @@ impl Session {
             next_counter: 0,
             window: ReplayWindow::default(),
             born,
+            data,
         }
     }
 

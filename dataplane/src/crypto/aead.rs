@@ -1,8 +1,8 @@
 //! The AEAD of overlay data, from ring.
 //!
 //! AES-256-GCM where both ends have AES instructions, ChaCha20-Poly1305
-//! otherwise (the control process agrees the cipher per session; see
-//! [`Cipher::preferred`]). The nonce is the packet's 64-bit counter behind
+//! otherwise (the control process agrees the cipher per session, from
+//! what each end says of its CPU: [`Cipher::aes_in_hardware`]). The nonce is the packet's 64-bit counter behind
 //! four zero bytes: one key per direction and session, so a counter never
 //! repeats under a key (the sender takes each once, [`super::TxKey`]).
 //!
@@ -41,25 +41,6 @@ pub use detour_common::wire::geneve::ASSOCIATED_DATA_LEN;
 
 /// The length of a data key.
 pub const KEY_LEN: usize = 32;
-
-/// Whether this CPU has the instructions that make AES-GCM fast (and
-/// constant-time): AES and carry-less multiplication.
-pub fn aes_in_hardware() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("aes")
-            && std::arch::is_x86_feature_detected!("pclmulqdq")
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        std::arch::is_aarch64_feature_detected!("aes")
-            && std::arch::is_aarch64_feature_detected!("pmull")
-    }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    {
-        false
-    }
-}
 
 /// One direction's key of one session.
 pub struct DataKey(LessSafeKey);

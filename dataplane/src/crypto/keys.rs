@@ -73,6 +73,8 @@ struct PeerKeys {
     /// Dropped by the control process, still open until then.
     retiring: Vec<(Arc<RxKey>, Instant)>,
     retired: Vec<u32>,
+    /// The ids of the tx keys before this one, never to seal again.
+    sealed_with: Vec<u32>,
 }
 
 /// What the key id of a frame from a peer names.
@@ -98,16 +100,19 @@ impl KeyTable {
         let mut table = KeyTable::default();
         for s in sessions {
             let old = previous.and_then(|p| p.peer(s.peer));
-            let tx =
-                s.tx.as_ref()
-                    .map(|spec| match old.and_then(|o| o.tx.as_ref()) {
-                        Some(kept) if kept.id == spec.id => Arc::clone(kept),
-                        _ => Arc::new(TxKey {
-                            id: spec.id,
-                            key: DataKey::new(spec.cipher, spec.key.as_bytes()),
-                            next: AtomicU64::new(0),
-                        }),
-                    });
+            let tx = s.tx.as_ref().and_then(|spec| {
+                match old.and_then(|o| o.tx.as_ref()) {
+                    Some(kept) if kept.id == spec.id => Some(Arc::clone(kept)),
+                    // A key this table sealed with and let go: its counter
+                    // went with it, and a counter must never come twice.
+                    _ if old.is_some_and(|o| o.sealed_with.contains(&spec.id)) => None,
+                    _ => Some(Arc::new(TxKey {
+                        id: spec.id,
+                        key: DataKey::new(spec.cipher, spec.key.as_bytes()),
+                        next: AtomicU64::new(0),
+                    })),
+                }
+            });
             let mut peer = PeerKeys {
                 tx,
                 ..PeerKeys::default()
@@ -165,6 +170,7 @@ impl KeyTable {
                         rx: p.rx.clone(),
                         retiring,
                         retired,
+                        sealed_with: p.sealed_with.clone(),
                     }
                 })
             })
@@ -225,10 +231,17 @@ impl PeerKeys {
         self.find_rx(id).cloned()
     }
 
-    /// Takes over from `old` what is retiring or retired, and starts the
-    /// grace of `old`'s keys that this peer no longer lists.
+    /// Takes over from `old` what is retiring or retired (rx keys) or was
+    /// sealed with (tx keys), and starts the grace of `old`'s keys that
+    /// this peer no longer lists.
     fn carry_retired(&mut self, old: &PeerKeys, now: Instant) {
         self.retired = old.retired.clone();
+        self.sealed_with = old.sealed_with.clone();
+        if let Some(tx) = &old.tx
+            && self.tx.as_ref().map(|t| t.id) != Some(tx.id)
+        {
+            remember(&mut self.sealed_with, tx.id);
+        }
         let listed = |id: u32| self.rx.iter().any(|k| k.id == id);
         let mut retiring: Vec<(Arc<RxKey>, Instant)> = old
             .retiring
@@ -333,5 +346,22 @@ mod tests {
             (state(&f, 20), state(&f, 21), state(&f, 22)),
             ("expired", "expired", "expired")
         );
+    }
+
+    #[test]
+    fn a_tx_key_let_go_never_seals_again() {
+        let t0 = Instant::now();
+        let a = KeyTable::build(&sessions(10, &[20]), None, t0);
+        assert_eq!(a.tx(NodeId(2)).unwrap().next_counter(), Some(0));
+        let b = KeyTable::build(&sessions(11, &[20]), Some(&a), t0);
+        // Key 10 back (a control process's mistake): its counter would
+        // start at 0 again, so it seals nothing.
+        let c = KeyTable::build(&sessions(10, &[20]), Some(&b), t0);
+        assert!(c.tx(NodeId(2)).is_none());
+        let d = c.expire(t0 + RETIRE_AFTER).unwrap_or(c);
+        let e = KeyTable::build(&sessions(10, &[20]), Some(&d), t0);
+        assert!(e.tx(NodeId(2)).is_none(), "remembered across expiry");
+        let f = KeyTable::build(&sessions(12, &[20]), Some(&e), t0);
+        assert_eq!(f.tx(NodeId(2)).unwrap().id, 12);
     }
 }

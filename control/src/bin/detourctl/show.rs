@@ -198,11 +198,23 @@ pub fn status(
                     "no"
                 },
             );
+            l.add(
+                "encryption",
+                match c.encryption.as_str() {
+                    "none" => "NONE: overlay data goes out in the clear and unauthenticated \
+                               (encryption = \"none\")"
+                        .to_string(),
+                    other => format!("{other}: overlay data sealed end to end"),
+                },
+            );
             match &c.dataplane {
                 None => l.add("installing", "off (dataplane.install = false)"),
                 Some(i) => {
                     let installed = match i.installed_version {
-                        Some(v) => format!("route version {v} (installs: {})", i.installs),
+                        Some(v) => format!(
+                            "route version {v} (installs: {}, dataplane restarts seen: {})",
+                            i.installs, i.dataplane_restarts
+                        ),
                         None => "nothing yet".into(),
                     };
                     let state = match &i.error {
