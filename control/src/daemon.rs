@@ -124,6 +124,7 @@ pub fn run(
             "adopting the dataplane's routes"
         );
         snapshots.version = snapshots.version.max(installed.version);
+        snapshots.adopted = Some(installed.routes.clone());
         node.assume_routes(installed.routes.iter().map(|r| {
             let hop = if r.via == r.dst {
                 Hop::Direct
@@ -367,6 +368,9 @@ struct SnapshotBuilder {
     control_port: u16,
     /// The last version handed out.
     version: u64,
+    /// The routes the dataplane had at start: what goes out with new keys
+    /// until the node settled on routes of its own.
+    adopted: Option<Vec<RouteSpec>>,
 }
 
 impl SnapshotBuilder {
@@ -399,6 +403,7 @@ impl SnapshotBuilder {
             prefixes,
             control_port: config.listen.port(),
             version: base,
+            adopted: None,
         }
     }
 
@@ -414,11 +419,9 @@ impl SnapshotBuilder {
     fn build(&mut self, node: &Node, keys: &KeyTracker) -> RouteSnapshot {
         self.version = (self.version + 1).max(epoch_micros());
         let (sessions, dataplane_instance) = keys.snapshot_keys();
-        RouteSnapshot {
-            version: self.version,
-            local: self.local,
-            nodes: self.nodes.clone(),
-            routes: node
+        let routes = match &self.adopted {
+            Some(adopted) if !node.is_settled() => adopted.clone(),
+            _ => node
                 .routes()
                 .iter()
                 .map(|r| RouteSpec {
@@ -426,6 +429,12 @@ impl SnapshotBuilder {
                     via: r.next_hop().unwrap_or(r.dst),
                 })
                 .collect(),
+        };
+        RouteSnapshot {
+            version: self.version,
+            local: self.local,
+            nodes: self.nodes.clone(),
+            routes,
             prefixes: self.prefixes.clone(),
             control_port: Some(self.control_port),
             sessions,

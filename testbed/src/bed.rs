@@ -328,6 +328,9 @@ impl Testbed {
             underlay(id),
             prefixes(id)
         );
+        if let Some(encryption) = &spec.encryption {
+            s += &format!("encryption = {encryption:?}\n");
+        }
         for peer in self.topology.ids().filter(|&p| p != id) {
             s += &format!(
                 "\n[[peers]]\nid = {peer}\npublic_key = \"{}\"\nunderlay = \"{}\"\nprefixes = {}\n",

@@ -54,6 +54,10 @@ pub struct NodeSpec {
     /// must refuse its handshakes.
     #[serde(default)]
     pub wrong_key: bool,
+    /// Its control process's `encryption` ("aead", the default, or
+    /// "none"), for comparisons and for a node that disagrees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<String>,
 }
 
 fn yes() -> bool {

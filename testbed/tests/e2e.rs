@@ -10,13 +10,16 @@
 //!
 //! Needs root; fails without it.
 
+use std::net::UdpSocket;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use detour_testbed::topology::host_address;
+use detour_testbed::internet::router_interface;
+use detour_testbed::topology::{host_address, underlay};
 use detour_testbed::traffic::{Flow, Record};
 use detour_testbed::{Daemon, Layout, Testbed, Topology};
+use detour_testkit::packet::PacketSocket;
 use detour_testkit::{eventually, proc_status_field, require_root, unique_name};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -608,4 +611,193 @@ fn netns_testbed_down_removes_what_a_crashed_run_left() {
     assert!(!layout.dir.exists());
     // Twice is fine.
     detour_testbed::bed::down(&layout).unwrap();
+}
+
+/// What a site's host sends, so that a capture can look for it.
+const MARKER: &[u8] = b"detour plaintext marker: never on the wire";
+
+/// The MAC address of `iface` in `ns`.
+fn mac_of(ns: &detour_testkit::Netns, iface: &str) -> [u8; 6] {
+    let out = ns.ip(&["-br", "link", "show", "dev", iface]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mac = text.split_whitespace().nth(2).expect("a MAC address");
+    let bytes: Vec<u8> = mac
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+    bytes.try_into().expect("6 bytes")
+}
+
+/// Overlay data from node 1 to node 2 as the router receives it: IPv4 to
+/// 198.18.2.2, UDP to the overlay port.
+fn is_data_for_node_2(frame: &[u8]) -> bool {
+    frame.len() > 74 + 16
+        && frame[12..14] == [0x08, 0x00]
+        && frame[30..34] == underlay(2).octets()
+        && frame[36..38] == 6081u16.to_be_bytes()
+}
+
+/// Overlay data is sealed end to end: a capture of the underlay holds none
+/// of what the hosts sent, and captured frames played again toward the
+/// destination gateway (replayed), with a flipped bit, or with a counter
+/// of the forger's choosing reach no host, each counted under its reason.
+#[test]
+fn netns_e2e_overlay_data_is_sealed_and_replays_and_forgeries_reach_no_host() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut bed = up(FOUR_SITES);
+    let l = bed.layout();
+    wait_route(&bed, 1, 2, |r| r == "direct");
+    let router = l.router();
+    let pcap = std::env::temp_dir().join(format!("{}-underlay.pcap", l.prefix));
+    let mut tcpdump = router
+        .command("tcpdump")
+        // Immediate mode: libpcap otherwise hands over packets in blocks,
+        // after up to a second, and a SIGINT before that loses them.
+        .args(["-i", &router_interface(1), "--immediate-mode", "-U", "-w"])
+        .arg(&pcap)
+        .args(["udp", "port", "6081"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tcpdump (scripts/setup installs it)");
+    let from_node_1 = router
+        .enter(|| PacketSocket::bind(&router_interface(1)))
+        .unwrap()
+        .unwrap();
+    let toward_node_2 = router
+        .enter(|| PacketSocket::bind(&router_interface(2)))
+        .unwrap()
+        .unwrap();
+    let receiver = l
+        .host(2)
+        .enter(|| UdpSocket::bind((host_address(2), 7000)))
+        .unwrap()
+        .unwrap();
+    receiver
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let sender = l
+        .host(1)
+        .enter(|| UdpSocket::bind((host_address(1), 0)))
+        .unwrap()
+        .unwrap();
+    // Node 2 learns host 2's MAC address from the first datagrams (which
+    // it drops as unresolved meanwhile); tcpdump gets going.
+    for _ in 0..3 {
+        sender.send_to(b"warm", (host_address(2), 7000)).unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    received(&receiver);
+    let drain =
+        |socket: &PacketSocket| socket.receive(Duration::from_millis(100), usize::MAX, |_| true);
+    drain(&from_node_1);
+
+    const SENT: usize = 100;
+    let capturing = std::thread::scope(|s| {
+        let capture =
+            s.spawn(|| from_node_1.receive(Duration::from_secs(5), SENT, is_data_for_node_2));
+        for seq in 0..SENT {
+            let mut payload = MARKER.to_vec();
+            payload.push(seq as u8);
+            sender.send_to(&payload, (host_address(2), 7000)).unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        capture.join().unwrap()
+    });
+    let arrived = received(&receiver);
+    assert_eq!(arrived, SENT, "every datagram arrives, once");
+    assert_eq!(capturing.len(), SENT, "every one captured on its way");
+    // The key id and counter are there; the marker is not.
+    for frame in &capturing {
+        assert_ne!(frame[62..66], [0; 4], "a key id");
+        assert!(!frame.windows(MARKER.len()).any(|w| w == MARKER));
+    }
+    // SAFETY: a signal to the tcpdump this test started.
+    unsafe { libc::kill(tcpdump.id() as i32, libc::SIGINT) };
+    tcpdump.wait().unwrap();
+    let underlay_capture = std::fs::read(&pcap).unwrap();
+    let _ = std::fs::remove_file(&pcap);
+    assert!(
+        underlay_capture.len() > SENT * 100,
+        "tcpdump saw the transfer: {} bytes",
+        underlay_capture.len()
+    );
+    assert!(
+        !underlay_capture.windows(MARKER.len()).any(|w| w == MARKER),
+        "the underlay capture holds no plaintext"
+    );
+
+    // Played again toward node 2, as the router would forward them.
+    let (node_2_mac, router_mac) = (
+        mac_of(&l.node(2), "wan"),
+        mac_of(&router, &router_interface(2)),
+    );
+    let toward_2 = |frame: &[u8]| {
+        let mut f = frame.to_vec();
+        f[..6].copy_from_slice(&node_2_mac);
+        f[6..12].copy_from_slice(&router_mac);
+        f
+    };
+    // Three more, which the router does not forward (the path is cut for
+    // them): genuine frames whose counters node 2 never took.
+    bed.cut(1, 2).unwrap();
+    drain(&from_node_1);
+    let unseen = std::thread::scope(|s| {
+        let capture =
+            s.spawn(|| from_node_1.receive(Duration::from_secs(3), 3, is_data_for_node_2));
+        std::thread::sleep(Duration::from_millis(50));
+        for _ in 0..3 {
+            sender.send_to(MARKER, (host_address(2), 7000)).unwrap();
+        }
+        capture.join().unwrap()
+    });
+    bed.restore(1, 2).unwrap();
+    assert_eq!(unseen.len(), 3, "captured before the cut dropped them");
+    assert_eq!(received(&receiver), 0, "cut");
+
+    let before = bed.dataplane_stats(2).unwrap().total.dropped;
+    for frame in &capturing {
+        toward_node_2.send(&toward_2(frame)).unwrap();
+    }
+    let mut flipped = toward_2(&unseen[0]);
+    *flipped.last_mut().unwrap() ^= 0x01; // the tag
+    let mut damaged = toward_2(&unseen[1]);
+    damaged[80] ^= 0x80; // the ciphertext
+    let mut forged = toward_2(&unseen[2]);
+    // A counter ahead of any taken (the window accepts it before the tag).
+    forged[66..74].copy_from_slice(&5000u64.to_be_bytes());
+    for frame in [&flipped, &damaged, &forged] {
+        toward_node_2.send(frame).unwrap();
+    }
+    assert_eq!(received(&receiver), 0, "nothing reached the host");
+    let counted = |reason: &str| {
+        let after = bed.dataplane_stats(2).unwrap().total.dropped;
+        after.get(reason).copied().unwrap_or(0) - before.get(reason).copied().unwrap_or(0)
+    };
+    let settled = eventually(Duration::from_secs(3), || {
+        counted("replayed") == SENT as u64 && counted("auth_failed") == 3
+    });
+    assert!(
+        settled,
+        "replayed {} of {SENT}, auth_failed {} of 3",
+        counted("replayed"),
+        counted("auth_failed")
+    );
+    // None of the forgeries took a counter: the genuine frame goes through.
+    toward_node_2.send(&toward_2(&unseen[0])).unwrap();
+    assert_eq!(received(&receiver), 1, "the genuine frame, once");
+    report(format!(
+        "sealed end to end: {SENT} datagrams delivered, none of their plaintext in the underlay capture; \
+         {SENT} replayed, 1 with a flipped tag bit, 1 with a flipped ciphertext bit and 1 with a forged counter reached no host"
+    ));
+}
+
+/// How many datagrams `socket` receives before it is quiet for its
+/// timeout.
+fn received(socket: &UdpSocket) -> usize {
+    let mut buf = [0u8; 2048];
+    let mut n = 0;
+    while socket.recv(&mut buf).is_ok() {
+        n += 1;
+    }
+    n
 }

@@ -95,9 +95,9 @@ const RECENT_EPHEMERALS: usize = 1024;
 /// How often expired sessions are looked for.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a new session waits before overlay data goes out under its
-/// key, while an older session can still carry it: time for the peer's
-/// control process to install the new key in its dataplane, which it
-/// does as it answers or confirms the handshake (a few milliseconds).
+/// key: time for the peer's control process to install the new key in
+/// its dataplane, which it does as it answers or confirms the handshake
+/// (a few milliseconds).
 pub const DATA_KEY_SWITCH_DELAY: Duration = Duration::from_millis(50);
 
 /// The size of `message` as a datagram on the control port: sealed in a
@@ -405,8 +405,10 @@ impl Endpoint {
     /// which must never seal again).
     ///
     /// What goes out to a peer is sealed under its newest confirmed
-    /// session's key once that is [`DATA_KEY_SWITCH_DELAY`] old (under
-    /// the one before until then, if that can still send); what comes in
+    /// session's key once that is [`DATA_KEY_SWITCH_DELAY`] old, under the
+    /// one before until then; with none (the first session, or the old
+    /// ones dropped for the peer's restart) there is no tx key, and the
+    /// dataplane seals under the key it had for a short grace. What comes in
     /// may be under any session still open, an answered handshake's
     /// included (its initiator sends as soon as it has our answer). A
     /// key's id is the receiver's index of the session.
@@ -425,16 +427,12 @@ impl Endpoint {
             }
         };
         let peers = self.peers.values().map(|peer| {
-            let sendable: Vec<&Session> = peer
+            let tx = peer
                 .sessions
                 .iter()
-                .filter(|s| keyed(s) && s.can_send(now, limits))
-                .collect();
-            let tx = sendable
-                .iter()
                 .rev()
+                .filter(|s| keyed(s) && s.can_send(now, limits))
                 .find(|s| now >= s.born + DATA_KEY_SWITCH_DELAY)
-                .or(sendable.last())
                 .map(|s| spec(s, s.remote_index, true));
             let open = peer.sessions.iter().filter(|s| s.can_receive(now, limits));
             let answered = peer.pending.iter().map(|p| &p.session);

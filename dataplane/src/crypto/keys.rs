@@ -69,6 +69,9 @@ impl RxKey {
 #[derive(Debug, Default)]
 struct PeerKeys {
     tx: Option<Arc<TxKey>>,
+    /// The control process no longer lists `tx`: it seals until then, for
+    /// the moment between a session's end and the next one's first use.
+    tx_until: Option<Instant>,
     rx: Vec<Arc<RxKey>>,
     /// Dropped by the control process, still open until then.
     retiring: Vec<(Arc<RxKey>, Instant)>,
@@ -113,8 +116,20 @@ impl KeyTable {
                     })),
                 }
             });
+            // Listed without a tx key: the one it had goes on sealing for
+            // its grace (the control process holds a new session's key
+            // back for a moment, and a peer restarting drops the old
+            // session before the new one may seal).
+            let (tx, tx_until) = match (tx, old) {
+                (None, Some(old)) if s.tx.is_none() && old.tx.is_some() => (
+                    old.tx.clone(),
+                    Some(old.tx_until.unwrap_or(now + RETIRE_AFTER)),
+                ),
+                (tx, _) => (tx, None),
+            };
             let mut peer = PeerKeys {
                 tx,
+                tx_until,
                 ..PeerKeys::default()
             };
             for spec in &s.rx {
@@ -143,11 +158,9 @@ impl KeyTable {
     /// The same keys less those whose grace ended by `now`; `None` when
     /// none did (nothing to replace).
     pub fn expire(&self, now: Instant) -> Option<KeyTable> {
-        let due = self
-            .peers
-            .iter()
-            .flatten()
-            .any(|p| p.retiring.iter().any(|(_, at)| *at <= now));
+        let due = self.peers.iter().flatten().any(|p| {
+            p.retiring.iter().any(|(_, at)| *at <= now) || p.tx_until.is_some_and(|at| at <= now)
+        });
         if !due {
             return None;
         }
@@ -165,12 +178,21 @@ impl KeyTable {
                             retiring.push((Arc::clone(key), *at));
                         }
                     }
+                    let mut sealed_with = p.sealed_with.clone();
+                    let (tx, tx_until) = match (&p.tx, p.tx_until) {
+                        (Some(tx), Some(at)) if at <= now => {
+                            remember(&mut sealed_with, tx.id);
+                            (None, None)
+                        }
+                        (tx, at) => (tx.clone(), at),
+                    };
                     PeerKeys {
-                        tx: p.tx.clone(),
+                        tx,
+                        tx_until,
                         rx: p.rx.clone(),
                         retiring,
                         retired,
-                        sealed_with: p.sealed_with.clone(),
+                        sealed_with,
                     }
                 })
             })
@@ -346,6 +368,28 @@ mod tests {
             (state(&f, 20), state(&f, 21), state(&f, 22)),
             ("expired", "expired", "expired")
         );
+    }
+
+    #[test]
+    fn a_tx_key_no_longer_listed_seals_for_its_grace() {
+        let t0 = Instant::now();
+        let a = KeyTable::build(&sessions(10, &[20]), None, t0);
+        let mut none = sessions(10, &[20]);
+        none[0].tx = None;
+        let b = KeyTable::build(&none, Some(&a), t0);
+        assert_eq!(b.tx(NodeId(2)).unwrap().id, 10, "in its grace");
+        assert_eq!(b.tx(NodeId(2)).unwrap().next_counter(), Some(0));
+        // The grace is not renewed by the next install without a key.
+        let c = KeyTable::build(&none, Some(&b), t0 + RETIRE_AFTER / 2);
+        assert!(c.expire(t0 + RETIRE_AFTER / 2).is_none());
+        let d = c.expire(t0 + RETIRE_AFTER).expect("due");
+        assert!(d.tx(NodeId(2)).is_none());
+        let e = KeyTable::build(&sessions(10, &[20]), Some(&d), t0);
+        assert!(e.tx(NodeId(2)).is_none(), "and never seals again");
+        // A new key ends the grace at once.
+        let f = KeyTable::build(&sessions(11, &[20]), Some(&b), t0);
+        assert_eq!(f.tx(NodeId(2)).unwrap().id, 11);
+        assert_eq!(f.tx(NodeId(2)).unwrap().next_counter(), Some(0));
     }
 
     #[test]
