@@ -983,6 +983,20 @@ mod tests {
             Some(Arc::new(KeyTable::build(&sessions, None, Instant::now())))
         }
 
+        /// A key both ways with each of `peers`, ids 5 and 6.
+        pub(super) fn keys_for(peers: &[u16]) -> Option<Arc<KeyTable>> {
+            keys(
+                peers
+                    .iter()
+                    .map(|&p| SessionKeys {
+                        peer: NodeId(p),
+                        tx: Some(key_1_to_2(5)),
+                        rx: vec![key_1_to_2(5), key_1_to_2(6)],
+                    })
+                    .collect(),
+            )
+        }
+
         /// Node 1, sealing to 2 under key 5 and to no one else.
         fn node_1() -> RouteTable {
             table().with_keys(keys(vec![SessionKeys {
@@ -1258,6 +1272,8 @@ mod tests {
         }
     }
 
+    type Path = fn(&RouteTable, &mut [u8], usize, usize) -> Result<Forward, Discard>;
+
     proptest::proptest! {
         /// Whatever arrives, at whatever offset: no panic, and a frame that
         /// is forwarded lies inside the buffer.
@@ -1283,12 +1299,15 @@ mod tests {
                 }
             }
             let start = start.min(HEADROOM);
-            for path in [encap, from_wan] {
+            // In the clear, and sealing and opening (keys for nodes 2 and
+            // 4, so that damaged key ids and node ids meet keys too).
+            let sealing = table().with_keys(sealed::keys_for(&[2, 4]));
+            for (t, path) in [(&t, encap as Path), (&t, from_wan), (&sealing, encap), (&sealing, from_wan)] {
                 let mut buf = vec![0u8; start];
                 buf.extend_from_slice(&frame);
                 let len = frame.len();
                 for (s, l) in [(start, len), (start, len + 7), (buf.len() + 1, 0)] {
-                    if let Ok(f) = path(&t, &mut buf, s, l) {
+                    if let Ok(f) = path(t, &mut buf, s, l) {
                         proptest::prop_assert!(f.start + f.len <= buf.len());
                     }
                 }
