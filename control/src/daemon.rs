@@ -20,7 +20,7 @@
 //! changes is one install. The installer re-sends the newest snapshot
 //! whenever the dataplane has an older one or none, which is what a
 //! restarted dataplane has: it checks the dataplane's health every
-//! second, and reconnects after an error. At start the control process
+//! half second, and reconnects after an error. At start the control process
 //! reads the routes the dataplane still forwards by, adopts them as its
 //! current paths and numbers its snapshots above them, so that its own
 //! restart changes nothing in the dataplane until a route really changes.
@@ -59,7 +59,9 @@ const MAX_DATAGRAM_LEN: usize = TRANSPORT_HEADER_LEN + MAX_ENCODED_LEN + TAG_LEN
 /// The longest the core sleeps, so that a stop request is seen promptly.
 const MAX_WAIT: Duration = Duration::from_millis(100);
 /// How often the installer checks that the dataplane has our routes.
-const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+/// Half a second: a restarted dataplane forwards nothing (it has no keys)
+/// until this check sees it and every peer is rekeyed.
+const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 /// How long the installer waits before reconnecting after an error.
 const RETRY_INTERVAL: Duration = Duration::from_millis(200);
 
