@@ -15,7 +15,7 @@
 use std::hint::black_box;
 use std::net::IpAddr;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use detour_common::api::{Cipher, KeySpec, SecretKey, SessionKeys};
 use detour_common::wire::{EtherType, MacAddr, NodeId, Underlay};
 use detour_dataplane::crypto::KeyTable;
@@ -34,6 +34,11 @@ const INNER: usize = 64;
 /// We are node 1 of 4; 2 direct, 3 through 2; 64 site prefixes per node so
 /// the tries are not trivially small.
 fn table(v6: bool) -> RouteTable {
+    table_of(1, v6, &[(2, 2), (3, 2), (4, 4)])
+}
+
+/// Node `local` of the same 4 nodes, with `routes` (destination, via).
+fn table_of(local: u16, v6: bool, routes: &[(u16, u16)]) -> RouteTable {
     let addr = |n: u16| -> IpAddr {
         if v6 {
             format!("2001:db8::{n}").parse().unwrap()
@@ -52,27 +57,20 @@ fn table(v6: bool) -> RouteTable {
     }
     let snapshot = RouteSnapshot {
         version: 1,
-        local: NodeId(1),
+        local: NodeId(local),
         nodes: (1..=4)
             .map(|n| NodeSpec {
                 id: NodeId(n),
                 underlay: addr(n),
             })
             .collect(),
-        routes: vec![
-            RouteSpec {
-                dst: NodeId(2),
-                via: NodeId(2),
-            },
-            RouteSpec {
-                dst: NodeId(3),
-                via: NodeId(2),
-            },
-            RouteSpec {
-                dst: NodeId(4),
-                via: NodeId(4),
-            },
-        ],
+        routes: routes
+            .iter()
+            .map(|&(dst, via)| RouteSpec {
+                dst: NodeId(dst),
+                via: NodeId(via),
+            })
+            .collect(),
         prefixes,
         control_port: None,
         sessions: None,
@@ -167,19 +165,7 @@ fn paths(c: &mut Criterion) {
     // Sealing on encap, against the same encap in the clear, by size: the
     // AEAD's cost per packet on the forwarding path (each iteration takes
     // a new counter of the key, as a worker does).
-    let sealed = table(false).with_keys(Some(std::sync::Arc::new(KeyTable::build(
-        &[SessionKeys {
-            peer: NodeId(2),
-            tx: Some(KeySpec {
-                id: 7,
-                cipher: Cipher::Aes256Gcm,
-                key: SecretKey::new([0x42; 32]),
-            }),
-            rx: Vec::new(),
-        }],
-        None,
-        std::time::Instant::now(),
-    ))));
+    let sealed = table(false).with_keys(keys(2, 7, true));
     for size in [64usize, 512, 1400] {
         let frame = frames::ethernet(
             EtherType::IPV4,
@@ -200,6 +186,70 @@ fn paths(c: &mut Criterion) {
             });
         }
     }
+    // Opening on decap, against the same decap in the clear, by size. A
+    // window takes each counter once, so every frame is sealed afresh by
+    // node 4's worker (`encap` on its table) in the benchmark's untimed
+    // setup, and the timed part is node 1's decap alone.
+    let opening = table(false).with_keys(keys(4, 9, false));
+    // One sender for every size: a counter must not come twice.
+    let node_4 = table_of(4, false, &[(1, 1)]);
+    let sealing_node_4 = table_of(4, false, &[(1, 1)]).with_keys(keys(1, 9, true));
+    for size in [64usize, 512, 1400] {
+        let site_frame = frames::ethernet(
+            EtherType::IPV4,
+            &frames::ipv4_packet(
+                "10.4.0.9".parse().unwrap(),
+                "10.1.0.5".parse().unwrap(),
+                size,
+            ),
+        );
+        for (name, sender, receiver) in [
+            ("plain", &node_4, &v4),
+            ("sealed", &sealing_node_4, &opening),
+        ] {
+            let overlay = || {
+                let mut buf = vec![0u8; SLOT];
+                buf[HEADROOM..HEADROOM + site_frame.len()].copy_from_slice(&site_frame);
+                let f = encap(sender, &mut buf, HEADROOM, site_frame.len()).unwrap();
+                (buf, f.start, f.len)
+            };
+            g.bench_function(format!("decap_v4_{name}_{size}"), |b| {
+                b.iter_batched_ref(
+                    overlay,
+                    |(buf, start, len)| black_box(from_wan(receiver, buf, *start, *len).unwrap()),
+                    BatchSize::SmallInput,
+                )
+            });
+        }
+    }
+    // A relay forwards a sealed frame as it does one in the clear: it holds
+    // no key of the two ends and reads no payload.
+    let node_4_to_2 = table_of(4, false, &[(2, 1), (1, 1)]).with_keys(keys(2, 9, true));
+    for size in [64usize, 1400] {
+        let site_frame = frames::ethernet(
+            EtherType::IPV4,
+            &frames::ipv4_packet(
+                "10.4.0.9".parse().unwrap(),
+                "10.2.0.5".parse().unwrap(),
+                size,
+            ),
+        );
+        let mut buf = vec![0u8; SLOT];
+        buf[HEADROOM..HEADROOM + site_frame.len()].copy_from_slice(&site_frame);
+        let f = encap(&node_4_to_2, &mut buf, HEADROOM, site_frame.len()).unwrap();
+        let sealed_frame = buf[f.start..f.start + f.len].to_vec();
+        let clear_frame = overlay_frame(false, 4, 2, &site_frame[14..]);
+        for (name, frame) in [("plain", &clear_frame), ("sealed", &sealed_frame)] {
+            g.bench_function(format!("relay_v4_{name}_{size}"), |b| {
+                batch.fill(frame);
+                b.iter(|| {
+                    let (buf, at) = batch.next();
+                    black_box(from_wan(&sealed, buf, at, frame.len()).unwrap());
+                    batch.restore(frame);
+                })
+            });
+        }
+    }
     // Parse and lookup only: a frame for a node without a route.
     let unreachable = overlay_frame(false, 2, 5, &inner("10.4.0.9", "10.2.0.5"));
     g.bench_function("parse_and_drop_v4", |b| {
@@ -211,6 +261,26 @@ fn paths(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+/// A key table holding one AES-256-GCM key of `peer`'s, id `id`: to seal
+/// to it (`tx`) or to open what it sealed.
+fn keys(peer: u16, id: u32, tx: bool) -> Option<std::sync::Arc<KeyTable>> {
+    let key = KeySpec {
+        id,
+        cipher: Cipher::Aes256Gcm,
+        key: SecretKey::new([0x42; 32]),
+    };
+    let session = SessionKeys {
+        peer: NodeId(peer),
+        tx: tx.then(|| key.clone()),
+        rx: if tx { Vec::new() } else { vec![key] },
+    };
+    Some(std::sync::Arc::new(KeyTable::build(
+        &[session],
+        None,
+        std::time::Instant::now(),
+    )))
 }
 
 /// A batch of frame buffers, used round robin.

@@ -9,12 +9,17 @@
 //! a WAN MTU that fits an encapsulated 1500-byte frame).
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, OnceLock};
 
 use detour_common::wire::{
     DetourOptionRepr, EncapRepr, EtherType, MacAddr, NodeId, Seal, Underlay,
 };
 use detour_testkit::frames::{self, OVERLAY_PORT};
 use detour_testkit::{Gateway, Netns};
+
+use detour_dataplane::generator::sealer::PeerSealer;
+
+use crate::sealing;
 
 /// Room for a 1500-byte LAN frame once encapsulated.
 const WAN_MTU: u32 = 1600;
@@ -41,6 +46,7 @@ pub struct Bed {
     host_mac: MacAddr,
     pub gw_wan: MacAddr,
     pub gw_lan: MacAddr,
+    node_2_sealer: OnceLock<Arc<PeerSealer>>,
 }
 
 impl Bed {
@@ -62,6 +68,7 @@ impl Bed {
             host_mac,
             gw_wan,
             gw_lan,
+            node_2_sealer: OnceLock::new(),
         })
     }
 
@@ -89,6 +96,29 @@ impl Bed {
             size,
         );
         frames::ethernet_between(self.peer_mac, self.gw_wan, EtherType::IPV4, &ip[14..])
+    }
+
+    /// The `size`-byte frame a host at node `node`'s site sends to
+    /// `inner_dst`, as that node's worker takes it off its LAN.
+    pub fn site_frame(&self, node: u16, inner_dst: Ipv4Addr, size: usize) -> Vec<u8> {
+        udp(Ipv4Addr::new(10, node as u8, 0, 7), inner_dst, 7000, size)
+    }
+
+    /// Node `node`'s worker sealing toward node `dst` through `via`, its
+    /// frames from the peer's MAC to the gateway's WAN.
+    pub fn sealer(&self, node: u16, dst: u16, via: u16) -> anyhow::Result<PeerSealer> {
+        sealing::peer_sealer(node, dst, via, self.peer_mac, self.gw_wan, WAN_MTU as u16)
+    }
+
+    /// Node 2's worker sealing to the gateway, one for the whole run: its
+    /// counters must never start again, or the gateway takes every frame
+    /// for a replay.
+    pub fn node_2_sealer(&self) -> anyhow::Result<Arc<PeerSealer>> {
+        if let Some(sealer) = self.node_2_sealer.get() {
+            return Ok(Arc::clone(sealer));
+        }
+        let sealer = Arc::new(self.sealer(2, 1, 1)?);
+        Ok(Arc::clone(self.node_2_sealer.get_or_init(|| sealer)))
     }
 
     /// The overlay frame from node `node` at underlay `src` to the gateway

@@ -11,11 +11,12 @@ mod measure;
 mod paths;
 mod plot;
 mod report;
+mod sealing;
 mod xdp;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
@@ -24,7 +25,7 @@ use detour_dataplane::generator::Method;
 
 use crate::bed::{Bed, MAX_FRAME, MIN_FRAME, Side};
 use crate::measure::{Pacer, Throughput, Timing, Traffic};
-use crate::paths::Path;
+use crate::paths::{Frames, Path};
 use crate::report::{Entry, Generators, Machine, Report, Settings};
 use crate::xdp::BenchXdp;
 
@@ -239,20 +240,31 @@ fn run(args: &Args) -> Result<()> {
             }
             for &size in &args.sizes {
                 measure::interrupted()?;
-                let frame = path.frame(&bed, size);
+                let frames = path.frames(&bed, size)?;
                 let pacers = match from {
                     Side::Peer => &peer_pacers,
                     Side::Host => &host_pacers,
                 };
                 for p in pacers {
-                    p.lock().unwrap_or_else(|e| e.into_inner()).load(&frame);
+                    let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
+                    match &frames {
+                        Frames::Repeated(frame) => p.load(frame),
+                        Frames::SealedAfresh { site_frame, sealer } => {
+                            p.load_sealed(site_frame, Arc::clone(sealer))
+                        }
+                    }
                 }
                 let traffic = Traffic {
                     ns: bed.ns(from),
-                    frame: &frame,
+                    frame: frames.repeated().unwrap_or_default(),
                     cores: &generator_cores,
                     pacers,
-                    flat_out: generator.method,
+                    // Live frames repeat one frame: the gateway would open
+                    // only the first of a sealed one.
+                    flat_out: match frames.repeated() {
+                        Some(_) => generator.method,
+                        None => Method::AfXdp,
+                    },
                 };
                 let other_load = quiet_machine(args.max_other_load);
                 let round_note = if rounds > 1 {
@@ -304,7 +316,7 @@ fn run(args: &Args) -> Result<()> {
                     throughput.flat_out.pps / 1e6,
                 );
                 let mut latency = Vec::new();
-                if throughput.lossless_pps > 1000.0 {
+                if throughput.lossless_pps > 1000.0 && path.stamps_arrive() {
                     for percent in [10, 50, 90] {
                         measure::interrupted()?;
                         measure::verbose(&format!("latency at {percent} %"));

@@ -21,10 +21,12 @@ use detour_testkit::Netns;
 use serde::Serialize;
 
 use detour_common::bench::{STAMP_MAGIC, Stamp};
+use detour_dataplane::generator::sealer::{HEADROOM, PeerSealer};
 use detour_dataplane::generator::{Generator, Method};
 use detour_dataplane::xsk::{Desc, Socket, Umem};
 
 use crate::load::{CpuTimes, thread_cpu_ns};
+
 use crate::xdp::BenchXdp;
 
 /// Frames per `BPF_PROG_RUN` call at full rate: long enough that the call's
@@ -399,7 +401,7 @@ fn run_generators(
                             .enter(|| live_frames(traffic.frame, queue, core, sent, stop))
                             .map_err(anyhow::Error::from)
                             .and_then(|r| r),
-                        (rate, _) => pin(core).map(|()| pacer().run(rate, sent, stop)),
+                        (rate, _) => pin(core).and_then(|()| pacer().run(rate, sent, stop)),
                     };
                     // The others stop too if this one could not go on.
                     stop.store(true, Ordering::Relaxed);
@@ -465,14 +467,18 @@ pub struct Pacer {
     umem: Umem,
     free: Vec<u64>,
     frame_len: usize,
+    /// What each frame is sealed afresh from, as it is queued: the site
+    /// frame and the peer's worker that seals it.
+    sealing: Option<(Vec<u8>, Arc<PeerSealer>)>,
 }
 
 impl Pacer {
     const FRAMES: u32 = 4096;
+    const FRAME_SIZE: u32 = 2048;
 
     pub fn new(ns: &Netns, queue: u32) -> Result<Pacer> {
         let pacer = ns.enter(|| -> std::io::Result<Pacer> {
-            let mut umem = Umem::new(2048, Self::FRAMES, 2048)?;
+            let mut umem = Umem::new(Self::FRAME_SIZE, Self::FRAMES, 2048)?;
             let socket = umem.socket("eth0", queue, Some(false))?;
             let free = umem.frame_addrs().collect();
             Ok(Pacer {
@@ -480,6 +486,7 @@ impl Pacer {
                 umem,
                 free,
                 frame_len: 0,
+                sealing: None,
             })
         })??;
         Ok(pacer)
@@ -488,25 +495,39 @@ impl Pacer {
     /// Makes every frame a copy of `frame` (the frames in flight, once they
     /// complete, are not sent again before this is called next).
     pub fn load(&mut self, frame: &[u8]) {
+        self.settle();
+        for &addr in &self.free {
+            let (buf, _) = self.umem.frame_mut(addr);
+            buf[..frame.len()].copy_from_slice(frame);
+        }
+        self.frame_len = frame.len();
+        self.sealing = None;
+    }
+
+    /// Makes every frame `site_frame` sealed by `sealer` afresh, under a
+    /// new counter, each time it is queued (stamped first when paced, so
+    /// that the stamp arrives once the gateway has opened it).
+    pub fn load_sealed(&mut self, site_frame: &[u8], sealer: Arc<PeerSealer>) {
+        self.settle();
+        self.frame_len = site_frame.len();
+        self.sealing = Some((site_frame.to_vec(), sealer));
+    }
+
+    /// Gives the kernel a moment to finish what is in flight.
+    fn settle(&mut self) {
         let mut done = [0u64; BATCH as usize];
-        // Give the kernel a moment to finish what is in flight.
         let deadline = Instant::now() + Duration::from_millis(100);
         while self.free.len() < Self::FRAMES as usize && Instant::now() < deadline {
             let n = self.socket.complete(&mut done);
             self.free.extend_from_slice(&done[..n]);
             self.socket.kick();
         }
-        for &addr in &self.free {
-            let (buf, _) = self.umem.frame_mut(addr);
-            buf[..frame.len()].copy_from_slice(frame);
-        }
-        self.frame_len = frame.len();
     }
 
     /// Sends until `stop`: `rate` frames a second, stamped; or with no
     /// rate as fast as the socket takes them, unstamped. Counts into `sent`
     /// the frames the kernel completed.
-    fn run(&mut self, rate: Option<f64>, sent: &AtomicU64, stop: &AtomicBool) {
+    fn run(&mut self, rate: Option<f64>, sent: &AtomicU64, stop: &AtomicBool) -> Result<()> {
         // With a rate: bursts of `burst` frames every `interval`.
         let pace = rate.map(|rate| {
             let burst = (rate * PACE_TICK.as_secs_f64())
@@ -520,7 +541,9 @@ impl Pacer {
         let mut next = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let n = self.socket.complete(&mut done);
-            self.free.extend_from_slice(&done[..n]);
+            // A sealed frame went from its UMEM frame's middle.
+            let frame = u64::from(Self::FRAME_SIZE);
+            self.free.extend(done[..n].iter().map(|a| a - a % frame));
             sent.fetch_add(n as u64, Ordering::Relaxed);
             let now = Instant::now();
             if pace.is_some() && now < next {
@@ -534,23 +557,22 @@ impl Pacer {
                 .min(self.free.len())
                 .min(burst);
             descs.clear();
-            let stamp = Stamp {
+            let stamp = pace.map(|_| Stamp {
                 magic: STAMP_MAGIC,
                 sent_ns: monotonic_ns(),
-            };
+            });
             let len = self.frame_len as u32;
             descs.extend(self.free.drain(self.free.len() - room..).map(|addr| Desc {
                 addr,
                 len,
                 options: 0,
             }));
-            if pace.is_some() {
-                for d in &descs {
-                    self.stamp(d.addr, stamp);
-                }
+            for d in &mut descs {
+                self.fill(d, stamp)?;
             }
             let queued = self.socket.transmit(&descs);
-            self.free.extend(descs[queued..].iter().map(|d| d.addr));
+            self.free
+                .extend(descs[queued..].iter().map(|d| d.addr - d.addr % frame));
             if queued == 0 {
                 // Waiting for completions: the ring may hold frames a
                 // wake-up left; and the sink's receive work, which shares
@@ -566,21 +588,49 @@ impl Pacer {
                 }
             }
         }
+        Ok(())
     }
 
-    /// Writes `stamp` into the last 16 bytes of the frame at `addr`.
-    fn stamp(&mut self, addr: u64, stamp: Stamp) {
-        let stamp_at = self.frame_len - size_of::<Stamp>();
-        let (buf, _) = self.umem.frame_mut(addr);
-        // SAFETY: the stamp's 16 bytes lie within the frame's copy (every
-        // frame sent is at least that long).
-        unsafe {
-            buf.as_mut_ptr()
-                .add(stamp_at)
-                .cast::<Stamp>()
-                .write_unaligned(stamp)
-        };
+    /// Makes the frame of `desc` ready to go: stamped in its last 16
+    /// bytes, and when sealing, the site frame copied in, stamped, and
+    /// sealed (`desc` then points at the overlay frame).
+    fn fill(&mut self, desc: &mut Desc, stamp: Option<Stamp>) -> Result<()> {
+        let (buf, _) = self.umem.frame_mut(desc.addr);
+        match &self.sealing {
+            None => {
+                if let Some(stamp) = stamp {
+                    write_stamp(&mut buf[..self.frame_len], stamp);
+                }
+            }
+            Some((site, sealer)) => {
+                let end = HEADROOM + site.len();
+                buf[HEADROOM..end].copy_from_slice(site);
+                if let Some(stamp) = stamp {
+                    write_stamp(&mut buf[..end], stamp);
+                }
+                let (start, len) = sealer
+                    .seal(buf, site.len())
+                    .map_err(|why| anyhow!("the tester could not seal a frame: {why:?}"))?;
+                desc.addr += start as u64;
+                desc.len = len as u32;
+            }
+        }
+        Ok(())
     }
+}
+
+/// Writes `stamp` into the last 16 bytes of `frame` (every frame sent is
+/// at least that long).
+fn write_stamp(frame: &mut [u8], stamp: Stamp) {
+    let at = frame.len() - size_of::<Stamp>();
+    // SAFETY: the stamp's 16 bytes are `frame[at..]`, in bounds.
+    unsafe {
+        frame
+            .as_mut_ptr()
+            .add(at)
+            .cast::<Stamp>()
+            .write_unaligned(stamp)
+    };
 }
 
 /// `CLOCK_MONOTONIC`, the clock of `bpf_ktime_get_ns`, in ns.

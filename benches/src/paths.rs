@@ -12,12 +12,14 @@ use aya::programs::XdpMode;
 use detour_common::api::Client;
 use detour_dataplane::config::ConfigFile;
 use detour_dataplane::daemon;
+use detour_dataplane::generator::sealer::PeerSealer;
 use detour_dataplane::xdp::PassProgram;
 use detour_testkit::{Family, Gateway, Netns, ScratchPath, eventually};
 use serde::Serialize;
 
 use crate::bed::{Bed, Side};
 use crate::forwarders::{self, Forwarder};
+use crate::sealing;
 use crate::xdp::BenchXdp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -25,10 +27,18 @@ use crate::xdp::BenchXdp;
 pub enum Path {
     /// detour: overlay in from node 3, out again to node 2.
     Relay,
+    /// The same with the frames sealed by node 3 for node 2, whose key the
+    /// gateway does not hold (`encryption = "aead"`).
+    RelaySealed,
     /// detour: a site packet in on the LAN, out encapsulated to node 2.
     Encap,
+    /// The same, sealed on the way out.
+    EncapSealed,
     /// detour: overlay in from node 2, out decapsulated to the site host.
     Decap,
+    /// The same with every frame sealed by node 2 under a new counter,
+    /// opened on the way in.
+    DecapSealed,
     /// Linux IP forwarding, LAN to WAN, all on the receiving CPU.
     KernelForward,
     /// The same with RPS steering the forwarding to the worker core.
@@ -42,10 +52,13 @@ pub enum Path {
 }
 
 impl Path {
-    pub const ALL: [Path; 8] = [
+    pub const ALL: [Path; 11] = [
         Path::Relay,
+        Path::RelaySealed,
         Path::Encap,
+        Path::EncapSealed,
         Path::Decap,
+        Path::DecapSealed,
         Path::KernelForward,
         Path::KernelForwardRps,
         Path::UdpRelay,
@@ -56,8 +69,11 @@ impl Path {
     pub fn name(self) -> &'static str {
         match self {
             Path::Relay => "detour relay",
+            Path::RelaySealed => "detour relay, sealed",
             Path::Encap => "detour encap",
+            Path::EncapSealed => "detour encap, sealed",
             Path::Decap => "detour decap",
+            Path::DecapSealed => "detour decap, sealed",
             Path::KernelForward => "Linux IP forwarding",
             Path::KernelForwardRps => "Linux IP forwarding + RPS",
             Path::UdpRelay => "UDP relay (recvmmsg/sendmmsg 64)",
@@ -70,8 +86,11 @@ impl Path {
     pub fn key(self) -> &'static str {
         match self {
             Path::Relay => "relay",
+            Path::RelaySealed => "relay-sealed",
             Path::Encap => "encap",
+            Path::EncapSealed => "encap-sealed",
             Path::Decap => "decap",
+            Path::DecapSealed => "decap-sealed",
             Path::KernelForward => "linux",
             Path::KernelForwardRps => "linux-rps",
             Path::UdpRelay => "udp-relay",
@@ -81,24 +100,55 @@ impl Path {
     }
 
     pub fn is_detour(self) -> bool {
-        matches!(self, Path::Relay | Path::Encap | Path::Decap)
+        self.dataplane().is_some()
+    }
+
+    /// For detour's paths, whether the gateway's dataplane encrypts.
+    fn dataplane(self) -> Option<Encryption> {
+        match self {
+            Path::Relay | Path::Encap | Path::Decap => Some(Encryption::None),
+            Path::RelaySealed | Path::EncapSealed | Path::DecapSealed => Some(Encryption::Aead),
+            _ => None,
+        }
+    }
+
+    /// A sealed path's twin in the clear, what its rate is compared with.
+    pub fn in_the_clear(self) -> Option<Path> {
+        match self {
+            Path::RelaySealed => Some(Path::Relay),
+            Path::EncapSealed => Some(Path::Encap),
+            Path::DecapSealed => Some(Path::Decap),
+            _ => None,
+        }
+    }
+
+    /// Whether the generator's stamp reaches the sink readable: not where
+    /// the gateway seals it (it arrives encrypted, the tag behind it).
+    pub fn stamps_arrive(self) -> bool {
+        self != Path::EncapSealed
     }
 
     /// Where the generator sends from and the sink counts.
     pub fn ends(self) -> (Side, Side) {
         match self {
-            Path::Relay | Path::UdpRelay | Path::AfXdpSwap => (Side::Peer, Side::Peer),
-            Path::Encap | Path::KernelForward | Path::KernelForwardRps | Path::XdpRedirect => {
-                (Side::Host, Side::Peer)
+            Path::Relay | Path::RelaySealed | Path::UdpRelay | Path::AfXdpSwap => {
+                (Side::Peer, Side::Peer)
             }
-            Path::Decap => (Side::Peer, Side::Host),
+            Path::Encap
+            | Path::EncapSealed
+            | Path::KernelForward
+            | Path::KernelForwardRps
+            | Path::XdpRedirect => (Side::Host, Side::Peer),
+            Path::Decap | Path::DecapSealed => (Side::Peer, Side::Host),
         }
     }
 
-    /// The frame the generator sends, for `size`-byte site frames.
-    pub fn frame(self, bed: &Bed, size: usize) -> Vec<u8> {
+    /// What the generator sends, for `size`-byte site frames.
+    pub fn frames(self, bed: &Bed, size: usize) -> Result<Frames> {
         let peer = Ipv4Addr::new(192, 0, 2, 1);
-        match self {
+        let relayed = || bed.site_frame(3, Ipv4Addr::new(10, 2, 0, 8), size);
+        let to_host = || bed.site_frame(2, Ipv4Addr::new(10, 1, 0, 5), size);
+        Ok(Frames::Repeated(match self {
             Path::Relay => bed.overlay(
                 3,
                 Ipv4Addr::new(192, 0, 2, 99),
@@ -106,13 +156,23 @@ impl Path {
                 Ipv4Addr::new(10, 2, 0, 8),
                 size,
             ),
+            Path::RelaySealed => bed
+                .sealer(3, 2, 1)?
+                .sealed(&relayed())
+                .map_err(|why| anyhow!("sealing the relayed frame: {why:?}"))?,
             Path::Decap => bed.overlay(2, peer, 1, Ipv4Addr::new(10, 1, 0, 5), size),
-            Path::Encap => bed.host_frame(Ipv4Addr::new(10, 2, 0, 7), size),
+            Path::DecapSealed => {
+                return Ok(Frames::SealedAfresh {
+                    site_frame: to_host(),
+                    sealer: bed.node_2_sealer()?,
+                });
+            }
+            Path::Encap | Path::EncapSealed => bed.host_frame(Ipv4Addr::new(10, 2, 0, 7), size),
             Path::KernelForward | Path::KernelForwardRps | Path::XdpRedirect => {
                 bed.host_frame(peer, size)
             }
             Path::UdpRelay | Path::AfXdpSwap => bed.peer_frame(size),
-        }
+        }))
     }
 
     /// The gateway's interface the generator's frames arrive on.
@@ -128,8 +188,14 @@ impl Path {
         let gw = &bed.net.gw;
         let mut dut = Dut::default();
         match self {
-            Path::Relay | Path::Encap | Path::Decap => {
-                dut.dataplane = Some(Dataplane::start(bed, cores)?);
+            Path::Relay
+            | Path::RelaySealed
+            | Path::Encap
+            | Path::EncapSealed
+            | Path::Decap
+            | Path::DecapSealed => {
+                let encryption = self.dataplane().expect("one of detour's paths");
+                dut.dataplane = Some(Dataplane::start(bed, cores, encryption)?);
             }
             Path::KernelForward | Path::KernelForwardRps => {
                 // veth hands frames sent with XDP (the generator) only to a
@@ -298,9 +364,41 @@ impl Dut {
     }
 }
 
+/// What a path's generator sends.
+pub enum Frames {
+    /// One frame, over and over.
+    Repeated(Vec<u8>),
+    /// A site frame that a peer's worker seals afresh each time it goes, so
+    /// that the gateway opens every one (it drops a counter seen before).
+    SealedAfresh {
+        site_frame: Vec<u8>,
+        sealer: Arc<PeerSealer>,
+    },
+}
+
+impl Frames {
+    /// The frame a generator that sends one frame over and over would
+    /// send, if it may.
+    pub fn repeated(&self) -> Option<&[u8]> {
+        match self {
+            Frames::Repeated(frame) => Some(frame),
+            Frames::SealedAfresh { .. } => None,
+        }
+    }
+}
+
+/// Whether detour's dataplane seals and opens (as `encryption` in the
+/// control process's config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encryption {
+    None,
+    Aead,
+}
+
 /// detour's dataplane in the gateway's namespace, in this process (its
 /// workers are threads here, so their CPU time can be read), as node 1 of
-/// testkit's three-node table: nodes 2 and 3 direct.
+/// testkit's three-node table: nodes 2 and 3 direct; with its sessions'
+/// keys when it encrypts.
 struct Dataplane {
     api: ScratchPath,
     stop: Arc<AtomicBool>,
@@ -308,7 +406,7 @@ struct Dataplane {
 }
 
 impl Dataplane {
-    fn start(bed: &Bed, cores: &[usize]) -> Result<Dataplane> {
+    fn start(bed: &Bed, cores: &[usize], encryption: Encryption) -> Result<Dataplane> {
         let api = ScratchPath::new("bench-api");
         let queues: Vec<u32> = (0..bed.queues).collect();
         let cores: Vec<usize> = (0..bed.queues as usize)
@@ -340,9 +438,14 @@ impl Dataplane {
             let error = dataplane.finish().err();
             return Err(anyhow!("the dataplane's API never answered: {error:?}"));
         }
-        let snapshot = Gateway::snapshot(Family::V4, 1, 2);
-        Client::connect(dataplane.api.path())
-            .and_then(|mut c| c.install(snapshot))
+        let mut snapshot = Gateway::snapshot(Family::V4, 1, 2);
+        let mut api = Client::connect(dataplane.api.path())?;
+        if encryption == Encryption::Aead {
+            // Keys are taken only for the run they were made for.
+            snapshot.dataplane_instance = Some(api.health()?.instance);
+            snapshot.sessions = Some(sealing::gateway_sessions());
+        }
+        api.install(snapshot)
             .context("installing the route table")?;
         Ok(dataplane)
     }

@@ -259,6 +259,20 @@ pub struct Health {
     pub workers_running: usize,
     pub workers: usize,
     pub interfaces: Vec<InterfaceHealth>,
+    /// The ids (never the bytes) of the session keys the workers hold, by
+    /// peer; `None` while the installed snapshot does not encrypt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<HeldKeys>>,
+}
+
+/// The key ids a dataplane holds for one peer: the one frames to it are
+/// sealed under, and those frames from it open under (retiring ones
+/// included). Ids travel in every sealed frame; the keys never leave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldKeys {
+    pub peer: NodeId,
+    pub tx: Option<u32>,
+    pub rx: Vec<u32>,
 }
 
 /// How the dataplane holds one interface.

@@ -35,7 +35,7 @@ use crate::linkstate::LinkStateConfig;
 use crate::node::NodeConfig;
 use crate::paths::{Hop, Hysteresis, Metric, Policy, check_relay};
 use crate::probe::ProbeConfig;
-use crate::session::{Encryption, PeerKeys};
+use crate::session::{Encryption, Limits, PeerKeys};
 
 /// The control port, where probes and link state arrive, unless
 /// `control.listen` says otherwise; peers are reached on it too unless
@@ -81,6 +81,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Whether overlay data is encrypted end to end (`encryption`).
     pub encryption: Encryption,
+    /// Session timers (`[session]`).
+    pub session: Limits,
 }
 
 /// Another node of the overlay.
@@ -166,10 +168,25 @@ pub struct ConfigFile {
     pub api: ApiSection,
     #[serde(default)]
     pub metrics: MetricsSection,
+    #[serde(default)]
+    pub session: SessionSection,
     /// Where the lines of the parsed text start, to turn spans into lines.
     #[serde(skip)]
     lines: Lines,
 }
+
+/// `[session]`: the sessions' timers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSection {
+    /// Seconds after which a session's initiator starts a new one.
+    pub rekey_after_s: Option<Spanned<u64>>,
+}
+
+/// The range `session.rekey_after_s` may take: no longer than WireGuard's
+/// 120 s, and not so short that handshakes become most of the control
+/// traffic.
+pub const REKEY_AFTER_S: std::ops::RangeInclusive<u64> = 10..=120;
 
 /// `[metrics]`.
 #[derive(Debug, Default, Deserialize)]
@@ -505,6 +522,8 @@ impl ConfigFile {
             },
         };
 
+        let session = c.session(&self.session)?;
+
         // The keys last: a file with a mistake in it is refused for that
         // mistake whatever the state of the keys.
         let private_key = c.key_file(
@@ -533,6 +552,7 @@ impl ConfigFile {
             api_socket,
             metrics_listen,
             encryption,
+            session,
         })
     }
 }
@@ -761,6 +781,26 @@ impl Checker<'_> {
             ));
         }
         Ok(Duration::from_millis(ms))
+    }
+
+    /// `[session]`: WireGuard's timers, or those for another rekey time.
+    fn session(&self, s: &SessionSection) -> Result<Limits, ConfigError> {
+        let Some(value) = &s.rekey_after_s else {
+            return Ok(Limits::default());
+        };
+        let secs = *value.get_ref();
+        if !REKEY_AFTER_S.contains(&secs) {
+            return Err(self.invalid(
+                value,
+                "session.rekey_after_s",
+                format!(
+                    "{secs} is not from {} to {} (seconds)",
+                    REKEY_AFTER_S.start(),
+                    REKEY_AFTER_S.end()
+                ),
+            ));
+        }
+        Ok(Limits::rekeying_after(Duration::from_secs(secs)))
     }
 
     /// A count that must be at least 1.
@@ -1176,6 +1216,9 @@ socket = "/tmp/control.sock"
 
 [metrics]
 listen = "127.0.0.1:9482"
+
+[session]
+rekey_after_s = 60
 "#;
 
     /// This node's private key in the tests' key files, and its public
@@ -1329,6 +1372,15 @@ listen = "127.0.0.1:9482"
         assert_eq!(c.dataplane_socket, Some(PathBuf::from("/tmp/dp.sock")));
         assert_eq!(c.api_socket, PathBuf::from("/tmp/control.sock"));
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9482".parse().unwrap()));
+        assert_eq!(
+            (
+                c.session.rekey_after_time,
+                c.session.responder_rekey_delay,
+                c.session.reject_after_time
+            ),
+            (Duration::from_secs(60), ms(5000), Duration::from_secs(90)),
+            "WireGuard's timers, scaled to the rekey time"
+        );
     }
 
     #[test]
@@ -1499,6 +1551,16 @@ listen = "127.0.0.1:9482"
                 "loss_window = 100",
                 "loss_window = 1001",
                 "control.toml: line 33: probe.loss_window: 1001 is not from 1 to 1000",
+            ),
+            (
+                "rekey_after_s = 60",
+                "rekey_after_s = 9",
+                "control.toml: line 60: session.rekey_after_s: 9 is not from 10 to 120 (seconds)",
+            ),
+            (
+                "rekey_after_s = 60",
+                "rekey_after_s = 121",
+                "control.toml: line 60: session.rekey_after_s: 121 is not from 10 to 120 (seconds)",
             ),
             (
                 "min_interval_ms = 30",

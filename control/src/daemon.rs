@@ -48,9 +48,7 @@ use crate::message::{MAX_ENCODED_LEN, Message, Reject};
 use crate::metrics;
 use crate::node::Node;
 use crate::paths::Hop;
-use crate::session::{
-    Encryption, Endpoint, Event, Limits, Recipient, Sent, TAG_LEN, TRANSPORT_HEADER_LEN,
-};
+use crate::session::{Encryption, Endpoint, Event, Recipient, Sent, TAG_LEN, TRANSPORT_HEADER_LEN};
 
 /// The largest datagram on the control port: a sealed row of the most
 /// links.
@@ -94,7 +92,7 @@ pub fn run(
         config.private_key.clone(),
         config.peers.iter().map(Peer::session_keys),
         incarnation()?,
-        Limits::default(),
+        config.session.clone(),
     );
     endpoint.set_encryption(config.encryption);
     info!(public_key = %endpoint.public_key(), "identity");

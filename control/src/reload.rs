@@ -11,8 +11,8 @@
 //! key of this node drops every session, and the handshakes that follow
 //! are under the new key.
 //!
-//! Everything else (the node id, addresses, sockets, probe and link-state
-//! timing) is fixed for the life of the process: a file that changes any
+//! Everything else (the node id, addresses, sockets, probe, link-state
+//! and session timing) is fixed for the life of the process: a file that changes any
 //! of it is refused whole, naming the keys, and the running configuration
 //! stays. A file with an error is refused likewise, with its file, line and
 //! key.
@@ -39,6 +39,7 @@ pub fn fixed_changes(running: &Config, new: &Config) -> Vec<&'static str> {
         ("encryption", r.encryption != n.encryption),
         ("[probe]", r.node.probe != n.node.probe),
         ("[linkstate]", r.node.linkstate != n.node.linkstate),
+        ("[session]", r.session != n.session),
         ("routing.drained", r.node.drained != n.node.drained),
         (
             "routing.compute_interval_ms",

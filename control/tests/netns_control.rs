@@ -101,6 +101,7 @@ fn serve(stream: std::os::unix::net::UnixStream, installed: &Installed) {
                 workers_running: 0,
                 workers: 0,
                 interfaces: Vec::new(),
+                keys: None,
             }),
             Ok(Request::Routes) => Response::Routes {
                 snapshot: installed.lock().unwrap().last().cloned(),

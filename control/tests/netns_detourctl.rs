@@ -175,6 +175,8 @@ const STATUS_DATAPLANE: &[&str] = &[
     "workers_running",
     "workers",
     "interfaces",
+    // Key ids only, by peer: the keys never leave the dataplane.
+    "keys",
 ];
 const PEER: &[&str] = &[
     "id",
@@ -254,6 +256,9 @@ fn netns_detourctl_drives_both_daemons_and_their_metrics_parse() {
     assert_keys(&status, &["control", "dataplane", "errors"]);
     assert_keys(&status["control"], STATUS_CONTROL);
     assert_keys(&status["dataplane"], STATUS_DATAPLANE);
+    for held in status["dataplane"]["keys"].as_array().expect("key ids") {
+        assert_keys(held, &["peer", "tx", "rx"]);
+    }
     assert_eq!(status["errors"], serde_json::json!({}));
     assert_eq!(status["control"]["node_id"], 1);
     assert_eq!(status["dataplane"]["node_id"], 1);

@@ -127,11 +127,12 @@ impl State {
     pub fn health(&self) -> Health {
         // One lock: a second `installer()` in the same expression would
         // wait for the first's guard, which lives to its end.
-        let (instance, route_version) = {
+        let (instance, route_version, keys) = {
             let installer = self.installer();
             (
                 installer.instance(),
                 installer.snapshot().map(|s| s.version),
+                installer.held_keys(),
             )
         };
         Health {
@@ -143,6 +144,7 @@ impl State {
             workers_running: self.running.load(Ordering::Relaxed),
             workers: self.workers.len(),
             interfaces: self.interfaces.clone(),
+            keys,
         }
     }
 }

@@ -23,6 +23,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use detour_common::api::HeldKeys;
 use detour_common::wire::{MacAddr, NodeId};
 use ipnet::IpNet;
 
@@ -172,6 +173,11 @@ impl Installer {
     /// Whether the installed snapshot encrypts.
     pub fn encrypted(&self) -> bool {
         self.keys.is_some()
+    }
+
+    /// The ids of the keys the workers hold, by peer, if encrypting.
+    pub fn held_keys(&self) -> Option<Vec<HeldKeys>> {
+        self.keys.as_ref().map(|k| k.held())
     }
 
     /// Looks at the neighbours again, and retires the keys whose grace ran

@@ -345,6 +345,9 @@ impl Testbed {
             l.dataplane_socket(id),
             l.control_socket(id)
         );
+        if let Some(rekey) = spec.rekey_after_s {
+            s += &format!("\n[session]\nrekey_after_s = {rekey}\n");
+        }
         Ok(s)
     }
 

@@ -14,12 +14,15 @@
 //! - [`soak`]: the overlay under traffic and route changes for many
 //!   minutes: memory over time, drops, unexpected loss.
 //! - [`totals`]: every node's counters summed, for the demo and the soak.
+//! - [`tcp`]: the TCP benchmark, detour encrypted and in the clear against
+//!   wireguard-go.
 
 pub mod bed;
 pub mod delay_line;
 pub mod demo;
 pub mod internet;
 pub mod soak;
+pub mod tcp;
 pub mod topology;
 pub mod totals;
 pub mod traffic;

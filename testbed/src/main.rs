@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use detour_testbed::bed::{self, Layout, Testbed};
 use detour_testbed::demo::{self, Progress};
-use detour_testbed::{Impairment, Topology, delay_line, soak};
+use detour_testbed::{Impairment, Topology, delay_line, soak, tcp};
 
 /// Where each testbed keeps its state, `<STATE_ROOT>/<name>`.
 const STATE_ROOT: &str = "/run/detour-testbed";
@@ -112,6 +112,28 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// TCP throughput from site 1's host to site 2's (iperf3, one
+    /// connection) through detour encrypted and in the clear, and between
+    /// two namespaces over wireguard-go, in interleaved rounds; each
+    /// setup's median round and the ratios. Builds and takes down its own
+    /// testbeds (tcp-aead, tcp-none). Not a test: the numbers depend on the
+    /// machine.
+    Tcp {
+        /// Each connection's length in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// Rounds over the three setups.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// The TCP congestion control (iperf3 --congestion); the figure
+        /// depends on it.
+        #[arg(long, default_value = "bbr")]
+        congestion: String,
+        /// Print the report as JSON on stdout (the progress goes to
+        /// stderr).
+        #[arg(long)]
+        json: bool,
+    },
     /// The delay line, run by `up` inside the router namespace.
     #[command(hide = true)]
     DelayLine { delays: PathBuf },
@@ -203,6 +225,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             report,
             json,
         } => return run_soak(&topology, minutes, report.as_deref(), json),
+        Cmd::Tcp {
+            seconds,
+            rounds,
+            congestion,
+            json,
+        } => {
+            let settings = tcp::Settings {
+                seconds: seconds.max(1),
+                rounds: rounds.max(1),
+                congestion,
+            };
+            return run_tcp(&settings, json);
+        }
         Cmd::DelayLine { delays } => delay_line::run(&delays)?,
     }
     Ok(ExitCode::SUCCESS)
@@ -251,6 +286,30 @@ fn run_soak(
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn run_tcp(settings: &tcp::Settings, json: bool) -> anyhow::Result<ExitCode> {
+    let progress = Progress::new(json);
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(libc::SIGINT, stop.clone())?;
+    signal_hook::flag::register(libc::SIGTERM, stop.clone())?;
+    let layouts = [layout("tcp-aead")?, layout("tcp-none")?];
+    for l in &layouts {
+        bed::down(l)?;
+    }
+    let report = match tcp::run(settings, layouts, &|s| progress.say(s), &stop) {
+        Err(e) if stop.load(std::sync::atomic::Ordering::Relaxed) => {
+            progress.say(&format!("{e}; everything is taken down"));
+            return Ok(ExitCode::from(130));
+        }
+        r => r?,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.markdown());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Builds testbed `name` of `topology` (taking down what a run killed

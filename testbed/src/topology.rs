@@ -58,6 +58,10 @@ pub struct NodeSpec {
     /// "none"), for comparisons and for a node that disagrees.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<String>,
+    /// Its control process's `session.rekey_after_s` (120 s by default):
+    /// shorter, to see sessions and their keys rotate within a test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rekey_after_s: Option<u64>,
 }
 
 fn yes() -> bool {

@@ -801,3 +801,187 @@ fn received(socket: &UdpSocket) -> usize {
     }
     n
 }
+
+/// Two sites whose sessions rekey every 10 s (rejected 15 s after they
+/// began), 2 ms apart.
+const REKEYING: &str = "
+    [defaults]
+    delay_ms = 2
+    [[nodes]]
+    id = 1
+    rekey_after_s = 10
+    [[nodes]]
+    id = 2
+    rekey_after_s = 10
+";
+
+/// How long after a session began its key has surely left the dataplane:
+/// rejected at 1.5 times the rekey time, then the dataplane's grace of 2 s,
+/// and room for the install.
+const FIRST_KEY_GONE: Duration = Duration::from_secs(15 + 2 + 3);
+
+/// A minute of traffic both ways across at least two rekeys loses no
+/// datagram to them; a frame captured under the first key and played
+/// again once that key is over reaches no host and counts as
+/// `expired_key`.
+#[test]
+fn netns_e2e_a_minute_across_rekeys_loses_nothing_and_an_old_key_stays_dead() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = up(REKEYING);
+    let l = bed.layout();
+    wait_route(&bed, 1, 2, |r| r == "direct");
+    let router = l.router();
+    let from_node_1 = router
+        .enter(|| PacketSocket::bind(&router_interface(1)))
+        .unwrap()
+        .unwrap();
+    let toward_node_2 = router
+        .enter(|| PacketSocket::bind(&router_interface(2)))
+        .unwrap()
+        .unwrap();
+    let (node_2_mac, router_mac) = (
+        mac_of(&l.node(2), "wan"),
+        mac_of(&router, &router_interface(2)),
+    );
+    let (to_2, to_1) = (flow(&bed, 1, 2), flow(&bed, 2, 1));
+    let key_ids = Mutex::new(std::collections::BTreeSet::new());
+    let first: Mutex<Option<(Vec<u8>, std::time::Instant)>> = Mutex::new(None);
+    let mut expired = 0;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            from_node_1.receive(Duration::from_secs(60), usize::MAX, |frame| {
+                if is_data_for_node_2(frame) {
+                    let id = u32::from_be_bytes(frame[62..66].try_into().unwrap());
+                    key_ids.lock().unwrap().insert(id);
+                    let mut first = first.lock().unwrap();
+                    if first.is_none() {
+                        *first = Some((frame.to_vec(), std::time::Instant::now()));
+                    }
+                }
+                false
+            });
+        });
+        let (frame, seen) = loop {
+            if let Some(f) = first.lock().unwrap().clone() {
+                break f;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        std::thread::sleep(FIRST_KEY_GONE.saturating_sub(seen.elapsed()));
+        let before = bed.dataplane_stats(2).unwrap().total.dropped;
+        let mut replay = frame;
+        replay[..6].copy_from_slice(&node_2_mac);
+        replay[6..12].copy_from_slice(&router_mac);
+        toward_node_2.send(&replay).unwrap();
+        let counted = || {
+            let after = bed.dataplane_stats(2).unwrap().total.dropped;
+            after.get("expired_key").copied().unwrap_or(0)
+                - before.get("expired_key").copied().unwrap_or(0)
+        };
+        eventually(Duration::from_secs(3), || counted() >= 1);
+        expired = counted();
+    });
+    let (to_2, to_1) = (finish(to_2), finish(to_1));
+    let key_ids = key_ids.into_inner().unwrap();
+    assert!(
+        key_ids.len() >= 3,
+        "at least two rekeys in a minute: keys {key_ids:?}"
+    );
+    assert_eq!(expired, 1, "the replay under the first key counted expired");
+    for (what, r) in [("1 -> 2", &to_2), ("2 -> 1", &to_1)] {
+        assert_eq!(r.lost(0, u64::MAX), 0, "{what}: lost across the rekeys");
+        assert_eq!(r.duplicates, 0, "{what}: the replay reached the host");
+    }
+    report(format!(
+        "a minute across rekeys (every 10 s): {} keys seen 1 -> 2, {} + {} datagrams, none lost; \
+         a frame under the first key played again {} s after it was seen: expired_key, reached no host",
+        key_ids.len(),
+        to_2.sent.len(),
+        to_1.sent.len(),
+        FIRST_KEY_GONE.as_secs()
+    ));
+}
+
+/// Three sites, 2 ms apart.
+const THREE_SITES: &str = "
+    [defaults]
+    delay_ms = 2
+    [[nodes]]
+    id = 1
+    [[nodes]]
+    id = 2
+    [[nodes]]
+    id = 3
+";
+
+/// Every key id a node's dataplane holds, for any peer.
+fn key_ids_held(bed: &Testbed, id: u16) -> Vec<(u16, u32)> {
+    let health = bed.dataplane(id).unwrap().health().unwrap();
+    let held = health
+        .keys
+        .expect("an encrypting dataplane lists its key ids");
+    held.iter()
+        .flat_map(|k| k.tx.iter().chain(&k.rx).map(move |&key| (k.peer.0, key)))
+        .collect()
+}
+
+/// Encryption is end to end: once their direct path is cut, frames from
+/// site 1 to site 2 relayed by node 3 arrive and open, while node 3 holds
+/// no key they are sealed under (only its own sessions' with 1 and 2);
+/// node 2 holds it, from node 1.
+#[test]
+fn netns_e2e_a_relay_forwards_what_it_holds_no_key_for() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut bed = up(THREE_SITES);
+    wait_route(&bed, 1, 2, |r| r == "direct");
+    bed.cut(1, 2).unwrap();
+    wait_route(&bed, 1, 2, |r| r == "via 3");
+    let l = bed.layout();
+    let from_node_1 = l
+        .router()
+        .enter(|| PacketSocket::bind(&router_interface(1)))
+        .unwrap()
+        .unwrap();
+    let relayed_before = relayed(&bed, 3);
+    let to_2 = flow(&bed, 1, 2);
+    // Overlay data from node 1 for node 2, on its way to the relay.
+    let for_2_via_3 = |frame: &[u8]| {
+        frame.len() > 74 + 16
+            && frame[12..14] == [0x08, 0x00]
+            && frame[30..34] == underlay(3).octets()
+            && frame[36..38] == 6081u16.to_be_bytes()
+            && frame[56..58] == 2u16.to_be_bytes()
+    };
+    let mut sealed_under = std::collections::BTreeSet::new();
+    from_node_1.receive(Duration::from_secs(2), usize::MAX, |frame| {
+        if for_2_via_3(frame) {
+            sealed_under.insert(u32::from_be_bytes(frame[62..66].try_into().unwrap()));
+        }
+        false
+    });
+    let (relay_keys, node_2_keys) = (key_ids_held(&bed, 3), key_ids_held(&bed, 2));
+    let record = finish(to_2);
+    assert!(!sealed_under.is_empty(), "relayed frames were captured");
+    assert!(
+        relay_keys.iter().all(|(_, id)| !sealed_under.contains(id)),
+        "the relay holds {relay_keys:?}, frames are sealed under {sealed_under:?}"
+    );
+    assert!(
+        relay_keys.iter().all(|(peer, _)| [1, 2].contains(peer)),
+        "the relay's keys are its own sessions' with 1 and 2: {relay_keys:?}"
+    );
+    assert!(
+        sealed_under
+            .iter()
+            .all(|id| node_2_keys.contains(&(1, *id))),
+        "node 2 opens them under its keys from node 1: {node_2_keys:?}, frames under {sealed_under:?}"
+    );
+    assert_eq!(record.lost(0, u64::MAX), 0, "relayed, nothing lost");
+    assert!(relayed(&bed, 3) - relayed_before >= record.sent.len() as u64);
+    report(format!(
+        "relayed end to end: {} datagrams 1 -> 3 -> 2 delivered under key(s) {sealed_under:?}; \
+         the relay holds only {} key id(s) of its own sessions, none of them",
+        record.sent.len(),
+        relay_keys.len()
+    ));
+}

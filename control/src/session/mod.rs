@@ -128,6 +128,21 @@ pub struct Limits {
     pub handshakes_per_second: u32,
 }
 
+impl Limits {
+    /// WireGuard's timers scaled to another rekey time (a config's
+    /// `session.rekey_after_s`): the responder rekeys a twelfth of it
+    /// later, a session is rejected at one and a half times it (10 s and
+    /// 180 s for WireGuard's 120 s).
+    pub fn rekeying_after(rekey: Duration) -> Limits {
+        Limits {
+            rekey_after_time: rekey,
+            responder_rekey_delay: rekey / 12,
+            reject_after_time: rekey * 3 / 2,
+            ..Limits::default()
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Limits {
         Limits {

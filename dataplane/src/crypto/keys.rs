@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use detour_common::api::SessionKeys;
+use detour_common::api::{HeldKeys, SessionKeys};
 use detour_common::wire::NodeId;
 
 use super::{DataKey, ReplayWindow};
@@ -200,6 +200,23 @@ impl KeyTable {
         Some(KeyTable { peers })
     }
 
+    /// The ids of the keys held for each peer, by ascending node id.
+    pub fn held(&self) -> Vec<HeldKeys> {
+        self.peers
+            .iter()
+            .enumerate()
+            .filter_map(|(id, p)| {
+                let p = p.as_ref()?;
+                let retiring = p.retiring.iter().map(|(k, _)| k);
+                Some(HeldKeys {
+                    peer: NodeId(id as u16),
+                    tx: p.tx.as_ref().map(|t| t.id),
+                    rx: p.rx.iter().chain(retiring).map(|k| k.id).collect(),
+                })
+            })
+            .collect()
+    }
+
     /// What frames to `peer` are sealed under.
     #[inline]
     pub fn tx(&self, peer: NodeId) -> Option<&TxKey> {
@@ -323,6 +340,24 @@ mod tests {
             Opened::Expired => "expired",
             Opened::Unknown => "unknown",
         }
+    }
+
+    #[test]
+    fn held_lists_ids_current_and_retiring_and_forgets_the_expired() {
+        let now = Instant::now();
+        let first = KeyTable::build(&sessions(5, &[5, 6]), None, now);
+        let held = |t: &KeyTable| {
+            t.held()
+                .into_iter()
+                .map(|h| (h.peer.0, h.tx, h.rx))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(held(&first), vec![(2, Some(5), vec![5, 6])]);
+        // 6 dropped: still held while it retires, gone after.
+        let second = KeyTable::build(&sessions(7, &[5, 7]), Some(&first), now);
+        assert_eq!(held(&second), vec![(2, Some(7), vec![5, 7, 6])]);
+        let expired = second.expire(now + RETIRE_AFTER).expect("6 retired");
+        assert_eq!(held(&expired), vec![(2, Some(7), vec![5, 7])]);
     }
 
     #[test]

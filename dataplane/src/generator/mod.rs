@@ -21,8 +21,12 @@
 //! falls back from live frames to AF_XDP where a one-frame probe shows that
 //! the kernel refuses them, and obeys [`METHOD_VARIABLE`] over both, so
 //! that either way can be forced on any kernel.
+//!
+//! What a generator sends under encryption comes from [`sealer`]: a peer's
+//! worker sealing each frame under a new counter.
 
 mod live_frames;
+pub mod sealer;
 pub mod xsk_flood;
 
 use std::sync::OnceLock;

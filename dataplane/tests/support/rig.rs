@@ -65,8 +65,17 @@ impl Rig {
     /// the dataplane starts (it reads the interfaces' addresses once, at
     /// start).
     pub fn up_with(family: Family, before_dataplane: impl FnOnce(&Gateway)) -> Rig {
+        Rig::start(family, 1, before_dataplane)
+    }
+
+    /// The testbed with `queues` queues on every link, a worker on each.
+    pub fn up_with_queues(family: Family, queues: u32) -> Rig {
+        Rig::start(family, queues, |_| {})
+    }
+
+    fn start(family: Family, queues: u32, before_dataplane: impl FnOnce(&Gateway)) -> Rig {
         require_root();
-        let net = Gateway::up();
+        let net = Gateway::up_with(queues, 1500);
         let (gw, peer, host) = (&net.gw, &net.peer, &net.host);
         let peer_mac = peer.mac_addr("eth0").unwrap();
         let gw_wan = gw.mac_addr("wan").unwrap();
@@ -101,6 +110,13 @@ impl Rig {
         let dataplane = Process::spawn(
             gw.command(env!("CARGO_BIN_EXE_detour-dataplane"))
                 .args(["--node-id", "1", "--wan", "wan", "--lan", "lan"])
+                .arg("--queues")
+                .arg(
+                    (0..queues)
+                        .map(|q| q.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                )
                 .arg("--api-socket")
                 .arg(api.path())
                 .env("DETOUR_LOG", "warn")
