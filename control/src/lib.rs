@@ -15,6 +15,8 @@
 //!   was dropped.
 //! - [`session`]: Noise handshakes between peers, and the sessions that
 //!   seal every control message.
+//! - [`handshake_relay`]: handshakes passed on through a relay while two
+//!   peers' direct path is down.
 //! - [`replay`]: the per-session sliding window that refuses replays.
 //! - [`linkstate`]: flooding this node's row; the rows of the others.
 //! - [`node`]: all of the above for one node, driven by events and time.
@@ -30,6 +32,7 @@ pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod data_plane_keys;
+pub mod handshake_relay;
 pub mod keys;
 pub mod link;
 pub mod linkstate;

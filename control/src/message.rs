@@ -1,5 +1,6 @@
 //! Control messages: probes, probe replies, link-state rows (whole or as
-//! deltas) and their acknowledgements and requests, as they are encoded
+//! deltas) and their acknowledgements and requests, and handshakes passed
+//! on through a relay ([`crate::handshake_relay`]), as they are encoded
 //! inside a session's sealed transport message ([`crate::session`]; the
 //! layout is in docs/wire-format.md, "Control messages").
 //!
@@ -24,7 +25,8 @@
 //! `n` links is `14 + 9n` bytes encoded, at most [`MAX_LINKS`] = 1024
 //! links: one datagram per row, which the IP layer fragments past about
 //! 150 links (docs/wire-format.md has the arithmetic and the probe budget).
-//! A row acknowledgement is 9 bytes, a row request 1.
+//! A row acknowledgement is 9 bytes, a row request 1, a forwarded
+//! handshake 3 more than the handshake message it carries.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +57,14 @@ const LINK_STATE: u8 = 3;
 const LINK_STATE_DELTA: u8 = 4;
 const ROW_ACK: u8 = 5;
 const ROW_REQUEST: u8 = 6;
+const FORWARD: u8 = 7;
+const FORWARDED: u8 = 8;
+const KEEPALIVE: u8 = 9;
+
+/// The longest datagram a [`Message::Forward`] or [`Message::Forwarded`]
+/// carries: room for any handshake message (the longest, an initiation, is
+/// 145 bytes).
+pub const MAX_FORWARDED_LEN: usize = 256;
 
 /// A control message's body.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +82,19 @@ pub enum Message {
     /// The sender lacks the receiver's row (it has just started, or a
     /// delta came that it cannot apply): send it whole.
     RowRequest,
+    /// For the receiver, a relay: pass `datagram`, a handshake message of
+    /// the session layer, on to node `to`, to which the sender's direct
+    /// path is down.
+    Forward { to: NodeId, datagram: Vec<u8> },
+    /// `datagram`, a handshake message of node `from`, which the sender (a
+    /// relay) passes on because `from`'s direct path to the receiver is
+    /// down.
+    Forwarded { from: NodeId, datagram: Vec<u8> },
+    /// Nothing but the session it comes in: the first message of a session
+    /// the sender initiated, which confirms it to the receiver when
+    /// nothing else would (it goes through a relay while the direct path
+    /// is down).
+    Keepalive,
 }
 
 impl Message {
@@ -82,7 +105,10 @@ impl Message {
                 PROBE_LEN
             }
             Message::LinkState(row) => 1 + LINK_STATE_FIXED_LEN + row.links.len() * LINK_LEN,
-            Message::RowRequest => 1,
+            Message::RowRequest | Message::Keepalive => 1,
+            Message::Forward { datagram, .. } | Message::Forwarded { datagram, .. } => {
+                1 + 2 + datagram.len()
+            }
         }
     }
 
@@ -96,6 +122,9 @@ impl Message {
             },
             Message::RowAck { .. } => ROW_ACK,
             Message::RowRequest => ROW_REQUEST,
+            Message::Forward { .. } => FORWARD,
+            Message::Forwarded { .. } => FORWARDED,
+            Message::Keepalive => KEEPALIVE,
         }
     }
 }
@@ -289,10 +318,23 @@ pub enum EncodeError {
     TooManyLinks(usize),
     #[error("link-state links must be in ascending node order, without repeats: {0} is not")]
     LinksOutOfOrder(NodeId),
+    #[error("a forwarded datagram of {0} bytes: it must have 1 to {MAX_FORWARDED_LEN}")]
+    ForwardedLength(usize),
 }
 
 /// Appends `message` encoded to `out`. On error `out` is left as it was.
 pub fn encode(message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    if let Message::Forward { to: node, datagram }
+    | Message::Forwarded {
+        from: node,
+        datagram,
+    } = message
+    {
+        check_id(*node)?;
+        if !(1..=MAX_FORWARDED_LEN).contains(&datagram.len()) {
+            return Err(EncodeError::ForwardedLength(datagram.len()));
+        }
+    }
     if let Message::LinkState(row) = message {
         check_id(row.origin)?;
         if row.links.len() > MAX_LINKS {
@@ -315,7 +357,15 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeError> {
             out.extend_from_slice(&seq.to_be_bytes());
         }
         Message::RowAck { version } => out.extend_from_slice(&version.to_be_bytes()),
-        Message::RowRequest => {}
+        Message::RowRequest | Message::Keepalive => {}
+        Message::Forward { to: node, datagram }
+        | Message::Forwarded {
+            from: node,
+            datagram,
+        } => {
+            out.extend_from_slice(&node.0.to_be_bytes());
+            out.extend_from_slice(datagram);
+        }
         Message::LinkState(row) => {
             out.extend_from_slice(&row.origin.0.to_be_bytes());
             out.extend_from_slice(&row.version.to_be_bytes());
@@ -349,7 +399,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, Reject> {
     let (&kind, body) = bytes.split_first().ok_or(Reject::Malformed)?;
     let body_len = match kind {
         PROBE | PROBE_REPLY | ROW_ACK => 8,
-        ROW_REQUEST => 0,
+        ROW_REQUEST | KEEPALIVE => 0,
         LINK_STATE | LINK_STATE_DELTA => {
             let count = body
                 .get(LINK_COUNT_AT..LINK_COUNT_AT + 2)
@@ -360,6 +410,8 @@ pub fn decode(bytes: &[u8]) -> Result<Message, Reject> {
             }
             LINK_STATE_FIXED_LEN + count * LINK_LEN
         }
+        // A node id, then the datagram: the rest.
+        FORWARD | FORWARDED if (3..=2 + MAX_FORWARDED_LEN).contains(&body.len()) => body.len(),
         _ => return Err(Reject::Malformed),
     };
     if body.len() != body_len {
@@ -375,6 +427,22 @@ fn read_body(kind: u8, mut r: Reader<'_>) -> Result<Message, Reject> {
         PROBE_REPLY => Message::ProbeReply { seq: r.u64()? },
         ROW_ACK => Message::RowAck { version: r.u64()? },
         ROW_REQUEST => Message::RowRequest,
+        KEEPALIVE => Message::Keepalive,
+        FORWARD | FORWARDED => {
+            let node = NodeId(r.u16()?);
+            if !node.is_valid() {
+                return Err(Reject::Malformed);
+            }
+            let datagram = std::mem::take(&mut r.0).to_vec();
+            if kind == FORWARD {
+                Message::Forward { to: node, datagram }
+            } else {
+                Message::Forwarded {
+                    from: node,
+                    datagram,
+                }
+            }
+        }
         LINK_STATE | LINK_STATE_DELTA => {
             let origin = NodeId(r.u16()?);
             let version = r.u64()?;
@@ -453,5 +521,60 @@ impl Reader<'_> {
 
     fn u64(&mut self) -> Result<u64, Reject> {
         self.array().map(u64::from_be_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_handshakes_and_keepalives_round_trip() {
+        for message in [
+            Message::Forward {
+                to: NodeId(7),
+                datagram: vec![1; 145],
+            },
+            Message::Forwarded {
+                from: NodeId(3),
+                datagram: vec![2; 1],
+            },
+            Message::Keepalive,
+        ] {
+            let mut out = Vec::new();
+            encode(&message, &mut out).unwrap();
+            assert_eq!(out.len(), message.wire_len());
+            assert_eq!(decode(&out).unwrap(), message);
+        }
+    }
+
+    #[test]
+    fn a_forward_without_a_datagram_too_long_or_to_no_node_is_refused() {
+        let forward = |to, len| Message::Forward {
+            to: NodeId(to),
+            datagram: vec![0; len],
+        };
+        for (message, error) in [
+            (forward(7, 0), EncodeError::ForwardedLength(0)),
+            (
+                forward(7, MAX_FORWARDED_LEN + 1),
+                EncodeError::ForwardedLength(MAX_FORWARDED_LEN + 1),
+            ),
+            (forward(0, 10), EncodeError::ReservedNodeId(NodeId(0))),
+        ] {
+            let mut out = Vec::new();
+            assert_eq!(encode(&message, &mut out), Err(error));
+            assert!(out.is_empty());
+        }
+        // The same on the way in: no datagram, too long, node 0 or 65535.
+        for bytes in [
+            vec![FORWARD, 0, 7],
+            [vec![FORWARDED, 0, 7], vec![0; MAX_FORWARDED_LEN + 1]].concat(),
+            vec![FORWARD, 0, 0, 1],
+            vec![FORWARDED, 0xff, 0xff, 1],
+            vec![FORWARD, 0],
+        ] {
+            assert_eq!(decode(&bytes), Err(Reject::Malformed), "{bytes:?}");
+        }
     }
 }

@@ -339,6 +339,11 @@ impl Node {
                     self.send_row(now, k, None);
                 }
             }
+            // The driver's to pass on or to open (`handshake_relay`), never
+            // the routing core's.
+            Message::Forward { .. } | Message::Forwarded { .. } => return Err(Reject::Malformed),
+            // It confirmed the session it came in; nothing else to do.
+            Message::Keepalive => {}
         }
         Ok(())
     }

@@ -985,3 +985,64 @@ fn netns_e2e_a_relay_forwards_what_it_holds_no_key_for() {
         relay_keys.len()
     ));
 }
+
+/// Three sites rekeying every 10 s, the direct path between 1 and 2 cut
+/// from the start.
+const CUT_OFF_FROM_THE_START: &str = "
+    [defaults]
+    delay_ms = 2
+    [[nodes]]
+    id = 1
+    rekey_after_s = 10
+    [[nodes]]
+    id = 2
+    rekey_after_s = 10
+    [[nodes]]
+    id = 3
+    rekey_after_s = 10
+    [[paths]]
+    between = [1, 2]
+    cut = true
+";
+
+/// Long enough for every session 1 and 2 had at the start to have been
+/// refused (15 s after it began), twice.
+const PAST_TWO_SESSIONS: Duration = Duration::from_secs(35);
+
+/// Two sites that never had a direct path handshake through the relay
+/// (their sessions' keys seal the traffic it carries), and keep doing so
+/// as their sessions expire: the traffic between them goes on.
+#[test]
+fn netns_e2e_sites_cut_off_from_the_start_talk_through_a_relay_across_rekeys() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = up(CUT_OFF_FROM_THE_START);
+    wait_route(&bed, 1, 2, |r| r == "via 3");
+    wait_route(&bed, 2, 1, |r| r == "via 3");
+    let (to_2, to_1) = (flow(&bed, 1, 2), flow(&bed, 2, 1));
+    let opens_from_1 = || -> Vec<u32> {
+        key_ids_held(&bed, 2)
+            .into_iter()
+            .filter(|(peer, _)| *peer == 1)
+            .map(|(_, id)| id)
+            .collect()
+    };
+    let keys_before = opens_from_1();
+    std::thread::sleep(PAST_TWO_SESSIONS);
+    let keys_after = opens_from_1();
+    let (to_2, to_1) = (finish(to_2), finish(to_1));
+    assert!(
+        keys_after.iter().all(|id| !keys_before.contains(id)),
+        "node 2's keys from node 1 were all replaced: {keys_before:?}, then {keys_after:?}"
+    );
+    for (what, r) in [("1 -> 2", &to_2), ("2 -> 1", &to_1)] {
+        assert_eq!(r.lost(0, u64::MAX), 0, "{what}: lost through the relay");
+    }
+    assert!(relayed(&bed, 3) >= (to_2.sent.len() + to_1.sent.len()) as u64);
+    report(format!(
+        "sites cut off from each other from the start: {} + {} datagrams through the relay over {} s, \
+         none lost, while their sessions (handshaken through the relay) rekeyed every 10 s",
+        to_2.sent.len(),
+        to_1.sent.len(),
+        PAST_TWO_SESSIONS.as_secs()
+    ));
+}

@@ -569,6 +569,32 @@ impl Endpoint {
         Ok(sent)
     }
 
+    /// `message` sealed for `to` in the newest session this node may send
+    /// on, for the caller to deliver its own way (through a relay); `None`
+    /// without such a session.
+    pub fn seal(
+        &mut self,
+        now: Time,
+        to: NodeId,
+        message: &Message,
+    ) -> Result<Option<Vec<u8>>, EncodeError> {
+        let limits = &self.limits;
+        let Some(peer) = self.peers.get_mut(&to) else {
+            return Ok(None);
+        };
+        let Some(session) = peer
+            .sessions
+            .iter_mut()
+            .rev()
+            .find(|s| s.can_send(now, limits))
+        else {
+            return Ok(None);
+        };
+        let mut datagram = Vec::with_capacity(TRANSPORT_HEADER_LEN + message.wire_len());
+        session.seal(message, &mut datagram)?;
+        Ok(Some(datagram))
+    }
+
     /// Starts a handshake with `to`, unless one started less than
     /// [`Limits::handshake_retry`] ago (and this is no `retry`: the answer
     /// to it was a cookie).
