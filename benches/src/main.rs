@@ -15,13 +15,14 @@ mod sealing;
 mod xdp;
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use detour_dataplane::generator::Method;
+use detour_testkit::machine;
 
 use crate::bed::{Bed, MAX_FRAME, MIN_FRAME, Side};
 use crate::measure::{Pacer, Throughput, Timing, Traffic};
@@ -193,12 +194,12 @@ fn run(args: &Args) -> Result<()> {
         return Ok(());
     }
     let mut report = Report {
-        date: shell("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        date: machine::now_utc(),
         command: std::env::var("DETOUR_BENCH_COMMAND")
             .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" ")),
         machine: Machine {
-            kernel: shell("uname", &["-r"]),
-            cpu_model: cpu_model(),
+            kernel: machine::kernel(),
+            cpu_model: machine::cpu_model(),
             cpus,
             hardware_counters: measure::perf_counts_instructions(),
         },
@@ -442,24 +443,4 @@ fn update_docs(doc: &std::path::Path, report: &Report) -> Result<()> {
         .replace("\n## ", "\n#### ");
     let updated = format!("{}{BEGIN}\n{body}\n{}", &text[..b], &text[e..]);
     std::fs::write(doc, updated).with_context(|| format!("writing {}", doc.display()))
-}
-
-fn shell(program: &str, args: &[&str]) -> String {
-    Command::new(program)
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
 }

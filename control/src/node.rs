@@ -755,10 +755,10 @@ fn routing_links<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
     use crate::keys::{PresharedKey, PrivateKey};
     use crate::message::RowKind;
+    use crate::session::test_peers::{addr, keys, private};
     use crate::session::{Endpoint, Event, Limits, PeerKeys, Recipient, Sent, TRANSPORT};
 
     const A: NodeId = NodeId(1);
@@ -769,25 +769,10 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    fn private(id: NodeId) -> PrivateKey {
-        PrivateKey::from_bytes([id.0 as u8; 32])
-    }
-
-    fn addr(id: NodeId) -> SocketAddr {
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, id.0 as u8)), 6082)
-    }
-
     /// Node `id`'s end of the sessions with the other two; `incarnation`
     /// new at each (re)start.
     fn endpoint(id: NodeId, incarnation: u64) -> Endpoint {
-        let peers = [A, B, C]
-            .into_iter()
-            .filter(|p| *p != id)
-            .map(|p| PeerKeys {
-                id: p,
-                public: private(p).public_key(),
-                psk: PresharedKey::default(),
-            });
+        let peers = [A, B, C].into_iter().filter(|p| *p != id).map(keys);
         Endpoint::new(id, private(id), peers, incarnation, Limits::default())
     }
 

@@ -25,7 +25,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use detour_testkit::{Netns, Process, eventually};
+use detour_testkit::{Netns, Process, eventually, machine};
 use serde::Serialize;
 
 use crate::bed::{Layout, Testbed};
@@ -214,9 +214,9 @@ pub fn run(
         })
         .collect();
     Ok(Report {
-        date: output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
-        kernel: output("uname", &["-r"]),
-        cpu_model: cpu_model(),
+        date: machine::now_utc(),
+        kernel: machine::kernel(),
+        cpu_model: machine::cpu_model(),
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         settings: settings.clone(),
         runs,
@@ -462,26 +462,6 @@ fn checked(cmd: &mut Command) -> anyhow::Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-fn output(program: &str, args: &[&str]) -> String {
-    Command::new(program)
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
 }
 
 #[cfg(test)]

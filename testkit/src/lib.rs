@@ -21,6 +21,7 @@
 pub mod classifier_cases;
 pub mod ethtool;
 pub mod frames;
+pub mod machine;
 pub mod packet;
 pub mod topology;
 pub mod wire;

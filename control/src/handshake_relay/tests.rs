@@ -5,36 +5,19 @@
 //! data keys match crosswise.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use detour_common::api::SessionKeys;
 
 use super::*;
-use crate::keys::{PresharedKey, PrivateKey};
 use crate::link::Time;
-use crate::session::{Encryption, Endpoint, Limits, PeerKeys, Recipient};
+use crate::session::test_peers::{addr, keys, private};
+use crate::session::{Encryption, Endpoint, Limits, Recipient};
 
 const A: NodeId = NodeId(1);
 const B: NodeId = NodeId(2);
 const R: NodeId = NodeId(3);
 const MEMBERS: [NodeId; 3] = [A, B, R];
-
-fn addr(id: NodeId) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, id.0 as u8)), 6082)
-}
-
-fn private(id: NodeId) -> PrivateKey {
-    PrivateKey::from_bytes([id.0 as u8; 32])
-}
-
-fn keys(id: NodeId) -> PeerKeys {
-    PeerKeys {
-        id,
-        public: private(id).public_key(),
-        psk: PresharedKey::default(),
-    }
-}
 
 #[derive(Default)]
 struct Counts {

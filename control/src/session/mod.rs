@@ -776,4 +776,6 @@ impl Endpoint {
 }
 
 #[cfg(test)]
+pub(crate) mod test_peers;
+#[cfg(test)]
 mod tests;

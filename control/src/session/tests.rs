@@ -1,29 +1,12 @@
 //! The endpoint against every forged, replayed, truncated and stale thing
 //! a datagram can be, and across handshakes, restarts and rekeys.
 
-use std::net::{IpAddr, Ipv4Addr};
-
+use super::test_peers::{addr, keys, private};
 use super::*;
 
 const A: NodeId = NodeId(1);
 const B: NodeId = NodeId(2);
 const C: NodeId = NodeId(3);
-
-fn addr(id: NodeId) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, id.0 as u8)), 6082)
-}
-
-fn private(id: NodeId) -> PrivateKey {
-    PrivateKey::from_bytes([id.0 as u8; 32])
-}
-
-fn keys(id: NodeId) -> PeerKeys {
-    PeerKeys {
-        id,
-        public: private(id).public_key(),
-        psk: PresharedKey::default(),
-    }
-}
 
 fn secs(n: u64) -> Time {
     Duration::from_secs(n)
