@@ -1,13 +1,14 @@
-//! An independent decoder agrees with the wire format: frames built by
+//! Independent decoders agree with the wire format: frames built by
 //! `EncapTemplate` are written to a pcap file and read back by tcpdump, which
 //! must see GENEVE with detour's critical option, the inner packet, and no
-//! bad checksum. tcpdump is installed by scripts/setup.
+//! bad checksum; and by tshark, which must read a sealed frame's GENEVE
+//! header and option. Both are installed by scripts/setup.
 
 use std::net::Ipv4Addr;
 use std::process::Command;
 
 use detour_common::wire::encap::{EncapRepr, Underlay};
-use detour_common::wire::{Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr, checksum};
+use detour_common::wire::{Ipv4Packet, Ipv4Repr, Seal, UdpPacket, UdpRepr, checksum};
 use detour_testkit::frames::{self, FLOW_PORT};
 
 /// An inner IPv4/UDP packet with correct checksums.
@@ -76,6 +77,63 @@ fn pcap(frames: &[Vec<u8>]) -> Vec<u8> {
     out
 }
 
+/// Runs `program` with `args` on a pcap file of `frames`; its stdout.
+fn decode(program: &str, args: &[&str], frames: &[Vec<u8>]) -> String {
+    let path =
+        std::env::temp_dir().join(format!("detour-wire-{program}-{}.pcap", std::process::id()));
+    std::fs::write(&path, pcap(frames)).unwrap();
+    let out = Command::new(program).args(args).arg(&path).output();
+    std::fs::remove_file(&path).unwrap();
+    let out = out.unwrap_or_else(|e| {
+        panic!("{program} is needed for this test (scripts/setup installs it): {e}")
+    });
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{program}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[test]
+fn tshark_decodes_a_sealed_frames_geneve_header_and_detour_option() {
+    let mut repr = EncapRepr {
+        vni: 0x2a,
+        ..frames::encap_repr(Underlay::V4 {
+            src: Ipv4Addr::new(192, 0, 2, 1),
+            dst: Ipv4Addr::new(192, 0, 2, 2),
+        })
+    };
+    repr.option.seal = Seal {
+        key_id: 0x0102_0304,
+        counter: 0x0506_0708_090a,
+    };
+    // The payload of a sealed frame is ciphertext and a tag; what tshark
+    // makes of the header does not depend on it (the encoder wants an IP
+    // packet to name the protocol type).
+    let sealed = frames::encapsulate(&repr, &[inner_packet(), vec![0xa5; 16]].concat());
+    let text = decode(
+        "tshark",
+        &["-V", "-d", "udp.port==6081,geneve", "-r"],
+        &[sealed],
+    );
+    for field in [
+        "Generic Network Virtualization Encapsulation, VNI: 0x00002a",
+        "Version: 0",
+        "Critical Options Present: True",
+        "Protocol Type: IPv4 (0x0800)",
+        "Options: (24 bytes)",
+        "Class: Experimental (0xfffd)",
+        "Type: 0x82 (Critical)",
+        "Length: 24 bytes",
+        // src 1, dst 2, hop limit 4, flags 0, reserved, key id, counter.
+        "Unknown Option Data: 000100020400000001020304000005060708090a",
+    ] {
+        assert!(text.contains(field), "tshark shows no {field:?}:\n{text}");
+    }
+}
+
 #[test]
 fn tcpdump_decodes_encapsulations_as_geneve_with_the_detour_option() {
     let frames = [
@@ -88,16 +146,7 @@ fn tcpdump_decodes_encapsulations_as_geneve_with_the_detour_option() {
             dst: "2001:db8::2".parse().unwrap(),
         }),
     ];
-    let path = std::env::temp_dir().join(format!("detour-wire-{}.pcap", std::process::id()));
-    std::fs::write(&path, pcap(&frames)).unwrap();
-    let out = Command::new("tcpdump")
-        .args(["-nn", "-vv", "-r"])
-        .arg(&path)
-        .output();
-    std::fs::remove_file(&path).unwrap();
-    let out = out.expect("tcpdump is needed for this test; scripts/setup installs it");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let text = decode("tcpdump", &["-nn", "-vv", "-r"], &frames);
 
     // Not encrypted (key id 0, counter 0), so that the inner packet
     // decodes too.
