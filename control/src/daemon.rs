@@ -215,16 +215,13 @@ pub fn run(
             }
             Ok((len, from)) => match endpoint.open(now, from, &buf[..len]) {
                 Ok(Some((sender, message))) => {
-                    let handled = match message {
-                        Message::Forward { to, datagram } => {
-                            pass_on(node, endpoint, now, sender, to, datagram)
-                        }
-                        Message::Forwarded {
-                            from: origin,
-                            datagram,
-                        } => open_forwarded(node, endpoint, &peers, now, sender, origin, &datagram),
-                        message => node.handle_message(now, sender, &message),
-                    };
+                    let member_of = (node.members(), node.local());
+                    let handled =
+                        handshake_relay::receive(endpoint, now, &peers, member_of, sender, message)
+                            .and_then(|message| match message {
+                                Some(message) => node.handle_message(now, sender, &message),
+                                None => Ok(()),
+                            });
                     if let Err(reject) = handled {
                         endpoint.record(reject);
                         debug!(%from, %reject, "control message dropped");
@@ -248,7 +245,8 @@ pub fn run(
                 Event::SessionUp(peer) => {
                     debug!(%peer, "session up");
                     node.session_up(peer);
-                    confirm_through_relay(node, endpoint, now, peer);
+                    let relay_toward = |p| handshake_relay::relay_toward(node, p);
+                    handshake_relay::confirm(endpoint, now, &relay_toward, peer);
                 }
                 Event::PeerRestarted(peer) => {
                     info!(%peer, "peer restarted");
@@ -280,24 +278,13 @@ pub fn run(
                 Err(e) => warn!(peer = %to, error = %e, "cannot encode a control message"),
             }
         }
+        let relay_toward = |p| handshake_relay::relay_toward(node, p);
         while let Some(transmit) = endpoint.poll_transmit() {
-            let peer = match transmit.to {
-                Recipient::Node(id) => Some(id),
-                Recipient::Address(addr) => handshake_relay::peer_at(&peers, addr),
-            };
-            if let Some(peer) = peer
-                && let Some(relay) = handshake_relay::relay_for(node, peer, &transmit.datagram)
-            {
-                debug!(%peer, %relay, "handshake passed on through a relay");
-                let forward = Message::Forward {
-                    to: peer,
-                    datagram: transmit.datagram,
-                };
-                if let Err(e) = endpoint.send(now, relay, forward) {
-                    warn!(%peer, %relay, error = %e, "cannot pass a handshake on");
-                }
+            let Some(transmit) =
+                handshake_relay::divert(endpoint, now, &peers, &relay_toward, transmit)
+            else {
                 continue;
-            }
+            };
             let addr = match transmit.to {
                 Recipient::Node(id) => match peers.get(&id) {
                     Some(addr) => *addr,
@@ -332,57 +319,6 @@ pub fn run(
     if let Some(installer) = installer {
         installer.stop();
     }
-    Ok(())
-}
-
-/// A new session with `peer`, while the direct path to it is down: the
-/// keepalive that confirms it to `peer` goes through the relay, as the
-/// handshake did ([`handshake_relay`]).
-fn confirm_through_relay(node: &Node, endpoint: &mut Endpoint, now: Duration, peer: NodeId) {
-    let Some(relay) = handshake_relay::relay_toward(node, peer) else {
-        return;
-    };
-    if let Ok(Some(datagram)) = endpoint.seal(now, peer, &Message::Keepalive) {
-        debug!(%peer, %relay, "session confirmed through a relay");
-        let _ = endpoint.send(now, relay, Message::Forward { to: peer, datagram });
-    }
-}
-
-/// A handshake `from` asks this node to pass on to `to`
-/// ([`handshake_relay`]).
-fn pass_on(
-    node: &Node,
-    endpoint: &mut Endpoint,
-    now: Duration,
-    from: NodeId,
-    to: NodeId,
-    datagram: Vec<u8>,
-) -> Result<(), Reject> {
-    let (to, forwarded) =
-        handshake_relay::pass_on(node.members(), node.local(), from, to, datagram)?;
-    debug!(%from, %to, "passing a handshake on");
-    endpoint
-        .send(now, to, forwarded)
-        .map(drop)
-        .map_err(|_| Reject::Malformed)
-}
-
-/// A handshake of `origin`'s that `relay` passed on: opened as if it had
-/// come from `origin`'s own address.
-fn open_forwarded(
-    node: &Node,
-    endpoint: &mut Endpoint,
-    peers: &BTreeMap<NodeId, SocketAddr>,
-    now: Duration,
-    relay: NodeId,
-    origin: NodeId,
-    datagram: &[u8],
-) -> Result<(), Reject> {
-    handshake_relay::accept(node.members(), node.local(), relay, origin, datagram)?;
-    let addr = *peers.get(&origin).ok_or(Reject::UnknownNode)?;
-    // A handshake opens to nothing for the routing core; a refusal is
-    // counted by the endpoint.
-    let _ = endpoint.open(now, addr, datagram);
     Ok(())
 }
 

@@ -25,16 +25,109 @@
 //! in the session. Nothing else is sent this way: probes and link-state
 //! rows measure and describe the direct links.
 //!
-//! Everything here decides; the daemon sends.
+//! No I/O here: the daemon hands every datagram its endpoint queues to
+//! [`divert`], every new session to [`confirm`] and every message it opens
+//! to [`receive`], and sends what is left. Which peer is reached through
+//! which relay comes from the routing core ([`relay_toward`]), passed in as
+//! a function, so that the tests drive the same code with a cut of their
+//! own.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use detour_common::wire::NodeId;
+use tracing::{debug, warn};
 
+use crate::link::Time;
 use crate::message::{MAX_FORWARDED_LEN, Message, Reject};
 use crate::node::Node;
 use crate::paths::Hop;
-use crate::session::{COOKIE_REPLY, INITIATION, MAGIC, RESPONSE, TRANSPORT, VERSION};
+use crate::session::{
+    COOKIE_REPLY, Endpoint, INITIATION, MAGIC, RESPONSE, Recipient, TRANSPORT, Transmit, VERSION,
+};
+
+/// The relay a peer is reached through while this node's link to it is not
+/// up, if any: [`relay_toward`] for the daemon.
+pub type RelayToward<'a> = &'a dyn Fn(NodeId) -> Option<NodeId>;
+
+/// A datagram the endpoint queued for `transmit.to`: handed back to go
+/// straight there, or, a handshake message for a peer reached through a
+/// relay, sent to the relay inside a [`Message::Forward`] (`None`).
+/// `peers` are the peers' control addresses (a cookie reply names an
+/// address, not a node).
+pub fn divert(
+    endpoint: &mut Endpoint,
+    now: Time,
+    peers: &BTreeMap<NodeId, SocketAddr>,
+    relay_toward: RelayToward,
+    transmit: Transmit,
+) -> Option<Transmit> {
+    let peer = match transmit.to {
+        Recipient::Node(id) => Some(id),
+        Recipient::Address(addr) => peer_at(peers, addr),
+    };
+    let route = peer
+        .filter(|_| is_handshake(&transmit.datagram))
+        .and_then(|peer| Some((peer, relay_toward(peer)?)));
+    let Some((peer, relay)) = route else {
+        return Some(transmit);
+    };
+    debug!(%peer, %relay, "handshake passed on through a relay");
+    let forward = Message::Forward {
+        to: peer,
+        datagram: transmit.datagram,
+    };
+    if let Err(e) = endpoint.send(now, relay, forward) {
+        warn!(%peer, %relay, error = %e, "cannot pass a handshake on");
+    }
+    None
+}
+
+/// A session with `peer` just came up: while `peer` is reached through a
+/// relay, the keepalive that confirms the session to it goes there too.
+pub fn confirm(endpoint: &mut Endpoint, now: Time, relay_toward: RelayToward, peer: NodeId) {
+    let Some(relay) = relay_toward(peer) else {
+        return;
+    };
+    if let Ok(Some(datagram)) = endpoint.seal(now, peer, &Message::Keepalive) {
+        debug!(%peer, %relay, "session confirmed through a relay");
+        let _ = endpoint.send(now, relay, Message::Forward { to: peer, datagram });
+    }
+}
+
+/// A message `sender` sent this node (`local`, of `members`): a
+/// [`Message::Forward`] is passed on, a [`Message::Forwarded`] opened as if
+/// it had come from its origin's address; anything else is handed back,
+/// for the routing core.
+pub fn receive(
+    endpoint: &mut Endpoint,
+    now: Time,
+    peers: &BTreeMap<NodeId, SocketAddr>,
+    (members, local): (&[NodeId], NodeId),
+    sender: NodeId,
+    message: Message,
+) -> Result<Option<Message>, Reject> {
+    match message {
+        Message::Forward { to, datagram } => {
+            let (to, forwarded) = pass_on(members, local, sender, to, datagram)?;
+            debug!(from = %sender, %to, "passing a handshake on");
+            endpoint
+                .send(now, to, forwarded)
+                .map_err(|_| Reject::Malformed)?;
+            Ok(None)
+        }
+        Message::Forwarded { from, datagram } => {
+            accept(members, local, sender, from, &datagram)?;
+            let addr = *peers.get(&from).ok_or(Reject::UnknownNode)?;
+            // A handshake opens to nothing, a keepalive to itself, which
+            // confirmed the session on its way; a refusal the endpoint
+            // counts.
+            let _ = endpoint.open(now, addr, &datagram);
+            Ok(None)
+        }
+        message => Ok(Some(message)),
+    }
+}
 
 /// Whether `datagram` is a handshake message of the session layer, which
 /// a node sends through a relay whenever its direct link is down.
@@ -59,15 +152,6 @@ fn session_datagram_kind(datagram: &[u8]) -> Option<u8> {
     }
 }
 
-/// The relay a handshake `datagram` for `peer` goes through; `None`
-/// (straight to the peer) for any other datagram, or while a relay is not
-/// needed.
-pub fn relay_for(node: &Node, peer: NodeId, datagram: &[u8]) -> Option<NodeId> {
-    is_handshake(datagram)
-        .then(|| relay_toward(node, peer))
-        .flatten()
-}
-
 /// The relay this node reaches `peer` through while its own link to `peer`
 /// is not up: its route's.
 pub fn relay_toward(node: &Node, peer: NodeId) -> Option<NodeId> {
@@ -82,17 +166,14 @@ pub fn relay_toward(node: &Node, peer: NodeId) -> Option<NodeId> {
 
 /// The peer whose control port `addr` is (a cookie reply goes to the
 /// address an initiation came from).
-pub fn peer_at(
-    peers: &std::collections::BTreeMap<NodeId, SocketAddr>,
-    addr: SocketAddr,
-) -> Option<NodeId> {
+fn peer_at(peers: &BTreeMap<NodeId, SocketAddr>, addr: SocketAddr) -> Option<NodeId> {
     peers.iter().find(|(_, a)| **a == addr).map(|(id, _)| *id)
 }
 
 /// What this node, as a relay, sends for a [`Message::Forward`] from
 /// `from` to `to`: the [`Message::Forwarded`] for `to`. Refused: `to` no
 /// other member, or a datagram that is no session-layer message.
-pub fn pass_on(
+fn pass_on(
     members: &[NodeId],
     local: NodeId,
     from: NodeId,
@@ -112,7 +193,7 @@ pub fn pass_on(
 /// from node `origin`. Refused: `origin` no other member (or the relay
 /// itself, which needs no relay), or a datagram that is no session-layer
 /// message.
-pub fn accept(
+fn accept(
     members: &[NodeId],
     local: NodeId,
     relay: NodeId,

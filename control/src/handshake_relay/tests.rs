@@ -1,8 +1,8 @@
-//! Three endpoints, A and B cut off from each other and both with R: what
-//! the daemon does with their datagrams (handshakes for a peer across the
-//! cut, and the keepalive that confirms a new session, go through R;
-//! everything else across it is lost), until both ends have sessions whose
-//! data keys match crosswise.
+//! Three endpoints, A and B cut off from each other and both with R,
+//! driven as the daemon drives them (handshakes for a peer across the cut,
+//! and the keepalive that confirms a new session, go through R; everything
+//! else across it is lost), until both ends have sessions whose data keys
+//! match crosswise.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -61,52 +61,36 @@ impl Overlay {
         self.end(from).send(now, to, Message::RowRequest).unwrap();
     }
 
-    /// Delivers everything, as the daemons would, until all are quiet.
+    /// Delivers everything, through the daemon's own calls ([`divert`],
+    /// [`confirm`], [`receive`]), until all are quiet: while cut, A and B
+    /// reach each other through R, and what goes straight across is lost.
     fn pump(&mut self, now: Time) {
+        let cut = self.cut;
+        let across = move |a: NodeId, b: NodeId| cut && [a, b].contains(&A) && [a, b].contains(&B);
         loop {
             let mut moved = false;
             for from in MEMBERS {
+                let relay_toward = |peer| across(from, peer).then_some(R);
                 while let Some(t) = self.end(from).poll_transmit() {
                     moved = true;
+                    let addrs = self.addrs.clone();
+                    let Some(t) = divert(self.end(from), now, &addrs, &relay_toward, t) else {
+                        continue;
+                    };
                     let to = match t.to {
                         Recipient::Node(to) => to,
                         Recipient::Address(a) => peer_at(&self.addrs, a).expect("a peer's"),
                     };
-                    let across_the_cut = [from, to] == [A, B] || [from, to] == [B, A];
-                    if self.cut && across_the_cut {
-                        // What `relay_for` decides with the link down and
-                        // the route through R.
-                        if is_handshake(&t.datagram) {
-                            self.counts.forwarded += 1;
-                            let forward = Message::Forward {
-                                to,
-                                datagram: t.datagram,
-                            };
-                            self.end(from).send(now, R, forward).unwrap();
-                        } else {
-                            self.counts.lost += 1;
-                        }
-                        continue;
+                    if across(from, to) {
+                        self.counts.lost += 1;
+                    } else {
+                        self.deliver(now, from, to, &t.datagram);
                     }
-                    self.deliver(now, from, to, &t.datagram);
                 }
-            }
-            for id in MEMBERS {
-                while let Some(event) = self.end(id).poll_event() {
-                    let crate::session::Event::SessionUp(peer) = event else {
-                        continue;
-                    };
-                    if self.cut && [id, peer].contains(&A) && [id, peer].contains(&B) {
-                        // What `confirm_through_relay` does.
+                while let Some(event) = self.end(from).poll_event() {
+                    if let crate::session::Event::SessionUp(peer) = event {
                         moved = true;
-                        let datagram = self
-                            .end(id)
-                            .seal(now, peer, &Message::Keepalive)
-                            .unwrap()
-                            .expect("a session to seal in");
-                        self.counts.forwarded += 1;
-                        let forward = Message::Forward { to: peer, datagram };
-                        self.end(id).send(now, R, forward).unwrap();
+                        confirm(self.end(from), now, &relay_toward, peer);
                     }
                 }
             }
@@ -118,23 +102,12 @@ impl Overlay {
 
     /// What the daemon of `to` does with a datagram from `from`.
     fn deliver(&mut self, now: Time, from: NodeId, to: NodeId, datagram: &[u8]) {
-        match self.end(to).open(now, addr(from), datagram) {
-            Ok(Some((sender, Message::Forward { to: dst, datagram }))) => {
-                let (dst, message) = pass_on(&MEMBERS, to, sender, dst, datagram).unwrap();
-                self.end(to).send(now, dst, message).unwrap();
+        let addrs = self.addrs.clone();
+        if let Ok(Some((sender, message))) = self.end(to).open(now, addr(from), datagram) {
+            if matches!(message, Message::Forward { .. }) {
+                self.counts.forwarded += 1;
             }
-            Ok(Some((
-                relay,
-                Message::Forwarded {
-                    from: origin,
-                    datagram,
-                },
-            ))) => {
-                accept(&MEMBERS, to, relay, origin, &datagram).unwrap();
-                // As if it had come from the origin's own address.
-                let _ = self.end(to).open(now, addr(origin), &datagram);
-            }
-            Ok(_) | Err(_) => {}
+            receive(self.end(to), now, &addrs, (&MEMBERS, to), sender, message).unwrap();
         }
     }
 
