@@ -245,7 +245,7 @@ pub fn run(
                 Event::SessionUp(peer) => {
                     debug!(%peer, "session up");
                     node.session_up(peer);
-                    let relay_toward = |p| handshake_relay::relay_toward(node, p);
+                    let relay_toward = |p| handshake_relay::relay_toward(node, now, p);
                     handshake_relay::confirm(endpoint, now, &relay_toward, peer);
                 }
                 Event::PeerRestarted(peer) => {
@@ -278,7 +278,7 @@ pub fn run(
                 Err(e) => warn!(peer = %to, error = %e, "cannot encode a control message"),
             }
         }
-        let relay_toward = |p| handshake_relay::relay_toward(node, p);
+        let relay_toward = |p| handshake_relay::relay_toward(node, now, p);
         while let Some(transmit) = endpoint.poll_transmit() {
             let Some(transmit) =
                 handshake_relay::divert(endpoint, now, &peers, &relay_toward, transmit)

@@ -34,6 +34,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use detour_common::wire::NodeId;
 use tracing::{debug, warn};
@@ -152,10 +153,22 @@ fn session_datagram_kind(datagram: &[u8]) -> Option<u8> {
     }
 }
 
-/// The relay this node reaches `peer` through while its own link to `peer`
-/// is not up: its route's.
-pub fn relay_toward(node: &Node, peer: NodeId) -> Option<NodeId> {
-    if node.prober().peer(peer).is_some_and(|p| p.is_up()) {
+/// How long after a peer's last answer to a probe its handshakes still go
+/// straight to it, link down or not: a link down for less is more likely
+/// the peer's control process restarting (back within a second or two,
+/// before its sessions with the relays are) than the path gone, and a
+/// session outlives its rekey by a minute.
+pub const DIRECT_FIRST: Duration = Duration::from_secs(3);
+
+/// The relay this node reaches `peer` through, at `now`, while its own link
+/// to `peer` is not up and has not answered for [`DIRECT_FIRST`] (or ever):
+/// its route's.
+pub fn relay_toward(node: &Node, now: Time, peer: NodeId) -> Option<NodeId> {
+    let probe = node.prober().peer(peer)?;
+    let heard_lately = probe
+        .last_answer()
+        .is_some_and(|at| now < at + DIRECT_FIRST);
+    if probe.is_up() || heard_lately {
         return None;
     }
     match node.route(peer)? {
