@@ -138,9 +138,10 @@ pub enum Response {
 /// Every counter of the dataplane.
 ///
 /// The accounting holds at every read, per worker and in total:
-/// `received = forwarded + answered + Σ dropped`, where `forwarded` is
-/// encapsulated + relayed + decapsulated and `answered` the frames turned
-/// into ICMP answers. What the XDP programs kept from the workers (passed to
+/// `received = forwarded + answered + Σ dropped + holding`, where
+/// `forwarded` is encapsulated + relayed + decapsulated, `answered` the
+/// frames turned into ICMP answers and `holding` the frames waiting for a
+/// neighbour's MAC address right now. What the XDP programs kept from the workers (passed to
 /// the kernel, dropped as malformed) is in `xdp`, by verdict. Once traffic
 /// stops, what they handed to the workers is what the workers received
 /// plus what the kernel dropped in between: `xdp.wan_to_worker +
@@ -186,8 +187,24 @@ pub struct WorkerCounters {
     pub encapsulated: u64,
     pub relayed: u64,
     pub decapsulated: u64,
-    /// Frames answered with ICMP "too big" instead of forwarded.
+    /// Frames answered with ICMP ("too big", "time exceeded") instead of
+    /// forwarded.
     pub answered: u64,
+    /// ICMP answers not sent, over the per-source rate limit (their frames
+    /// are counted as dropped, `too_big` or `ttl_expired`).
+    #[serde(default)]
+    pub icmp_suppressed: u64,
+    /// Frames put on hold while a neighbour's MAC address was resolved.
+    #[serde(default)]
+    pub held: u64,
+    /// Held frames forwarded once the MAC address came (counted as
+    /// forwarded too).
+    #[serde(default)]
+    pub released: u64,
+    /// Frames on hold now: `received` = forwarded + answered + dropped +
+    /// holding.
+    #[serde(default)]
+    pub holding: u64,
     pub transmitted_bytes: u64,
     /// Drops by reason (the names in docs/dataplane-api.md), zeros left out.
     pub dropped: BTreeMap<String, u64>,
@@ -220,6 +237,10 @@ impl WorkerCounters {
         self.relayed += other.relayed;
         self.decapsulated += other.decapsulated;
         self.answered += other.answered;
+        self.icmp_suppressed += other.icmp_suppressed;
+        self.held += other.held;
+        self.released += other.released;
+        self.holding += other.holding;
         self.transmitted_bytes += other.transmitted_bytes;
         for (reason, n) in &other.dropped {
             *self.dropped.entry(reason.clone()).or_default() += n;

@@ -10,6 +10,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use detour_common::maps::{MAX_QUEUES, NoSocket};
 use detour_common::source_text::describe_parse_error;
@@ -17,6 +18,8 @@ use detour_common::wire::NodeId;
 use detour_common::wire::geneve::{DEFAULT_HOP_LIMIT, DEFAULT_PORT};
 use serde::{Deserialize, Deserializer};
 
+use crate::hold::HoldLimits;
+use crate::icmp::IcmpRate;
 use crate::xdp::AttachMode;
 
 /// Where the local API listens unless configured otherwise.
@@ -31,6 +34,8 @@ pub struct Config {
     pub xdp: Xdp,
     pub afxdp: AfXdp,
     pub overlay: Overlay,
+    pub neighbours: Neighbours,
+    pub icmp: Icmp,
     pub api: Api,
     pub metrics: Metrics,
 }
@@ -154,6 +159,69 @@ impl Default for Overlay {
     }
 }
 
+/// `[neighbours]`: frames held while a neighbour's MAC address is
+/// resolved (docs/dataplane-config.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Neighbours {
+    /// Frames on hold at most per worker, for all neighbours together.
+    pub hold_frames: u32,
+    /// Bytes on hold at most per neighbour (Linux: `unres_qlen_bytes`).
+    pub hold_bytes: u32,
+    /// How long a frame waits at most, in milliseconds.
+    pub hold_ms: u32,
+}
+
+impl Default for Neighbours {
+    fn default() -> Self {
+        let limits = HoldLimits::default();
+        Neighbours {
+            hold_frames: limits.frames as u32,
+            hold_bytes: limits.bytes_per_neighbour as u32,
+            hold_ms: limits.max_age.as_millis() as u32,
+        }
+    }
+}
+
+impl Neighbours {
+    pub fn limits(&self) -> HoldLimits {
+        HoldLimits {
+            frames: self.hold_frames as usize,
+            bytes_per_neighbour: self.hold_bytes as usize,
+            max_age: Duration::from_millis(u64::from(self.hold_ms)),
+        }
+    }
+}
+
+/// `[icmp]`: how often one LAN sender is answered with an ICMP error.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Icmp {
+    /// Answers per second per source; 0: no limit.
+    pub rate_per_s: u32,
+    /// Answers in a row before the rate applies.
+    pub burst: u32,
+}
+
+impl Default for Icmp {
+    fn default() -> Self {
+        let rate = IcmpRate::default();
+        Icmp {
+            rate_per_s: rate.per_second,
+            burst: rate.burst,
+        }
+    }
+}
+
+impl Icmp {
+    pub fn rate(&self) -> IcmpRate {
+        IcmpRate {
+            per_second: self.rate_per_s,
+            burst: self.burst,
+        }
+    }
+}
+
 /// `[api]`: the local control socket.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -189,6 +257,10 @@ pub struct ConfigFile {
     pub afxdp: AfXdp,
     #[serde(default)]
     pub overlay: Overlay,
+    #[serde(default)]
+    pub neighbours: Neighbours,
+    #[serde(default)]
+    pub icmp: Icmp,
     #[serde(default)]
     pub api: Api,
     #[serde(default)]
@@ -336,6 +408,8 @@ impl ConfigFile {
         };
         check_afxdp(&self.afxdp, cpus)?;
         check_overlay(&self.overlay)?;
+        check_neighbours(&self.neighbours, &self.afxdp)?;
+        check_icmp(&self.icmp)?;
         if self.api.socket.as_os_str().is_empty() {
             return Err(invalid("api.socket", "empty path"));
         }
@@ -354,6 +428,8 @@ impl ConfigFile {
             xdp: self.xdp,
             afxdp: self.afxdp,
             overlay: self.overlay,
+            neighbours: self.neighbours,
+            icmp: self.icmp,
             api: self.api,
             metrics: self.metrics,
         })
@@ -453,6 +529,44 @@ fn check_afxdp(a: &AfXdp, cpus: usize) -> Result<(), ConfigError> {
     Ok(())
 }
 
+fn check_neighbours(n: &Neighbours, a: &AfXdp) -> Result<(), ConfigError> {
+    // Held frames keep their UMEM buffers from the rings: an eighth of them
+    // at most leaves the rings fed.
+    let most = a.frame_count / 8;
+    if n.hold_frames > most {
+        return Err(invalid(
+            "neighbours.hold_frames",
+            format!(
+                "{} is more than an eighth of afxdp.frame_count ({most}): held frames would starve the rings",
+                n.hold_frames
+            ),
+        ));
+    }
+    if n.hold_ms > 60_000 {
+        return Err(invalid(
+            "neighbours.hold_ms",
+            format!("{} ms: a frame held over a minute helps no one", n.hold_ms),
+        ));
+    }
+    Ok(())
+}
+
+fn check_icmp(i: &Icmp) -> Result<(), ConfigError> {
+    if i.rate_per_s > 1_000_000_000 {
+        return Err(invalid(
+            "icmp.rate_per_s",
+            format!("{}: at most one answer a nanosecond", i.rate_per_s),
+        ));
+    }
+    if i.rate_per_s > 0 && i.burst == 0 {
+        return Err(invalid(
+            "icmp.burst",
+            "0 would answer nothing; set icmp.rate_per_s = 0 for no limit, or a burst of 1 or more",
+        ));
+    }
+    Ok(())
+}
+
 fn check_overlay(o: &Overlay) -> Result<(), ConfigError> {
     if o.port == 0 {
         return Err(invalid("overlay.port", "0 is not a port"));
@@ -524,6 +638,15 @@ vni = 42
 hop_limit = 3
 outer_ttl = 32
 
+[neighbours]
+hold_frames = 100
+hold_bytes = 65536
+hold_ms = 500
+
+[icmp]
+rate_per_s = 100
+burst = 10
+
 [api]
 socket = "/tmp/dp.sock"
 
@@ -570,6 +693,21 @@ listen = "127.0.0.1:9481"
                 outer_ttl: 32
             }
         );
+        assert_eq!(
+            c.neighbours.limits(),
+            HoldLimits {
+                frames: 100,
+                bytes_per_neighbour: 65536,
+                max_age: Duration::from_millis(500),
+            }
+        );
+        assert_eq!(
+            c.icmp.rate(),
+            IcmpRate {
+                per_second: 100,
+                burst: 10
+            }
+        );
         assert_eq!(c.api.socket, PathBuf::from("/tmp/dp.sock"));
         assert_eq!(c.metrics.listen, Some("127.0.0.1:9481".parse().unwrap()));
     }
@@ -596,6 +734,9 @@ listen = "127.0.0.1:9481"
         assert_eq!(c.xdp, Xdp::default());
         assert_eq!(c.lan, None);
         assert_eq!(c.metrics.listen, None, "metrics are off by default");
+        assert_eq!(c.neighbours.limits(), HoldLimits::default());
+        assert_eq!(c.neighbours.hold_bytes, 212_992, "Linux's unres_qlen_bytes");
+        assert_eq!(c.icmp.rate(), IcmpRate::default());
     }
 
     #[test]
@@ -607,6 +748,21 @@ listen = "127.0.0.1:9481"
                 "node_id: 0 and 65535 are reserved",
             ),
             ("node_id = 3\n", "", "node_id: missing"),
+            (
+                "hold_frames = 100",
+                "hold_frames = 600",
+                "neighbours.hold_frames: 600 is more than an eighth of afxdp.frame_count (512)",
+            ),
+            (
+                "hold_ms = 500",
+                "hold_ms = 70000",
+                "neighbours.hold_ms: 70000 ms",
+            ),
+            (
+                "burst = 10",
+                "burst = 0",
+                "icmp.burst: 0 would answer nothing",
+            ),
             (
                 "listen = \"127.0.0.1:9481\"",
                 "listen = \"127.0.0.1:0\"",

@@ -22,14 +22,16 @@ use detour_common::maps::XdpConfig;
 
 use crate::api::{State, WorkerView};
 use crate::config::{Config, ZeroCopy};
+use crate::doorbell::Doorbell;
 use crate::icmp::IcmpSource;
 use crate::neigh::{self, NetlinkSurvey};
 use crate::resolve::HostResolver;
 use crate::routes::Installer;
 use crate::table::Links;
+use crate::watch::{Changes, KernelWatch};
 use crate::worker::{SharedTable, Worker, WorkerConfig};
 use crate::xdp::{Classifier, Role};
-use crate::xsk::BindMode;
+use crate::xsk::{BindMode, wait_readable};
 use detour_common::local_socket::Server;
 use detour_common::privileges::{self, Capability};
 
@@ -39,12 +41,13 @@ use detour_common::privileges::{self, Capability};
 const STEADY_CAPABILITIES: [Capability; 2] = [Capability::NetAdmin, Capability::Bpf];
 
 /// How often the neighbours behind the installed routes are looked at
-/// again.
+/// again although the kernel announced no change: to solicit the underlay
+/// next hops still unresolved again, and to retire keys past their grace.
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
-/// How often the daemon wakes: to stop, to take the LAN hosts the workers
-/// could not resolve, and to refresh when it is time.
-const TICK: Duration = Duration::from_millis(50);
+/// How long the daemon waits at most for a worker's doorbell or a kernel
+/// announcement before it looks at the stop flag and the clock again.
+const TICK_MS: i32 = 50;
 
 /// Runs the dataplane until `stop` is set (by a signal handler).
 pub fn run(config: &Config, stop: &AtomicBool) -> anyhow::Result<()> {
@@ -60,20 +63,13 @@ pub fn run(config: &Config, stop: &AtomicBool) -> anyhow::Result<()> {
         None => None,
     };
 
-    let wan_link = neigh::link(wan.ifindex).with_context(|| format!("reading {}", config.wan))?;
-    let lan_link = match &lan {
-        Some(l) => Some(neigh::link(l.ifindex).with_context(|| format!("reading {}", l.iface))?),
-        None => None,
-    };
-    let links = Links {
-        wan_mac: wan_link.mac,
-        lan_mac: lan_link.as_ref().map(|l| l.mac),
-        wan_mtu: wan_link.mtu.min(u32::from(u16::MAX)) as u16,
-        overlay_port: config.overlay.port,
-        vni: config.overlay.vni,
-        hop_limit: config.overlay.hop_limit,
-        outer_ttl: config.overlay.outer_ttl,
-    };
+    let ifindexes = (wan.ifindex, lan.as_ref().map(|l| l.ifindex));
+    // Subscribed before the links are read, so that no change after the
+    // read goes unannounced.
+    let mut watch = KernelWatch::open(ifindexes.0, ifindexes.1)
+        .context("subscribing to the kernel's neighbour and link announcements")?;
+    let links = read_links(config, ifindexes)?;
+    let doorbell = Arc::new(Doorbell::new().context("creating the workers' doorbell")?);
     let icmp_source = match &lan {
         Some(l) => {
             let (v4, v6) = neigh::interface_addrs(l.ifindex)?;
@@ -100,6 +96,9 @@ pub fn run(config: &Config, stop: &AtomicBool) -> anyhow::Result<()> {
             },
             busy_poll: config.afxdp.busy_poll,
             icmp_source,
+            icmp_rate: config.icmp.rate(),
+            hold: config.neighbours.limits(),
+            doorbell: Some(Arc::clone(&doorbell)),
         };
         let worker = Worker::open(
             &config.wan,
@@ -211,18 +210,28 @@ pub fn run(config: &Config, stop: &AtomicBool) -> anyhow::Result<()> {
 
     let mut next_refresh = Instant::now() + REFRESH_EVERY;
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(TICK);
+        // An error (EINTR) only ends the wait early.
+        let _ = wait_readable(&[doorbell.fd(), watch.fd()], TICK_MS);
+        doorbell.answer();
         let now = Instant::now();
         // A LAN host solicited now is likely resolved by the time given:
-        // refresh early then, rather than up to a second later.
+        // refresh early then (the kernel's announcement of the answer
+        // usually comes first).
         if let Some(at) = resolver.as_mut().and_then(|r| r.poll(now)) {
             next_refresh = next_refresh.min(at);
         }
-        if now >= next_refresh {
+        let changes = watch.changes().unwrap_or_else(|e| {
+            tracing::warn!("reading the kernel's announcements: {e}");
+            Changes::ALL
+        });
+        let mut installer = state.installer.lock().unwrap_or_else(|e| e.into_inner());
+        if changes.links {
+            relink(&mut installer, config, ifindexes);
+        }
+        if changes.any() || now >= next_refresh {
             next_refresh = now + REFRESH_EVERY;
-            let mut installer = state.installer.lock().unwrap_or_else(|e| e.into_inner());
             match installer.refresh() {
-                Ok(true) => tracing::info!("next-hop addresses changed; route table recompiled"),
+                Ok(true) => tracing::debug!(?changes, "neighbours changed; route table recompiled"),
                 Ok(false) => {}
                 Err(e) => tracing::warn!("recompiling the route table: {e}"),
             }
@@ -260,6 +269,56 @@ pub fn run(config: &Config, stop: &AtomicBool) -> anyhow::Result<()> {
     drop(installer.take_classifier());
     tracing::info!("XDP programs detached");
     Ok(())
+}
+
+/// What the route table needs of the WAN and LAN interfaces, read from the
+/// kernel, with the overlay's settings.
+fn read_links(config: &Config, (wan, lan): (u32, Option<u32>)) -> anyhow::Result<Links> {
+    let wan_link = neigh::link(wan).with_context(|| format!("reading {}", config.wan))?;
+    let lan_link = match (lan, &config.lan) {
+        (Some(index), Some(name)) => {
+            Some(neigh::link(index).with_context(|| format!("reading {name}"))?)
+        }
+        _ => None,
+    };
+    for (name, link) in
+        std::iter::once((&config.wan, &wan_link)).chain(config.lan.iter().zip(&lan_link))
+    {
+        if !link.carrier {
+            tracing::warn!(iface = %name, "no carrier");
+        }
+    }
+    Ok(Links {
+        wan_mac: wan_link.mac,
+        lan_mac: lan_link.as_ref().map(|l| l.mac),
+        wan_mtu: wan_link.mtu.min(u32::from(u16::MAX)) as u16,
+        overlay_port: config.overlay.port,
+        vni: config.overlay.vni,
+        hop_limit: config.overlay.hop_limit,
+        outer_ttl: config.overlay.outer_ttl,
+    })
+}
+
+/// The kernel announced a change to the WAN or LAN interface: the table
+/// takes the new MTU and MAC addresses.
+fn relink(installer: &mut Installer, config: &Config, interfaces: (u32, Option<u32>)) {
+    let links = match read_links(config, interfaces) {
+        Ok(links) => links,
+        Err(e) => {
+            tracing::warn!("{e:#}");
+            return;
+        }
+    };
+    let old = *installer.links();
+    match installer.set_links(links) {
+        Ok(true) => tracing::info!(
+            wan_mtu = links.wan_mtu,
+            old_wan_mtu = old.wan_mtu,
+            "interfaces changed; route table recompiled"
+        ),
+        Ok(false) => {}
+        Err(e) => tracing::warn!("recompiling the route table for the new links: {e}"),
+    }
 }
 
 /// Counts a worker as running from its start until its thread ends, even

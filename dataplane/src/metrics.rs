@@ -112,11 +112,47 @@ impl Collector for Scrape {
         m::counters(
             e,
             "detour_dataplane_answered_packets",
-            "Frames answered with ICMP \"too big\" instead of forwarded.",
+            "Frames answered with ICMP (\"too big\", \"time exceeded\") instead of forwarded.",
             stats
                 .workers
                 .iter()
                 .map(|w| ([("queue", queue(w.queue))], w.counters.answered)),
+        )?;
+        m::counters(
+            e,
+            "detour_dataplane_icmp_suppressed_packets",
+            "ICMP answers not sent, over the per-source rate limit.",
+            stats
+                .workers
+                .iter()
+                .map(|w| ([("queue", queue(w.queue))], w.counters.icmp_suppressed)),
+        )?;
+        m::counters(
+            e,
+            "detour_dataplane_held_packets",
+            "Frames put on hold while a neighbour's MAC address was resolved.",
+            stats
+                .workers
+                .iter()
+                .map(|w| ([("queue", queue(w.queue))], w.counters.held)),
+        )?;
+        m::counters(
+            e,
+            "detour_dataplane_released_packets",
+            "Held frames forwarded once the neighbour's MAC address came.",
+            stats
+                .workers
+                .iter()
+                .map(|w| ([("queue", queue(w.queue))], w.counters.released)),
+        )?;
+        m::gauges(
+            e,
+            "detour_dataplane_holding_packets",
+            "Frames on hold now, waiting for a neighbour's MAC address.",
+            stats
+                .workers
+                .iter()
+                .map(|w| ([("queue", queue(w.queue))], w.counters.holding as i64)),
         )?;
         m::counters(
             e,

@@ -26,7 +26,7 @@ use detour_common::wire::MacAddr;
 use ipnet::IpNet;
 use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE};
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
-use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -419,6 +419,8 @@ fn family_of(addr: IpAddr) -> AddressFamily {
 pub struct Link {
     pub mac: MacAddr,
     pub mtu: u32,
+    /// Whether the link has carrier (`IFF_LOWER_UP`).
+    pub carrier: bool,
 }
 
 /// The MAC address and MTU of interface `ifindex`.
@@ -443,10 +445,12 @@ pub fn link(ifindex: u32) -> io::Result<Link> {
             _ => {}
         }
     }
+    let carrier = link.header.flags.contains(LinkFlags::LowerUp);
     match (mac, mtu) {
         (Some(mac), Some(mtu)) => Ok(Link {
             mac: MacAddr(mac),
             mtu,
+            carrier,
         }),
         _ => Err(io::Error::other(format!(
             "{}: not an Ethernet interface (no 6-byte address or no MTU)",

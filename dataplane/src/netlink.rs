@@ -80,7 +80,7 @@ fn exchange(
 
     let is_dump = flags & NLM_F_DUMP == NLM_F_DUMP;
     let wants_ack = flags & NLM_F_ACK != 0;
-    let mut messages = Vec::new();
+    let mut answer = Vec::new();
     let mut interrupted = false;
     loop {
         let (datagram, _) = socket.recv_from_full()?;
@@ -90,16 +90,8 @@ fn exchange(
                 "rtnetlink closed the answer before it was complete",
             ));
         }
-        let mut rest = &datagram[..];
-        while !rest.is_empty() {
-            let length = NetlinkBuffer::new_checked(rest)
-                .map_err(|e| unreadable(&e))?
-                .length() as usize;
-            // Messages are aligned to four bytes; the last may end unpadded.
-            let this = &rest[..length];
-            rest = &rest[length.next_multiple_of(4).min(rest.len())..];
-            let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(this)
-                .map_err(|e| unreadable(&e))?;
+        for reply in messages(&datagram) {
+            let reply = reply?;
             if reply.header.sequence_number != SEQUENCE {
                 // Not an answer to this request (the socket has no groups,
                 // so nothing else is expected; ignore it all the same).
@@ -109,9 +101,9 @@ fn exchange(
             let multipart = reply.header.flags & NLM_F_MULTIPART != 0;
             match reply.payload {
                 NetlinkPayload::InnerMessage(m) => {
-                    messages.push(m);
+                    answer.push(m);
                     if !multipart && !is_dump && !wants_ack {
-                        return Ok((messages, interrupted));
+                        return Ok((answer, interrupted));
                     }
                 }
                 NetlinkPayload::Done(done) => {
@@ -119,11 +111,11 @@ fn exchange(
                     if done.code < 0 {
                         return Err(io::Error::from_raw_os_error(-done.code));
                     }
-                    return Ok((messages, interrupted));
+                    return Ok((answer, interrupted));
                 }
                 NetlinkPayload::Error(e) => {
                     return match e.code {
-                        None => Ok((messages, interrupted)),
+                        None => Ok((answer, interrupted)),
                         Some(code) => Err(io::Error::from_raw_os_error(code.get().abs())),
                     };
                 }
@@ -135,6 +127,80 @@ fn exchange(
                 }
                 // `NetlinkPayload` is non-exhaustive: skip what is new.
                 _ => {}
+            }
+        }
+    }
+}
+
+/// The messages of one datagram, in order; the first unreadable one ends
+/// it with an error.
+fn messages(
+    datagram: &[u8],
+) -> impl Iterator<Item = io::Result<NetlinkMessage<RouteNetlinkMessage>>> + '_ {
+    let mut rest = datagram;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let parsed = NetlinkBuffer::new_checked(rest)
+            .map_err(|e| unreadable(&e))
+            .and_then(|b| {
+                let length = b.length() as usize;
+                // Messages are aligned to four bytes; the last may end
+                // unpadded.
+                let this = &rest[..length];
+                rest = &rest[length.next_multiple_of(4).min(rest.len())..];
+                NetlinkMessage::<RouteNetlinkMessage>::deserialize(this).map_err(|e| unreadable(&e))
+            });
+        if parsed.is_err() {
+            rest = &[];
+        }
+        Some(parsed)
+    })
+}
+
+/// A socket subscribed to rtnetlink's multicast groups: the kernel's
+/// announcements of changes, as they happen. Non-blocking.
+pub(crate) struct Subscription {
+    socket: Socket,
+}
+
+impl Subscription {
+    /// Subscribes to `groups`, the `RTMGRP_*` bits.
+    pub(crate) fn open(groups: u32) -> io::Result<Subscription> {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind(&SocketAddr::new(0, groups))?;
+        socket.set_non_blocking(true)?;
+        Ok(Subscription { socket })
+    }
+
+    pub(crate) fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.socket.as_raw_fd()
+    }
+
+    /// Hands every announcement waiting to `seen`, until none is left.
+    /// `Ok(false)`: the kernel dropped some (`ENOBUFS`: the socket's buffer
+    /// overflowed), so what was missed must be read afresh.
+    pub(crate) fn drain(&mut self, mut seen: impl FnMut(RouteNetlinkMessage)) -> io::Result<bool> {
+        let mut complete = true;
+        loop {
+            match self.socket.recv_from_full() {
+                Ok((datagram, _)) => {
+                    for message in messages(&datagram) {
+                        // One unreadable announcement is no reason to stop
+                        // reading the others: treat it as missed.
+                        match message.map(|m| m.payload) {
+                            Ok(NetlinkPayload::InnerMessage(m)) => seen(m),
+                            Ok(_) => {}
+                            Err(_) => complete = false,
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(complete),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => complete = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
     }

@@ -18,11 +18,13 @@ use detour_common::wire::geneve::{
     DETOUR_GENEVE_LEN, DETOUR_OPTION_LEN, HEADER_LEN as GENEVE_LEN, Seal, associated_data, flags,
 };
 use detour_common::wire::{
-    EtherType, EthernetFrame, Ipv4Packet, Ipv6Packet, OverlayFrame, UdpPacket, ethernet, ipv4, ipv6,
+    EtherType, EthernetFrame, Ipv4Packet, Ipv6Packet, MacAddr, NodeId, OverlayFrame, UdpPacket,
+    ethernet, ipv4, ipv6,
 };
 
 use crate::crypto::aead::AEAD_TAG_LEN;
 use crate::crypto::{KeyTable, Opened};
+use crate::ecn;
 use crate::lpm::IpKey;
 use crate::table::RouteTable;
 
@@ -57,14 +59,17 @@ pub enum Discard {
     NoRoute,
     /// The destination node has no route (no live path).
     Unreachable,
-    /// The underlay next hop's MAC address is not resolved yet.
-    Unresolved,
+    /// The MAC address of the underlay next hop toward node `via` is not
+    /// resolved yet. The frame is left as it was: the worker may hold it
+    /// and forward it again once the table has the MAC.
+    Unresolved { via: NodeId },
     /// Decap: the LAN host's MAC address (or that of the LAN router in
     /// front of it) is not known. Counted as unresolved, like
     /// [`Discard::Unresolved`]; kept apart so that the worker can ask for
-    /// the host to be resolved: the frame is left as it was, its inner IP
-    /// packet at `inner_at` in the buffer ([`host_address`]; a UMEM frame
-    /// is at most 4 KiB).
+    /// the host to be resolved and hold the frame: the inner IP packet,
+    /// opened and with its ECN field combined, lies at `inner_at` in the
+    /// buffer, unchanged otherwise ([`host_address`]; [`deliver`] takes it
+    /// up again; a UMEM frame is at most 4 KiB).
     ///
     /// A position rather than the address keeps this type 4 bytes, and the
     /// `Result` every frame returns as it was; and the position is one
@@ -74,6 +79,14 @@ pub enum Discard {
     UnresolvedHost { inner_at: u16 },
     /// The overlay hop limit would reach zero at this relay.
     HopLimit,
+    /// A relay was handed a frame another relay already forwarded (its
+    /// RELAYED flag set): one hop means one hop, so two nodes with
+    /// contradictory routes drop a frame rather than bounce it.
+    AlreadyRelayed,
+    /// Decap: the outer header says congestion was experienced (CE), but
+    /// the inner packet is not ECN-capable: RFC 6040 (section 4.2) drops it,
+    /// as the only way left to signal the congestion.
+    CeNotEct,
     /// The inner packet's TTL or hop limit is spent.
     TtlExpired,
     /// After encapsulation the packet would exceed the WAN MTU; `mtu` is the
@@ -113,7 +126,16 @@ pub fn encap(
     let (dst, inner_len) = inner_destination(eth.ethertype(), eth.payload())?;
     let node = table.node_for(dst).ok_or(Discard::NoRoute)?;
     let route = table.route(node).ok_or(Discard::Unreachable)?;
-    let template = route.encap.as_ref().ok_or(Discard::Unresolved)?;
+    let template = route
+        .encap
+        .as_ref()
+        .ok_or(Discard::Unresolved { via: route.via })?;
+    // A router checks the TTL before the size (RFC 1812, 5.3.1 and 5.2.7):
+    // a packet whose TTL is spent is "time exceeded", whatever its size.
+    let inner = &buf[ip_start..ip_start + inner_len];
+    if ttl_spent(inner) {
+        return Err(Discard::TtlExpired);
+    }
 
     let keys = table.keys();
     let tag_len = if keys.is_some() { AEAD_TAG_LEN } else { 0 };
@@ -255,22 +277,75 @@ fn decap(
 ) -> Result<Forward, Discard> {
     let lan_mac = table.links().lan_mac.ok_or(Discard::NoLan)?;
     let inner_start = start + o.inner_offset;
+    let outer_ecn = outer_tos(&buf[start + o.ip_offset..]) & ecn::MASK;
     let plain_len = open(table.keys(), buf, start, &o)?;
     let inner = &mut buf[inner_start..inner_start + plain_len];
-    let (dst, inner_len) = inner_destination(EtherType(o.protocol_type), inner)?;
-    // Nothing is written to the frame after it was opened and before this
-    // point, so that the worker can read the destination again after this
-    // drop.
+    let ethertype = EtherType(o.protocol_type);
+    let (dst, inner_len) = inner_destination(ethertype, inner)?;
+    ecn::decapsulate(outer_ecn, &mut inner[..inner_len])?;
+    to_lan_host(
+        table,
+        lan_mac,
+        buf,
+        inner_start,
+        (ethertype, dst, inner_len),
+    )
+}
+
+/// Sends a decapsulated inner IP packet, already opened, that lies at
+/// `buf[inner_start..end]` (Ethernet padding may follow it) onto the LAN:
+/// what a worker does with a frame it held for want of the LAN host's MAC
+/// ([`Discard::UnresolvedHost`]) once the table has it. Errors as decap's,
+/// that one again when the MAC is still unknown.
+pub fn deliver(
+    table: &RouteTable,
+    buf: &mut [u8],
+    inner_start: usize,
+    end: usize,
+) -> Result<Forward, Discard> {
+    let lan_mac = table.links().lan_mac.ok_or(Discard::NoLan)?;
+    let inner = buf.get(inner_start..end).ok_or(Discard::Malformed)?;
+    let ethertype = match inner.first().map(|b| b >> 4) {
+        Some(4) => EtherType::IPV4,
+        Some(6) => EtherType::IPV6,
+        _ => return Err(Discard::Malformed),
+    };
+    let (dst, inner_len) = inner_destination(ethertype, inner)?;
+    to_lan_host(
+        table,
+        lan_mac,
+        buf,
+        inner_start,
+        (ethertype, dst, inner_len),
+    )
+}
+
+/// The last step of a decap: the LAN host's MAC, the TTL, and the inner
+/// Ethernet header where the end of the GENEVE option was. `inner` is the
+/// inner packet's EtherType, destination and length.
+#[inline(always)]
+fn to_lan_host(
+    table: &RouteTable,
+    lan_mac: MacAddr,
+    buf: &mut [u8],
+    inner_start: usize,
+    inner: (EtherType, IpKey, usize),
+) -> Result<Forward, Discard> {
+    let (ethertype, dst, inner_len) = inner;
+    // Nothing is written to the frame before this point but the ECN field
+    // (and the plaintext), so that the worker can read the destination
+    // again after this drop, and hold the frame.
     let host_mac = table.lan_mac_for(dst).ok_or(Discard::UnresolvedHost {
         inner_at: inner_start as u16,
     })?;
-    decrement_ttl(&mut inner[..inner_len])?;
-    // The inner Ethernet header goes where the end of the GENEVE option was.
-    let eth_start = inner_start - ethernet::HEADER_LEN;
+    decrement_ttl(&mut buf[inner_start..inner_start + inner_len])?;
+    let eth_start = inner_start
+        .checked_sub(ethernet::HEADER_LEN)
+        .ok_or(Discard::NoHeadroom)?;
     let eth = &mut buf[eth_start..inner_start];
     eth[..6].copy_from_slice(&host_mac.0);
     eth[6..12].copy_from_slice(&lan_mac.0);
-    eth[12..14].copy_from_slice(&o.protocol_type.to_be_bytes());
+    eth[12..14].copy_from_slice(&ethertype.0.to_be_bytes());
     Ok(Forward {
         egress: Egress::Lan,
         start: eth_start,
@@ -334,11 +409,22 @@ fn relay(
     start: usize,
     o: OverlayFrame,
 ) -> Result<Forward, Discard> {
+    if o.option.flags & flags::RELAYED != 0 {
+        return Err(Discard::AlreadyRelayed);
+    }
     if o.option.hop_limit <= 1 {
         return Err(Discard::HopLimit);
     }
-    let route = table.route(o.option.dst).ok_or(Discard::Unreachable)?;
-    let template = route.encap.as_ref().ok_or(Discard::Unresolved)?;
+    // On this node's own direct path, whatever its route to the destination
+    // says: the origin chose this relay for that path, and a relay that
+    // followed its own route could send the frame through another relay,
+    // or back where it came from.
+    let dst = o.option.dst;
+    let peer = table.peer(dst).ok_or(Discard::Unreachable)?;
+    let template = peer
+        .direct
+        .as_ref()
+        .ok_or(Discard::Unresolved { via: dst })?;
     let outer_ttl = table.links().outer_ttl;
     let same_layout = o.ip_offset == ethernet::HEADER_LEN
         && o.udp_offset - o.ip_offset
@@ -473,6 +559,18 @@ fn inner_destination(ethertype: EtherType, ip: &[u8]) -> Result<(IpKey, usize), 
             ))
         }
         _ => Err(Discard::Malformed),
+    }
+}
+
+/// Whether the TTL or hop limit of the IP packet `ip` is too small to
+/// forward it once more (a packet that is no IP packet is left to the
+/// checks that follow).
+#[inline]
+fn ttl_spent(ip: &[u8]) -> bool {
+    match ip {
+        [b0, ..] if b0 >> 4 == 4 => ip.get(8).is_some_and(|&ttl| ttl <= 1),
+        [b0, ..] if b0 >> 4 == 6 => ip.get(7).is_some_and(|&hops| hops <= 1),
+        _ => false,
     }
 }
 
@@ -763,7 +861,7 @@ mod tests {
         let mut buf = buffer(&lan_frame(&inner_v4("10.1.0.5", "10.2.0.9", 40)));
         assert_eq!(
             encap(&unresolved, &mut buf, HEADROOM, 54),
-            Err(Discard::Unresolved)
+            Err(Discard::Unresolved { via: NodeId(2) })
         );
     }
 
@@ -782,6 +880,107 @@ mod tests {
         assert_eq!(lan[6..12], [2, 0, 0, 0, 1, 1], "from the LAN interface");
         assert_eq!(lan[12..14], [0x08, 0x00]);
         assert_eq!(&lan[14..], &forwarded(&inner)[..]);
+    }
+
+    /// `frame` (IPv4 underlay) with the outer ECN field set to `ecn`, its
+    /// header checksum kept right.
+    fn with_outer_ecn(frame: &[u8], ecn: u8) -> Vec<u8> {
+        let mut f = frame.to_vec();
+        f[14 + 1] = (f[14 + 1] & !ecn::MASK) | ecn;
+        Ipv4Packet::new_checked(&mut f[14..])
+            .unwrap()
+            .fill_checksum();
+        f
+    }
+
+    /// `inner` (IPv4) with its ECN field set to `ecn`.
+    fn with_ecn(inner: &[u8], ecn: u8) -> Vec<u8> {
+        let mut p = inner.to_vec();
+        p[1] = (p[1] & !ecn::MASK) | ecn;
+        Ipv4Packet::new_checked(&mut p[..]).unwrap().fill_checksum();
+        p
+    }
+
+    #[test]
+    fn decap_carries_an_outer_ce_mark_into_the_inner_header() {
+        let t = table();
+        let decap = |inner: &[u8], outer_ecn: u8| {
+            let frame = overlay_frame(v4("192.0.2.2", "192.0.2.1"), 2, 1, 4, inner);
+            let frame = with_outer_ecn(&frame, outer_ecn);
+            let mut buf = buffer(&frame);
+            from_wan(&t, &mut buf, HEADROOM, frame.len()).map(|f| out(&buf, &f)[14..].to_vec())
+        };
+        let ect0 = with_ecn(&inner_v4("10.2.0.9", "10.1.0.5", 60), ecn::ECT_0);
+        let marked = decap(&ect0, ecn::CE).unwrap();
+        assert_eq!(marked[1] & ecn::MASK, ecn::CE, "congestion experienced");
+        assert_eq!(
+            marked,
+            forwarded(&with_ecn(&ect0, ecn::CE)),
+            "and the rest as always"
+        );
+        assert_eq!(decap(&ect0, ecn::ECT_0).unwrap(), forwarded(&ect0));
+        let not_ect = inner_v4("10.2.0.9", "10.1.0.5", 60);
+        assert_eq!(decap(&not_ect, ecn::CE), Err(Discard::CeNotEct));
+        assert_eq!(decap(&not_ect, ecn::ECT_1).unwrap(), forwarded(&not_ect));
+
+        // Encapsulation copies the inner field out, so that the underlay
+        // can mark it (RFC 6040, normal mode).
+        let mut buf = buffer(&lan_frame(&with_ecn(
+            &inner_v4("10.1.0.5", "10.2.0.9", 60),
+            ecn::ECT_1,
+        )));
+        let f = encap(&t, &mut buf, HEADROOM, 14 + 60).unwrap();
+        assert_eq!(out(&buf, &f)[14 + 1] & ecn::MASK, ecn::ECT_1);
+    }
+
+    #[test]
+    fn a_decap_refused_for_want_of_the_hosts_mac_is_delivered_later() {
+        let inner = inner_v4("10.2.0.9", "10.1.0.5", 60);
+        let frame = overlay_frame(v4("192.0.2.2", "192.0.2.1"), 2, 1, 4, &inner);
+        let mut l = links();
+        l.vni = 7;
+        let unknown =
+            RouteTable::compile(&snapshot(), &l, LanNeighbours::default(), resolved).unwrap();
+        let mut buf = buffer(&frame);
+        let end = HEADROOM + frame.len();
+        let Err(Discard::UnresolvedHost { inner_at }) =
+            from_wan(&unknown, &mut buf, HEADROOM, frame.len())
+        else {
+            panic!("no MAC for 10.1.0.5 in this table");
+        };
+        let inner_at = usize::from(inner_at);
+        assert_eq!(
+            deliver(&unknown, &mut buf, inner_at, end),
+            Err(Discard::UnresolvedHost {
+                inner_at: inner_at as u16
+            }),
+            "still unknown"
+        );
+        let f = deliver(&table(), &mut buf, inner_at, end).unwrap();
+        let mut direct = buffer(&frame);
+        let expected = from_wan(&table(), &mut direct, HEADROOM, frame.len()).unwrap();
+        assert_eq!(f, expected);
+        assert_eq!(
+            out(&buf, &f),
+            out(&direct, &expected),
+            "as if it had never waited"
+        );
+    }
+
+    #[test]
+    fn a_spent_ttl_is_refused_before_the_size() {
+        let t = table();
+        let mut inner = inner_v4("10.1.0.5", "10.2.0.9", 1480);
+        inner[8] = 1;
+        Ipv4Packet::new_checked(&mut inner[..])
+            .unwrap()
+            .fill_checksum();
+        let mut buf = buffer(&lan_frame(&inner));
+        assert_eq!(
+            encap(&t, &mut buf, HEADROOM, 14 + 1480),
+            Err(Discard::TtlExpired)
+        );
+        assert_eq!(buf, buffer(&lan_frame(&inner)), "written nothing");
     }
 
     #[test]
@@ -842,6 +1041,59 @@ mod tests {
     }
 
     #[test]
+    fn a_relay_sends_on_its_own_direct_path_and_never_relays_twice() {
+        // Node 1's own route to node 3 goes through node 2, and it has none
+        // to node 4: a frame node 4 (or 3) chose node 1 to relay still goes
+        // straight to its destination, not through another relay.
+        let inner = inner_v4("10.4.0.9", "10.3.0.5", 40);
+        let t = table();
+        for (dst, addr) in [(3, "192.0.2.3"), (4, "192.0.2.4")] {
+            let frame = overlay_frame(v4("192.0.2.2", "192.0.2.1"), 2, dst, 3, &inner);
+            let mut buf = buffer(&frame);
+            let f = from_wan(&t, &mut buf, HEADROOM, frame.len()).unwrap();
+            let relayed = out(&buf, &f);
+            let o = OverlayFrame::parse(relayed, 6081).unwrap();
+            assert_eq!(
+                relayed[..6],
+                [2, 0, 0, 0, 0, dst as u8],
+                "the destination's MAC"
+            );
+            assert_eq!(o.outer_dst, addr.parse::<IpAddr>().unwrap());
+            assert_eq!(o.option.flags, flags::RELAYED);
+            assert_checksums(relayed);
+
+            // Handed back to a relay (two nodes with contradictory views),
+            // the relayed frame is dropped, not relayed again.
+            let mut again = relayed.to_vec();
+            let at = frames::option_offset(&again);
+            again[..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+            let len = again.len();
+            let mut buf = buffer(&again);
+            assert_eq!(
+                from_wan(&t, &mut buf, HEADROOM, len),
+                Err(Discard::AlreadyRelayed),
+                "option flags {:#x}",
+                again[at + 9]
+            );
+            assert_eq!(buf, buffer(&again), "a drop writes nothing");
+        }
+        let mut l = links();
+        l.vni = 7;
+        let unresolved = RouteTable::compile(&snapshot(), &l, LanNeighbours::default(), |a| {
+            (a != "192.0.2.3".parse::<IpAddr>().unwrap()).then(|| resolved(a).unwrap())
+        })
+        .unwrap();
+        let frame = overlay_frame(v4("192.0.2.2", "192.0.2.1"), 2, 3, 3, &inner);
+        let mut buf = buffer(&frame);
+        assert_eq!(
+            from_wan(&unresolved, &mut buf, HEADROOM, frame.len()),
+            Err(Discard::Unresolved { via: NodeId(3) }),
+            "the direct next hop is what must be resolved"
+        );
+        assert_eq!(buf, buffer(&frame), "left as it was, to hold");
+    }
+
+    #[test]
     fn from_wan_drops_and_says_why() {
         let inner = inner_v4("10.4.0.9", "10.2.0.5", 40);
         let t = table();
@@ -855,7 +1107,7 @@ mod tests {
                 Discard::Malformed,
             ),
             (
-                overlay_frame(v4("192.0.2.4", "192.0.2.1"), 2, 4, 3, &inner),
+                overlay_frame(v4("192.0.2.4", "192.0.2.1"), 2, 9, 3, &inner),
                 Discard::Unreachable,
             ),
             (
@@ -1080,6 +1332,49 @@ mod tests {
                 &lan[14..],
                 &forwarded(&forwarded(&inner))[..],
                 "two hops on"
+            );
+        }
+
+        #[test]
+        fn a_sealed_frame_held_for_the_hosts_mac_is_delivered_opened_once() {
+            let inner = inner_v4("10.1.0.5", "10.2.0.9", 100);
+            let frame = seal(&node_1(), &inner);
+            let keys = keys(vec![SessionKeys {
+                peer: NodeId(1),
+                tx: None,
+                rx: vec![key_1_to_2(5)],
+            }]);
+            let mut s = snapshot();
+            s.local = NodeId(2);
+            s.routes = vec![route(1, 1)];
+            let mut l = links();
+            l.vni = 7;
+            let unknown = RouteTable::compile(&s, &l, LanNeighbours::default(), resolved)
+                .unwrap()
+                .with_keys(keys.clone());
+            let mut buf = buffer(&frame);
+            let end = HEADROOM + frame.len();
+            let Err(Discard::UnresolvedHost { inner_at }) =
+                from_wan(&unknown, &mut buf, HEADROOM, frame.len())
+            else {
+                panic!("no MAC for 10.2.0.9 at node 2");
+            };
+            // Node 2's table once the host answered: the same keys.
+            let mut lan = LanNeighbours::default();
+            lan.insert("10.2.0.0/16".parse().unwrap(), HOST_MAC);
+            let known = RouteTable::compile(&s, &l, lan, resolved)
+                .unwrap()
+                .with_keys(keys);
+            let f = deliver(&known, &mut buf, usize::from(inner_at), end).unwrap();
+            assert_eq!(
+                &out(&buf, &f)[14..],
+                &forwarded(&forwarded(&inner))[..],
+                "opened once, before it waited"
+            );
+            assert_eq!(
+                open(&known, &frame),
+                Err(Discard::Replayed),
+                "its counter was taken when it was opened"
             );
         }
 

@@ -192,6 +192,25 @@ impl Installer {
         result
     }
 
+    /// What the dataplane knows of its own links changed (the kernel
+    /// announced a new MTU or MAC address): the installed snapshot is
+    /// compiled again with `links`; true if they differ from the old.
+    pub fn set_links(&mut self, links: Links) -> Result<bool, InstallError> {
+        if links == self.links {
+            return Ok(false);
+        }
+        self.links = links;
+        if let Some(snapshot) = &self.snapshot {
+            let table = self.compile(snapshot, &self.neighbourhood, self.keys.clone())?;
+            self.table.store(Some(Arc::new(table)));
+        }
+        Ok(true)
+    }
+
+    pub fn links(&self) -> &Links {
+        &self.links
+    }
+
     fn recompile(&mut self, snapshot: &RouteSnapshot) -> Result<bool, InstallError> {
         let neighbourhood = self.survey.survey(&next_hops(snapshot));
         let expired = self.keys.as_ref().and_then(|k| k.expire(Instant::now()));
@@ -273,12 +292,13 @@ fn random_instance() -> u64 {
     u64::from_be_bytes(bytes).max(1)
 }
 
-/// The underlay addresses a snapshot's routes send to.
+/// The underlay addresses of every other node: a route may send to any of
+/// them, and a relay sends to each on its own direct path.
 fn next_hops(snapshot: &RouteSnapshot) -> Vec<IpAddr> {
     let mut addrs: Vec<IpAddr> = snapshot
-        .routes
+        .nodes
         .iter()
-        .filter_map(|r| snapshot.nodes.iter().find(|n| n.id == r.via))
+        .filter(|n| n.id != snapshot.local)
         .map(|n| n.underlay)
         .collect();
     addrs.sort();

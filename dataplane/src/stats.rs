@@ -28,7 +28,14 @@ pub enum Stat {
     Relayed,
     Decapsulated,
     Answered,
+    /// ICMP answers not sent: over the rate limit.
+    IcmpSuppressed,
     TransmittedBytes,
+    /// Frames put on hold for a neighbour's MAC, released once it came,
+    /// and on hold now (a level, not a count).
+    Held,
+    Released,
+    Holding,
     // The kernel's drops before the worker (`xsk::SocketDrops`): not
     // received, so outside the worker's own accounting.
     SocketRingFull,
@@ -39,6 +46,9 @@ pub enum Stat {
     Unreachable,
     Unresolved,
     HopLimit,
+    AlreadyRelayed,
+    CeNotEct,
+    HoldExpired,
     TtlExpired,
     TooBig,
     NoHeadroom,
@@ -55,12 +65,15 @@ impl Stat {
     const COUNT: usize = Stat::AuthFailed as usize + 1;
 
     /// The drop reasons, with the names the API reports them under.
-    const DROPS: [(Stat, &'static str); 15] = [
+    const DROPS: [(Stat, &'static str); 18] = [
         (Stat::Malformed, "malformed"),
         (Stat::NoRoute, "no_route"),
         (Stat::Unreachable, "unreachable"),
         (Stat::Unresolved, "unresolved"),
         (Stat::HopLimit, "hop_limit"),
+        (Stat::AlreadyRelayed, "already_relayed"),
+        (Stat::CeNotEct, "ce_not_ect"),
+        (Stat::HoldExpired, "hold_expired"),
         (Stat::TtlExpired, "ttl_expired"),
         (Stat::TooBig, "too_big"),
         (Stat::NoHeadroom, "no_headroom"),
@@ -98,8 +111,10 @@ impl Stat {
             Discard::Malformed => Stat::Malformed,
             Discard::NoRoute => Stat::NoRoute,
             Discard::Unreachable => Stat::Unreachable,
-            Discard::Unresolved | Discard::UnresolvedHost { .. } => Stat::Unresolved,
+            Discard::Unresolved { .. } | Discard::UnresolvedHost { .. } => Stat::Unresolved,
             Discard::HopLimit => Stat::HopLimit,
+            Discard::AlreadyRelayed => Stat::AlreadyRelayed,
+            Discard::CeNotEct => Stat::CeNotEct,
             Discard::TtlExpired => Stat::TtlExpired,
             Discard::TooBig { .. } => Stat::TooBig,
             Discard::NoHeadroom => Stat::NoHeadroom,
@@ -220,6 +235,10 @@ impl Published {
             relayed: get(Stat::Relayed),
             decapsulated: get(Stat::Decapsulated),
             answered: get(Stat::Answered),
+            icmp_suppressed: get(Stat::IcmpSuppressed),
+            held: get(Stat::Held),
+            released: get(Stat::Released),
+            holding: get(Stat::Holding),
             transmitted_bytes: get(Stat::TransmittedBytes),
             dropped: Stat::DROPS
                 .iter()

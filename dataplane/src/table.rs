@@ -13,6 +13,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use detour_common::wire::encap::DEFAULT_OUTER_TTL;
 use detour_common::wire::geneve::{DEFAULT_HOP_LIMIT, DEFAULT_PORT};
@@ -108,10 +109,25 @@ pub struct Route {
     pub encap: Option<EncapTemplate>,
 }
 
+/// Another node, as this one reaches it on its own direct path.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The node's underlay address.
+    pub underlay: IpAddr,
+    /// The encapsulation straight to the node, whatever the route to it
+    /// says: what a relay sends a frame on with (one hop means one hop);
+    /// `None` until the next hop's MAC toward the node is resolved.
+    pub direct: Option<EncapTemplate>,
+}
+
 /// The compiled table the workers forward by.
 #[derive(Debug)]
 pub struct RouteTable {
     pub version: u64,
+    /// Distinct for every table compiled in this process, recompiles of
+    /// one snapshot included: a worker holding frames for a neighbour
+    /// tries them again when it sees a new generation.
+    pub generation: u64,
     pub local: NodeId,
     /// This node's underlay address.
     pub local_underlay: IpAddr,
@@ -119,6 +135,8 @@ pub struct RouteTable {
     remote: IpLpm<NodeId>,
     /// Indexed by destination node id.
     routes: Vec<Option<Route>>,
+    /// Indexed by node id: every node but this one.
+    peers: Vec<Option<Peer>>,
     lan: LanNeighbours,
     /// The peers' session keys; `None`: encryption is off.
     keys: Option<Arc<KeyTable>>,
@@ -156,16 +174,13 @@ impl RouteTable {
         let underlay_of = check(snapshot)?;
         let local_underlay = underlay_of(snapshot.local).expect("checked");
 
-        let mut routes: Vec<Option<Route>> = Vec::new();
-        for r in &snapshot.routes {
-            let via_addr = underlay_of(r.via).expect("checked");
+        let template = |dst: NodeId, via_addr: IpAddr| {
             let underlay = match (local_underlay, via_addr) {
                 (IpAddr::V4(src), IpAddr::V4(dst)) => Underlay::V4 { src, dst },
                 (IpAddr::V6(src), IpAddr::V6(dst)) => Underlay::V6 { src, dst },
                 _ => unreachable!("families checked"),
             };
-            let dst_mac = resolve(via_addr);
-            let encap = dst_mac.map(|dst_mac| {
+            resolve(via_addr).map(|dst_mac| {
                 EncapTemplate::new(&EncapRepr {
                     src_mac: links.wan_mac,
                     dst_mac,
@@ -175,18 +190,28 @@ impl RouteTable {
                     vni: links.vni,
                     option: DetourOptionRepr {
                         src: snapshot.local,
-                        dst: r.dst,
+                        dst,
                         hop_limit: links.hop_limit,
                         flags: 0,
                         seal: Seal::NONE,
                     },
                 })
-            });
-            let index = usize::from(r.dst.0);
-            if routes.len() <= index {
-                routes.resize(index + 1, None);
-            }
-            routes[index] = Some(Route { via: r.via, encap });
+            })
+        };
+        let mut routes: Vec<Option<Route>> = Vec::new();
+        for r in &snapshot.routes {
+            let via_addr = underlay_of(r.via).expect("checked");
+            let encap = template(r.dst, via_addr);
+            put_by_id(&mut routes, r.dst, Route { via: r.via, encap });
+        }
+        let mut peers: Vec<Option<Peer>> = Vec::new();
+        for n in snapshot.nodes.iter().filter(|n| n.id != snapshot.local) {
+            let direct = template(n.id, n.underlay);
+            let peer = Peer {
+                underlay: n.underlay,
+                direct,
+            };
+            put_by_id(&mut peers, n.id, peer);
         }
 
         let mut remote = IpLpm::default();
@@ -199,11 +224,13 @@ impl RouteTable {
         }
         Ok(RouteTable {
             version: snapshot.version,
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
             local: snapshot.local,
             local_underlay,
             links: *links,
             remote,
             routes,
+            peers,
             lan,
             keys: None,
         })
@@ -234,6 +261,13 @@ impl RouteTable {
         self.routes.get(usize::from(dst.0))?.as_ref()
     }
 
+    /// Node `id` as this node reaches it directly; `None` for this node
+    /// and for nodes the snapshot does not list.
+    #[inline]
+    pub fn peer(&self, id: NodeId) -> Option<&Peer> {
+        self.peers.get(usize::from(id.0))?.as_ref()
+    }
+
     /// The LAN MAC address for a decapsulated packet to `addr`.
     #[inline]
     pub fn lan_mac_for(&self, addr: impl Into<IpKey>) -> Option<MacAddr> {
@@ -249,6 +283,18 @@ impl RouteTable {
         self.remote.iter().map(|(p, n)| (p, *n)).collect()
     }
 }
+
+/// Puts `entry` at index `id` of a table indexed by node id.
+fn put_by_id<T: Clone>(entries: &mut Vec<Option<T>>, id: NodeId, entry: T) {
+    let index = usize::from(id.0);
+    if entries.len() <= index {
+        entries.resize(index + 1, None);
+    }
+    entries[index] = Some(entry);
+}
+
+/// The next [`RouteTable::generation`].
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
 /// Checks a snapshot whole; returns the underlay address of each node.
 fn check(s: &RouteSnapshot) -> Result<impl Fn(NodeId) -> Option<IpAddr> + '_, SnapshotError> {

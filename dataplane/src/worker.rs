@@ -3,11 +3,15 @@
 //!
 //! One turn of the loop: frames the kernel has finished transmitting come
 //! back from the completion rings into the worker's free list; free frames
-//! go to the fill rings; then, per socket, a batch is taken off the RX ring,
-//! each frame rewritten in place ([`crate::rewrite`]) by the route table
-//! loaded once for the batch, and the batch put on the TX ring of the
-//! interface each frame leaves by. The WAN and LAN sockets share one UMEM,
-//! so a frame crosses from one interface to the other without a copy.
+//! go to the fill rings; frames held for a neighbour's MAC address
+//! ([`crate::hold`]) are tried again if the route table is new; then, per
+//! socket, a batch is taken off the RX ring, each frame rewritten in place
+//! ([`crate::rewrite`]) by the route table loaded once for the turn; the
+//! counters are published, and only then are the frames put on the TX ring
+//! of the interface each leaves by, so that a reader never sees a frame
+//! delivered that is not counted yet. The WAN and LAN sockets share one
+//! UMEM, so a frame crosses from one interface to the other without a
+//! copy.
 //!
 //! Hot-path rules (DESIGN.md): nothing here locks, allocates or makes a
 //! system call per packet. The system calls are per turn, and only when the
@@ -29,7 +33,9 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 
-use crate::icmp::{self, IcmpSource};
+use crate::doorbell::Doorbell;
+use crate::hold::{Held, HoldLimits, HoldQueue, Neighbour, Outcome, Resume};
+use crate::icmp::{self, IcmpError, IcmpLimiter, IcmpRate, IcmpSource, NoAnswer};
 use crate::resolve::UnresolvedHosts;
 use crate::rewrite::{self, Discard, Egress, Forward};
 use crate::stats::{LatencyRecorder, Published, Stat, Tally};
@@ -55,11 +61,21 @@ pub struct WorkerConfig {
     pub busy_poll: bool,
     /// Where ICMP answers to the LAN come from.
     pub icmp_source: IcmpSource,
+    /// How often one LAN source is answered.
+    pub icmp_rate: IcmpRate,
+    /// How many frames wait for a neighbour's MAC address.
+    pub hold: HoldLimits,
+    /// Rung when a LAN host is newly recorded for the daemon to resolve.
+    pub doorbell: Option<Arc<Doorbell>>,
 }
 
 /// How long an idle worker sleeps in `poll` before it looks at the stop
 /// flag again.
 const IDLE_POLL_MS: i32 = 50;
+
+/// How long it sleeps while it holds frames: it looks for a new table (and
+/// so for the MAC address they wait for) this often.
+const HOLDING_POLL_MS: i32 = 1;
 
 /// How often a worker reads the kernel's drops on its sockets (two
 /// `getsockopt` calls, per turn at most).
@@ -81,6 +97,8 @@ pub struct Worker {
     to_wan: Vec<Desc>,
     to_lan: Vec<Desc>,
     completed: Vec<u64>,
+    held: HoldQueue,
+    icmp_limiter: IcmpLimiter,
     tally: Tally,
     latency: LatencyRecorder,
     /// When the sockets' drops were last read.
@@ -124,6 +142,8 @@ impl Worker {
             to_wan: Vec::with_capacity(batch),
             to_lan: Vec::with_capacity(batch),
             completed: vec![0; batch],
+            held: HoldQueue::new(config.hold),
+            icmp_limiter: IcmpLimiter::new(config.icmp_rate),
             tally: Tally::default(),
             latency: LatencyRecorder::default(),
             socket_drops_read: Instant::now(),
@@ -192,25 +212,113 @@ impl Worker {
         }
         let guard = self.table.load();
         let table = guard.as_deref();
-        let mut moved = self.forward_batch(table, Egress::Wan);
+        let now = Instant::now();
+        let mut moved = self.resume_held(table, now);
+        moved |= self.forward_batch(table, Egress::Wan);
         if self.lan.is_some() {
             moved |= self.forward_batch(table, Egress::Lan);
         }
+        if moved {
+            if now.duration_since(self.socket_drops_read) >= SOCKET_DROPS_EVERY {
+                self.read_socket_drops(now);
+            }
+            self.tally.set(Stat::Holding, self.held.len() as u64);
+            self.published.publish(&self.tally);
+            self.latency.maybe_merge(now, &self.published);
+        }
+        self.transmit();
+        moved
+    }
+
+    /// Puts the rewritten frames on the TX rings, and wakes the kernel to
+    /// send them if it asks for that.
+    fn transmit(&mut self) {
+        let queued = self.wan.transmit(&self.to_wan);
+        debug_assert_eq!(queued, self.to_wan.len(), "room was checked");
+        self.to_wan.clear();
+        if let Some(lan) = &mut self.lan {
+            let queued = lan.transmit(&self.to_lan);
+            debug_assert_eq!(queued, self.to_lan.len(), "room was checked");
+        }
+        self.to_lan.clear();
         // Copy mode sends at most 32 frames per wake-up (ENVIRONMENT.md):
         // the rest go out on later turns.
         self.wan.kick();
         if let Some(lan) = &mut self.lan {
             lan.kick();
         }
-        if moved {
-            let now = Instant::now();
-            if now.duration_since(self.socket_drops_read) >= SOCKET_DROPS_EVERY {
-                self.read_socket_drops(now);
-            }
-            self.published.publish(&self.tally);
-            self.latency.maybe_merge(now, &self.published);
+    }
+
+    /// How many more frames this turn may queue, whichever interface each
+    /// leaves by: the room both TX rings have left.
+    fn transmit_room(&mut self) -> usize {
+        let wan = (self.wan.transmit_room() as usize).saturating_sub(self.to_wan.len());
+        let lan = self.lan.as_mut().map_or(usize::MAX, |lan| {
+            (lan.transmit_room() as usize).saturating_sub(self.to_lan.len())
+        });
+        wan.min(lan)
+    }
+
+    /// Drops the held frames that waited too long and, if the table is new,
+    /// tries the others again; true if any frame left the queue.
+    fn resume_held(&mut self, table: Option<&RouteTable>, now: Instant) -> bool {
+        if self.held.is_empty() {
+            return false;
         }
-        moved
+        let before = self.held.len();
+        let (free, tally) = (&mut self.free, &mut self.tally);
+        self.held.expire(now, |h| {
+            tally.add(Stat::HoldExpired, 1);
+            free.push(h.base);
+        });
+        if let Some(table) = table
+            && self.held.worth_trying(table.generation)
+        {
+            let mut room = self.transmit_room();
+            // Out of `self` while `resume_one` forwards with the rest of it.
+            let mut held = std::mem::take(&mut self.held);
+            held.resume(table.generation, |h| {
+                if room == 0 {
+                    return None;
+                }
+                let outcome = self.resume_one(table, h);
+                if outcome == Outcome::Done {
+                    room -= 1;
+                }
+                Some(outcome)
+            });
+            self.held = held;
+        }
+        self.held.len() != before
+    }
+
+    /// Takes the held frame `h` up again: queued to go out, still waiting,
+    /// or dropped.
+    fn resume_one(&mut self, table: &RouteTable, h: &Held) -> Outcome {
+        let (frame, _) = self.umem.frame_mut(h.base);
+        let (start, len) = (h.start as usize, h.len as usize);
+        let (ingress, result) = match h.resume {
+            Resume::Forward { ingress } => {
+                (ingress, self::forward(table, ingress, frame, start, len))
+            }
+            Resume::Deliver { inner_at } => (
+                Egress::Wan,
+                rewrite::deliver(table, frame, usize::from(inner_at), start + len),
+            ),
+        };
+        match result {
+            Err(Discard::Unresolved { .. } | Discard::UnresolvedHost { .. }) => Outcome::Wait,
+            Ok(f) => {
+                self.tally.add(Stat::Released, 1);
+                self.queue(ingress, h.base, f);
+                Outcome::Done
+            }
+            Err(discard) => {
+                self.tally.add(Stat::of(discard), 1);
+                self.free.push(h.base);
+                Outcome::Done
+            }
+        }
     }
 
     /// Takes the kernel's counts of the frames it dropped on the way into
@@ -245,15 +353,10 @@ impl Worker {
         }
     }
 
-    /// Receives one batch on the socket of `ingress`, rewrites it, and
-    /// queues it for transmission; true if anything was received.
+    /// Receives one batch on the socket of `ingress` and rewrites it, for
+    /// [`Worker::transmit`] to send; true if anything was received.
     fn forward_batch(&mut self, table: Option<&RouteTable>, ingress: Egress) -> bool {
-        let room = self.wan.transmit_room().min(
-            self.lan
-                .as_mut()
-                .map_or(u32::MAX, |lan| lan.transmit_room()),
-        ) as usize;
-        let want = self.rx.len().min(room);
+        let want = self.rx.len().min(self.transmit_room());
         let socket = match ingress {
             Egress::Wan => &mut self.wan,
             Egress::Lan => self.lan.as_mut().expect("a LAN socket"),
@@ -267,22 +370,20 @@ impl Worker {
         for i in 0..n {
             let desc = self.rx[i];
             self.tally.add(Stat::ReceivedBytes, u64::from(desc.len));
-            self.forward_one(table, ingress, desc);
+            self.forward_one(table, ingress, desc, started);
         }
-        let queued = self.wan.transmit(&self.to_wan);
-        debug_assert_eq!(queued, self.to_wan.len(), "room was checked");
-        self.to_wan.clear();
-        if let Some(lan) = &mut self.lan {
-            let queued = lan.transmit(&self.to_lan);
-            debug_assert_eq!(queued, self.to_lan.len(), "room was checked");
-        }
-        self.to_lan.clear();
         self.latency.record(started.elapsed(), n as u64);
         true
     }
 
     #[inline]
-    fn forward_one(&mut self, table: Option<&RouteTable>, ingress: Egress, desc: Desc) {
+    fn forward_one(
+        &mut self,
+        table: Option<&RouteTable>,
+        ingress: Egress,
+        desc: Desc,
+        now: Instant,
+    ) {
         let (frame, at) = self.umem.frame_mut(desc.addr);
         let base = desc.addr - at as u64;
         let len = desc.len as usize;
@@ -291,63 +392,116 @@ impl Worker {
             self.free.push(base);
             return;
         };
-        let result = match ingress {
-            Egress::Wan => rewrite::from_wan(table, frame, at, len),
-            Egress::Lan => rewrite::encap(table, frame, at, len),
+        match self::forward(table, ingress, frame, at, len) {
+            Ok(f) => self.queue(ingress, base, f),
+            Err(discard) => self.not_forwarded(table, ingress, (base, at, len), discard, now),
+        }
+    }
+
+    /// Counts the frame in `base`, rewritten as `f`, by its path and queues
+    /// it to go out.
+    #[inline]
+    fn queue(&mut self, ingress: Egress, base: u64, f: Forward) {
+        let path = match (ingress, f.egress) {
+            (Egress::Lan, _) => Stat::Encapsulated,
+            (Egress::Wan, Egress::Wan) => Stat::Relayed,
+            (Egress::Wan, Egress::Lan) => Stat::Decapsulated,
         };
-        let forward = match result {
-            Ok(f) => {
-                let path = match (ingress, f.egress) {
-                    (Egress::Lan, _) => Stat::Encapsulated,
-                    (Egress::Wan, Egress::Wan) => Stat::Relayed,
-                    (Egress::Wan, Egress::Lan) => Stat::Decapsulated,
-                };
-                self.tally.add(path, 1);
-                f
-            }
-            Err(Discard::TooBig { mtu }) => {
-                let lan_mac = table.links().lan_mac;
-                let answer = lan_mac.and_then(|mac| {
-                    icmp::too_big(frame, at, len, mtu, mac, self.config.icmp_source)
-                });
-                match answer {
-                    Some(f) => {
-                        self.tally.add(Stat::Answered, 1);
-                        f
-                    }
-                    None => {
-                        self.tally.add(Stat::TooBig, 1);
-                        self.free.push(base);
-                        return;
-                    }
-                }
-            }
-            Err(discard) => {
-                if let Discard::UnresolvedHost { inner_at } = discard
-                    && let Some(dst) = frame
-                        .get(usize::from(inner_at)..at + len)
-                        .and_then(rewrite::host_address)
-                {
-                    // Only on this drop: a few atomic operations, no lock,
-                    // no allocation, no system call (resolve.rs).
-                    self.unresolved.record(dst);
-                }
-                self.tally.add(Stat::of(discard), 1);
-                self.free.push(base);
-                return;
-            }
-        };
-        let Forward { egress, start, len } = forward;
-        self.tally.add(Stat::TransmittedBytes, len as u64);
+        self.tally.add(path, 1);
+        self.tally.add(Stat::TransmittedBytes, f.len as u64);
         let out = Desc {
-            addr: base + start as u64,
-            len: len as u32,
+            addr: base + f.start as u64,
+            len: f.len as u32,
             options: 0,
         };
-        match egress {
+        match f.egress {
             Egress::Wan => self.to_wan.push(out),
             Egress::Lan => self.to_lan.push(out),
         }
+    }
+
+    /// What becomes of a frame the rewrite refused: answered (ICMP), held
+    /// (its neighbour is being resolved) or dropped, and counted so.
+    /// `frame` is its buffer's address, and where the frame lies in it.
+    #[cold]
+    fn not_forwarded(
+        &mut self,
+        table: &RouteTable,
+        ingress: Egress,
+        (base, at, len): (u64, usize, usize),
+        discard: Discard,
+        now: Instant,
+    ) {
+        let error = match (ingress, discard) {
+            (Egress::Lan, Discard::TooBig { mtu }) => Some(IcmpError::TooBig { mtu }),
+            (Egress::Lan, Discard::TtlExpired) => Some(IcmpError::TimeExceeded),
+            _ => None,
+        };
+        if let (Some(error), Some(lan_mac)) = (error, table.links().lan_mac) {
+            let (frame, _) = self.umem.frame_mut(base);
+            let limiter = (&mut self.icmp_limiter, now);
+            match icmp::answer(
+                frame,
+                (at, len),
+                error,
+                lan_mac,
+                self.config.icmp_source,
+                limiter,
+            ) {
+                Ok(f) => {
+                    self.tally.add(Stat::Answered, 1);
+                    self.tally.add(Stat::TransmittedBytes, f.len as u64);
+                    let out = Desc {
+                        addr: base + f.start as u64,
+                        len: f.len as u32,
+                        options: 0,
+                    };
+                    self.to_lan.push(out);
+                    return;
+                }
+                Err(NoAnswer::Limited) => self.tally.add(Stat::IcmpSuppressed, 1),
+                Err(NoAnswer::Unanswerable) => {}
+            }
+        }
+        let waiting = match discard {
+            Discard::Unresolved { via } => {
+                Some((Neighbour::Underlay(via), Resume::Forward { ingress }))
+            }
+            Discard::UnresolvedHost { inner_at } => {
+                let (frame, _) = self.umem.frame_mut(base);
+                frame
+                    .get(usize::from(inner_at)..at + len)
+                    .and_then(rewrite::host_address)
+                    .map(|dst| {
+                        // A few atomic operations, no lock, no allocation;
+                        // the doorbell's one system call only for an
+                        // address newly recorded (resolve.rs).
+                        if self.unresolved.record(dst)
+                            && let Some(bell) = &self.config.doorbell
+                        {
+                            bell.ring();
+                        }
+                        (Neighbour::LanHost(dst), Resume::Deliver { inner_at })
+                    })
+            }
+            _ => None,
+        };
+        if let Some((waits_for, resume)) = waiting {
+            let held = Held {
+                base,
+                start: at as u32,
+                len: len as u32,
+                resume,
+                waits_for,
+                since: now,
+            };
+            if self.held.hold(held, table.generation) {
+                self.tally.add(Stat::Held, 1);
+                return;
+            }
+        }
+        self.tally.add(Stat::of(discard), 1);
+        self.free.push(base);
     }
 
     /// Whether frames still wait in a TX ring.
@@ -374,7 +528,27 @@ impl Worker {
             fds[1] = lan.fd();
             n = 2;
         }
+        let nap = match self.held.is_empty() {
+            true => IDLE_POLL_MS,
+            false => HOLDING_POLL_MS,
+        };
         // An error (EINTR) only ends the nap early.
-        let _ = wait_readable(&fds[..n], IDLE_POLL_MS);
+        let _ = wait_readable(&fds[..n], nap);
+    }
+}
+
+/// Forwards the frame at `frame[start..start + len]` that came in on
+/// `ingress`.
+#[inline(always)]
+fn forward(
+    table: &RouteTable,
+    ingress: Egress,
+    frame: &mut [u8],
+    start: usize,
+    len: usize,
+) -> Result<Forward, Discard> {
+    match ingress {
+        Egress::Wan => rewrite::from_wan(table, frame, start, len),
+        Egress::Lan => rewrite::encap(table, frame, start, len),
     }
 }

@@ -252,9 +252,15 @@ impl Rig {
         let mut short = inner.clone();
         short[2..4].copy_from_slice(&200u16.to_be_bytes());
         refused.push(("malformed", self.overlay_to_gateway(2, 1, &short)));
-        // An inner packet for a host the LAN has no neighbour for.
+        // For node 3, already relayed once: one hop means one hop.
+        let mut f = overlay.clone();
+        f[dst_at..dst_at + 2].copy_from_slice(&3u16.to_be_bytes());
+        f[hop_limit_at + 1] |= detour_common::wire::geneve::flags::RELAYED;
+        refused.push(("already_relayed", f));
+        // An inner packet for a host the LAN has no neighbour for, and that
+        // never answers: held, then dropped when its time is up.
         let unknown = datagram(SITE2_HOST, Ipv4Addr::new(10, 1, 0, 77), 1, 2, 10, 0);
-        refused.push(("unresolved", self.overlay_to_gateway(2, 1, &unknown)));
+        refused.push(("hold_expired", self.overlay_to_gateway(2, 1, &unknown)));
         refused
     }
 }

@@ -1,4 +1,5 @@
-//! "Packet too big", answered to a LAN sender in place.
+//! ICMP errors, "packet too big" and "time exceeded", answered to a LAN
+//! sender in place.
 //!
 //! detour does not fragment: a packet from the LAN that would exceed the WAN
 //! MTU once encapsulated is dropped ([`crate::rewrite::Discard::TooBig`]).
@@ -27,8 +28,22 @@
 //! chain would have to be walked, and the senders that matter (TCP, QUIC,
 //! ICMPv6 echo) send none.
 //!
+//! A packet from the LAN whose TTL (hop limit) is spent is answered with
+//! ICMPv4 "time exceeded in transit" (type 11, code 0; RFC 792) or ICMPv6
+//! "hop limit exceeded" (type 3, code 0; RFC 4443, section 3.3), so that
+//! traceroute shows the gateway. The TTL is checked before the size, as a
+//! router does (RFC 1812, section 5.3.1). Packets that spent their TTL
+//! coming out of the overlay are dropped without an answer: the sender is
+//! at another site, and the answer would have to go back through the
+//! overlay.
+//!
+//! Every answer is rate-limited per source ([`limit`]): suppressed answers
+//! are counted, their frames dropped.
+//!
 //! A frame with one 802.1Q tag is answered with the same tag, so the reply
 //! goes back on the VLAN the packet came from.
+
+pub mod limit;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -39,6 +54,51 @@ use detour_common::wire::{
 };
 
 use crate::rewrite::{Egress, Forward};
+
+pub use limit::{IcmpLimiter, IcmpRate};
+
+/// The error a LAN sender is told of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IcmpError {
+    /// Too big for the WAN once encapsulated; `mtu` is the largest inner
+    /// packet that fits, the value the error reports.
+    TooBig { mtu: u16 },
+    /// The TTL or hop limit ran out here.
+    TimeExceeded,
+}
+
+impl IcmpError {
+    /// The ICMP header, checksum zero: type, code and the second word.
+    fn header(self, v6: bool) -> [u8; ICMP_HEADER_LEN] {
+        match (self, v6) {
+            // Type 3 "destination unreachable", code 4 "fragmentation
+            // needed and DF set"; 16 unused bits, then the next-hop MTU
+            // (RFC 1191).
+            (IcmpError::TooBig { mtu }, false) => {
+                let [hi, lo] = mtu.to_be_bytes();
+                [3, 4, 0, 0, 0, 0, hi, lo]
+            }
+            // Type 2 "packet too big", code 0, then the MTU.
+            (IcmpError::TooBig { mtu }, true) => {
+                let [m0, m1, m2, m3] = u32::from(mtu).to_be_bytes();
+                [2, 0, 0, 0, m0, m1, m2, m3]
+            }
+            // Type 11 "time exceeded", code 0 "in transit"; unused word.
+            (IcmpError::TimeExceeded, false) => [11, 0, 0, 0, 0, 0, 0, 0],
+            // Type 3 "time exceeded", code 0 "hop limit exceeded".
+            (IcmpError::TimeExceeded, true) => [3, 0, 0, 0, 0, 0, 0, 0],
+        }
+    }
+}
+
+/// Why a frame got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoAnswer {
+    /// It must not be answered, or cannot be (see the module documentation).
+    Unanswerable,
+    /// Its source had its answers for now ([`limit`]).
+    Limited,
+}
 
 /// The addresses this gateway answers from on the LAN.
 ///
@@ -69,41 +129,59 @@ const TOS_INTERNETWORK_CONTROL: u8 = 0xc0;
 const HOP_LIMIT: u8 = 64;
 
 /// Turns the frame at `buf[start..start + len]`, received on the LAN and
-/// too big for the WAN, into the ICMP error for its sender, in place.
+/// not forwarded for `error`, into the ICMP error for its sender, in place,
+/// if `limiter` lets its source have one more.
 ///
-/// `mtu` is the largest inner IP packet that fits, the value the error
-/// reports. The reply starts before `start`, in the headroom (42 bytes
-/// before the IPv4 header, 62 before the IPv6 one, 4 more with a VLAN tag).
-/// `None` means send nothing, just drop: not an IPv4 or IPv6 packet, no
-/// room before it, or a packet that must not be answered (see the module
-/// documentation). The buffer is written only when the answer is `Some`.
+/// The reply starts before `start`, in the headroom (42 bytes before the
+/// IPv4 header, 62 before the IPv6 one, 4 more with a VLAN tag). An error
+/// means send nothing, just drop: not an IPv4 or IPv6 packet, no room
+/// before it, a packet that must not be answered (see the module
+/// documentation), or one over the rate. The buffer is written only when
+/// there is an answer.
 ///
 /// An IPv4 packet is answered whether or not it has DF set: detour
 /// fragments nothing, so one without DF is dropped as well, and its sender
 /// learns the size to fragment to.
-pub fn too_big(
+pub fn answer(
     buf: &mut [u8],
-    start: usize,
-    len: usize,
-    mtu: u16,
+    (start, len): (usize, usize),
+    error: IcmpError,
     lan_mac: MacAddr,
     source: IcmpSource,
-) -> Option<Forward> {
-    let end = start.checked_add(len)?;
-    let eth = EthernetFrame::new_checked(buf.get(start..end)?).ok()?;
-    let link = EthernetRepr::parse(&eth);
-    // No Ethernet source is a group address; one that claims to be cannot
-    // be answered.
-    if link.src.is_multicast() {
-        return None;
+    (limiter, now): (&mut IcmpLimiter, std::time::Instant),
+) -> Result<Forward, NoAnswer> {
+    let plan = (|| {
+        let end = start.checked_add(len)?;
+        let eth = EthernetFrame::new_checked(buf.get(start..end)?).ok()?;
+        let link = EthernetRepr::parse(&eth);
+        // No Ethernet source is a group address; one that claims to be
+        // cannot be answered.
+        if link.src.is_multicast() {
+            return None;
+        }
+        let plan = match link.ethertype {
+            EtherType::IPV4 => plan_v4(eth.payload(), link.dst.is_multicast(), source.v4, error)?,
+            EtherType::IPV6 => plan_v6(eth.payload(), source.v6, error)?,
+            _ => return None,
+        };
+        Some((link, start + eth.header_len(), plan))
+    })();
+    let (link, ip_start, plan) = plan.ok_or(NoAnswer::Unanswerable)?;
+    if !limiter.allow(limit::source_key(&buf[ip_start..]), now) {
+        return Err(NoAnswer::Limited);
     }
-    let ip_start = start + eth.header_len();
-    let plan = match link.ethertype {
-        EtherType::IPV4 => plan_v4(eth.payload(), link.dst.is_multicast(), source.v4, mtu)?,
-        EtherType::IPV6 => plan_v6(eth.payload(), source.v6, mtu)?,
-        _ => return None,
-    };
+    write(buf, link, ip_start, plan, lan_mac).ok_or(NoAnswer::Unanswerable)
+}
 
+/// Writes the answer `plan` describes over the frame whose IP packet lies
+/// at `ip_start`.
+fn write(
+    buf: &mut [u8],
+    link: EthernetRepr,
+    ip_start: usize,
+    plan: Plan,
+    lan_mac: MacAddr,
+) -> Option<Forward> {
     // Everything needed from the old headers is now in `link` and `plan`:
     // the new headers may overwrite the old Ethernet header.
     let link = EthernetRepr {
@@ -162,7 +240,12 @@ impl Plan {
 
 /// The "fragmentation needed" for the IPv4 packet `ip` (Ethernet padding
 /// included), or `None` when it must not be answered.
-fn plan_v4(ip: &[u8], link_multicast: bool, source: Option<Ipv4Addr>, mtu: u16) -> Option<Plan> {
+fn plan_v4(
+    ip: &[u8],
+    link_multicast: bool,
+    source: Option<Ipv4Addr>,
+    error: IcmpError,
+) -> Option<Plan> {
     let p = Ipv4Packet::new_checked(ip).ok()?;
     // A bad header checksum may mean a damaged source address: whoever it
     // names did not send this.
@@ -184,7 +267,6 @@ fn plan_v4(ip: &[u8], link_multicast: bool, source: Option<Ipv4Addr>, mtu: u16) 
     }
     let quote_len =
         usize::from(p.total_len()).min(MAX_REPLY_V4 - ipv4::HEADER_LEN - ICMP_HEADER_LEN);
-    let [mtu_hi, mtu_lo] = mtu.to_be_bytes();
     Some(Plan {
         header: Header::V4(Ipv4Repr {
             src: source.unwrap_or(p.dst_addr()),
@@ -197,9 +279,7 @@ fn plan_v4(ip: &[u8], link_multicast: bool, source: Option<Ipv4Addr>, mtu: u16) 
             // At most 556: fits.
             payload_len: (ICMP_HEADER_LEN + quote_len) as u16,
         }),
-        // Type 3 "destination unreachable", code 4 "fragmentation needed
-        // and DF set"; 16 unused bits, then the next-hop MTU (RFC 1191).
-        icmp: [3, 4, 0, 0, 0, 0, mtu_hi, mtu_lo],
+        icmp: error.header(false),
         pseudo_header: 0,
         quote_len,
     })
@@ -211,7 +291,7 @@ fn plan_v4(ip: &[u8], link_multicast: bool, source: Option<Ipv4Addr>, mtu: u16) 
 /// Unlike IPv4, a packet to a multicast address is answered (RFC 4443,
 /// section 2.4 (e.3)), so that path MTU discovery works for multicast, but
 /// only from a configured source: the multicast destination cannot be one.
-fn plan_v6(ip: &[u8], source: Option<Ipv6Addr>, mtu: u16) -> Option<Plan> {
+fn plan_v6(ip: &[u8], source: Option<Ipv6Addr>, error: IcmpError) -> Option<Plan> {
     let p = Ipv6Packet::new_checked(ip).ok()?;
     if p.has_extension_headers() || !is_host_v6(p.src_addr()) {
         return None;
@@ -232,7 +312,6 @@ fn plan_v6(ip: &[u8], source: Option<Ipv6Addr>, mtu: u16) -> Option<Plan> {
         .min(MAX_REPLY_V6 - ipv6::HEADER_LEN - ICMP_HEADER_LEN);
     // At most 1240: fits.
     let payload_len = (ICMP_HEADER_LEN + quote_len) as u16;
-    let [m0, m1, m2, m3] = u32::from(mtu).to_be_bytes();
     Some(Plan {
         header: Header::V6(Ipv6Repr {
             src,
@@ -243,8 +322,7 @@ fn plan_v6(ip: &[u8], source: Option<Ipv6Addr>, mtu: u16) -> Option<Plan> {
             flow_label: 0,
             payload_len,
         }),
-        // Type 2 "packet too big", code 0, then the MTU.
-        icmp: [2, 0, 0, 0, m0, m1, m2, m3],
+        icmp: error.header(true),
         pseudo_header: checksum::pseudo_header_v6(
             &src.octets(),
             &dst.octets(),
@@ -316,6 +394,32 @@ mod tests {
         f[14 + 6] = ip_protocol::ICMPV6;
         f[14 + 40] = icmp_type;
         f
+    }
+
+    /// The "too big" answer, with no rate limit.
+    fn too_big(
+        buf: &mut [u8],
+        start: usize,
+        len: usize,
+        mtu: u16,
+        lan_mac: MacAddr,
+        source: IcmpSource,
+    ) -> Option<Forward> {
+        let mut unlimited = IcmpLimiter::new(IcmpRate {
+            per_second: 0,
+            burst: 0,
+        });
+        let now = std::time::Instant::now();
+        let error = IcmpError::TooBig { mtu };
+        super::answer(
+            buf,
+            (start, len),
+            error,
+            lan_mac,
+            source,
+            (&mut unlimited, now),
+        )
+        .ok()
     }
 
     /// `frame` at offset `start` of a 4096-byte buffer.
@@ -561,6 +665,83 @@ mod tests {
         for src in [Ipv6Addr::UNSPECIFIED, Ipv6Addr::LOCALHOST, group] {
             assert_eq!(answer(&frame_v6(src, FAR_V6, 100), SOURCE), None, "{src}");
         }
+    }
+
+    #[test]
+    fn a_spent_ttl_is_answered_time_exceeded_with_the_packet_quoted() {
+        let limiter = &mut IcmpLimiter::new(IcmpRate::default());
+        let now = std::time::Instant::now();
+        for (frame, v6) in [
+            (frame_v4(SENDER_V4, FAR_V4, 100), false),
+            (frame_v6(SENDER_V6, FAR_V6, 100), true),
+        ] {
+            let mut buf = buffer_at(&frame, HEADROOM);
+            let f = super::answer(
+                &mut buf,
+                (HEADROOM, frame.len()),
+                IcmpError::TimeExceeded,
+                LAN_MAC,
+                SOURCE,
+                (&mut *limiter, now),
+            )
+            .unwrap();
+            let reply = &buf[f.start..f.start + f.len];
+            let (icmp_at, expected) = match v6 {
+                false => (14 + 20, [11, 0]),
+                true => (14 + 40, [3, 0]),
+            };
+            assert_eq!(reply[icmp_at..icmp_at + 2], expected, "time exceeded");
+            assert_eq!(reply[icmp_at + 4..icmp_at + 8], [0; 4], "unused");
+            assert_eq!(reply[icmp_at + 8..], frame[14..], "the whole packet quoted");
+        }
+    }
+
+    #[test]
+    fn answers_over_the_rate_are_suppressed_and_write_nothing() {
+        let mut limiter = IcmpLimiter::new(IcmpRate {
+            per_second: 1000,
+            burst: 3,
+        });
+        let now = std::time::Instant::now();
+        let frame = frame_v4(SENDER_V4, FAR_V4, 1500);
+        let mut results = Vec::new();
+        for _ in 0..5 {
+            let mut buf = buffer_at(&frame, HEADROOM);
+            let error = IcmpError::TooBig { mtu: MTU };
+            let r = super::answer(
+                &mut buf,
+                (HEADROOM, frame.len()),
+                error,
+                LAN_MAC,
+                SOURCE,
+                (&mut limiter, now),
+            );
+            if r.is_err() {
+                assert_eq!(buf, buffer_at(&frame, HEADROOM), "untouched");
+            }
+            results.push(r.map(|_| ()));
+        }
+        assert_eq!(
+            results,
+            [
+                Ok(()),
+                Ok(()),
+                Ok(()),
+                Err(NoAnswer::Limited),
+                Err(NoAnswer::Limited)
+            ]
+        );
+        // An unanswerable packet takes nothing from the budget.
+        let mut buf = buffer_at(&icmp_v4(&frame, 3), HEADROOM);
+        let r = super::answer(
+            &mut buf,
+            (HEADROOM, frame.len()),
+            IcmpError::TimeExceeded,
+            LAN_MAC,
+            SOURCE,
+            (&mut limiter, now + std::time::Duration::from_millis(1)),
+        );
+        assert_eq!(r, Err(NoAnswer::Unanswerable));
     }
 
     #[test]
