@@ -522,7 +522,7 @@ fn netns_frames_a_worker_refuses_are_dropped_and_counted() {
     let rig = Rig::up(Family::V4);
     let peer = rig.peer_socket();
     let host = rig.host_socket();
-    let mut sent = rig.frames_a_worker_refuses();
+    let sent = rig.frames_a_worker_refuses();
     for (_, f) in &sent {
         peer.send(f).unwrap();
     }
