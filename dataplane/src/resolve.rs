@@ -1,16 +1,17 @@
-//! Resolving LAN hosts that decapsulated packets were dropped for.
+//! Resolving LAN hosts that decapsulated packets wait for.
 //!
 //! The table knows a LAN host's MAC address only once the kernel's
 //! neighbour table has an entry for it ([`crate::neigh::NetlinkSurvey`]).
 //! The kernel makes one when it sends the host something, or hears from
 //! it; decapsulated packets go out through AF_XDP and never make the
 //! kernel resolve anything, so a host that has not spoken would stay
-//! unreachable. So a worker that drops a packet for want of the host's MAC
-//! ([`crate::rewrite::Discard::UnresolvedHost`]) notes the destination in
-//! its [`UnresolvedHosts`], and the daemon's [`HostResolver`] takes those
-//! addresses a few times a second, asks the kernel to resolve each one
-//! that lies on the LAN ([`crate::neigh::solicit`]), and has the table
-//! recompiled soon after, when the answer is likely in.
+//! unreachable. So a worker that holds (or drops) a packet for want of the
+//! host's MAC ([`crate::rewrite::Discard::UnresolvedHost`]) notes the
+//! destination in its [`UnresolvedHosts`] and rings the daemon's
+//! [`crate::doorbell`]; the daemon's [`HostResolver`] takes those addresses
+//! at once, asks the kernel to resolve each one that lies on the LAN
+//! ([`crate::neigh::solicit`]), and the table is recompiled when the kernel
+//! announces the answer ([`crate::watch`]), or soon after at the latest.
 //!
 //! The worker side is a fixed array of atomic slots: recording an address
 //! takes no lock, allocates nothing and makes no system call, and when

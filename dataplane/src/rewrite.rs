@@ -9,6 +9,7 @@
 //! through the checked views of `detour_common::wire`, so no frame, however
 //! malformed, can make it panic.
 
+use std::net::{IpAddr, Ipv6Addr};
 use std::ops::Range;
 
 use detour_common::wire::EncapTemplate;
@@ -109,6 +110,9 @@ pub enum Discard {
     Replayed,
     /// Decap: the tag does not match: forged, damaged or under another key.
     AuthFailed,
+    /// Decap over IPv6: the UDP checksum is wrong, or zero on a frame in
+    /// the clear (docs/wire-format.md, "UDP checksums").
+    BadChecksum,
 }
 
 /// Encapsulates a frame received on the LAN toward the node serving its
@@ -277,6 +281,10 @@ fn decap(
 ) -> Result<Forward, Discard> {
     let lan_mac = table.links().lan_mac.ok_or(Discard::NoLan)?;
     let inner_start = start + o.inner_offset;
+    if let (IpAddr::V6(src), IpAddr::V6(dst)) = (o.outer_src, o.outer_dst) {
+        let udp = &buf[start + o.udp_offset..inner_start + o.inner_len];
+        verify_udp_v6(udp, (src, dst), o.option.seal.is_sealed())?;
+    }
     let outer_ecn = outer_tos(&buf[start + o.ip_offset..]) & ecn::MASK;
     let plain_len = open(table.keys(), buf, start, &o)?;
     let inner = &mut buf[inner_start..inner_start + plain_len];
@@ -351,6 +359,35 @@ fn to_lan_host(
         start: eth_start,
         len: ethernet::HEADER_LEN + inner_len,
     })
+}
+
+/// Checks the UDP checksum of an overlay datagram `udp` that came over IPv6
+/// between `addrs`, where it is mandatory (RFC 8200, section 8.1) but for
+/// tunnels that can do without (RFC 6935, RFC 6936): a zero checksum is
+/// taken on a sealed frame, whose tag covers the inner packet and the
+/// GENEVE header better than a checksum could, and refused on a frame in
+/// the clear. Only the destination checks: a relay updates the checksum
+/// incrementally (RFC 1624), which keeps a wrong one wrong.
+#[inline(always)]
+fn verify_udp_v6(udp: &[u8], addrs: (Ipv6Addr, Ipv6Addr), sealed: bool) -> Result<(), Discard> {
+    let zero = matches!(udp, [_, _, _, _, _, _, 0, 0, ..]);
+    if zero {
+        return if sealed {
+            Ok(())
+        } else {
+            Err(Discard::BadChecksum)
+        };
+    }
+    let pseudo = checksum::pseudo_header_v6(
+        &addrs.0.octets(),
+        &addrs.1.octets(),
+        detour_common::wire::ip_protocol::UDP,
+        udp.len() as u32,
+    );
+    match checksum::fold(checksum::sum(udp, pseudo)) {
+        0xffff => Ok(()),
+        _ => Err(Discard::BadChecksum),
+    }
 }
 
 /// Authenticates and decrypts the inner packet of `o` in place, if this
@@ -968,6 +1005,34 @@ mod tests {
     }
 
     #[test]
+    fn decap_over_ipv6_verifies_the_udp_checksum() {
+        let t = table_v6();
+        let inner = inner_v4("10.2.0.9", "10.1.0.5", 60);
+        let frame = overlay_frame(v6("2001:db8::2", "2001:db8::1"), 2, 1, 4, &inner);
+        assert_checksums(&frame);
+        let decap = |frame: &[u8]| {
+            let mut buf = buffer(frame);
+            from_wan(&t, &mut buf, HEADROOM, frame.len()).map(|f| out(&buf, &f).to_vec())
+        };
+        assert_eq!(&decap(&frame).unwrap()[14..], &forwarded(&inner)[..]);
+        let udp = OverlayFrame::parse(&frame, 6081).unwrap().udp_offset;
+        // One payload bit flipped on the way: the checksum no longer adds up.
+        let mut damaged = frame.clone();
+        *damaged.last_mut().unwrap() ^= 0x10;
+        assert_eq!(decap(&damaged), Err(Discard::BadChecksum));
+        assert_eq!(
+            decap(&frames::set_u16(&frame, udp + 6, 0)),
+            Err(Discard::BadChecksum),
+            "no checksum on a frame in the clear over IPv6"
+        );
+        // A relay leaves the check to the destination.
+        let relayed = overlay_frame(v6("2001:db8::2", "2001:db8::1"), 2, 4, 4, &inner);
+        let mut damaged = relayed.clone();
+        *damaged.last_mut().unwrap() ^= 0x10;
+        assert!(decap(&damaged).is_ok());
+    }
+
+    #[test]
     fn a_spent_ttl_is_refused_before_the_size() {
         let t = table();
         let mut inner = inner_v4("10.1.0.5", "10.2.0.9", 1480);
@@ -1394,6 +1459,30 @@ mod tests {
             let frame = seal(&t, &inner_v4("10.1.0.5", "10.2.0.9", 60));
             assert_eq!(frame.len(), 94 + 60 + 16);
             assert_checksums(&frame);
+
+            // Node 2 opens it; with no checksum too (RFC 6935: the tag
+            // covers what it would), but not with a wrong one.
+            let mut s2 = s.clone();
+            s2.local = NodeId(2);
+            s2.routes = vec![route(1, 1)];
+            let mut lan = LanNeighbours::default();
+            lan.insert("10.2.0.0/16".parse().unwrap(), HOST_MAC);
+            let rx = |counter_frame: &[u8]| {
+                let node_2 = RouteTable::compile(&s2, &l, lan.clone(), resolved)
+                    .unwrap()
+                    .with_keys(keys(vec![SessionKeys {
+                        peer: NodeId(1),
+                        tx: None,
+                        rx: vec![key_1_to_2(5)],
+                    }]));
+                open(&node_2, counter_frame)
+            };
+            assert!(rx(&frame).is_ok());
+            let udp = OverlayFrame::parse(&frame, 6081).unwrap().udp_offset;
+            let without = frames::set_u16(&frame, udp + 6, 0);
+            assert!(rx(&without).is_ok(), "a sealed frame needs no checksum");
+            let wrong = frames::set_u16(&frame, udp + 6, 0x1234);
+            assert_eq!(rx(&wrong), Err(Discard::BadChecksum));
         }
 
         #[test]

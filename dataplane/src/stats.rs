@@ -59,13 +59,14 @@ pub enum Stat {
     ExpiredKey,
     Replayed,
     AuthFailed,
+    BadChecksum,
 }
 
 impl Stat {
-    const COUNT: usize = Stat::AuthFailed as usize + 1;
+    const COUNT: usize = Stat::BadChecksum as usize + 1;
 
     /// The drop reasons, with the names the API reports them under.
-    const DROPS: [(Stat, &'static str); 18] = [
+    const DROPS: [(Stat, &'static str); 19] = [
         (Stat::Malformed, "malformed"),
         (Stat::NoRoute, "no_route"),
         (Stat::Unreachable, "unreachable"),
@@ -84,6 +85,7 @@ impl Stat {
         (Stat::ExpiredKey, "expired_key"),
         (Stat::Replayed, "replayed"),
         (Stat::AuthFailed, "auth_failed"),
+        (Stat::BadChecksum, "bad_checksum"),
     ];
 
     /// The kernel's drops on the way into the worker's sockets, with
@@ -124,6 +126,7 @@ impl Stat {
             Discard::ExpiredKey => Stat::ExpiredKey,
             Discard::Replayed => Stat::Replayed,
             Discard::AuthFailed => Stat::AuthFailed,
+            Discard::BadChecksum => Stat::BadChecksum,
         }
     }
 }
