@@ -162,9 +162,9 @@ impl Rig {
         assert_eq!(version, snapshot.version);
     }
 
-    /// The counters once they have settled: a worker publishes them after
-    /// the turn that sent the frames, so a frame can reach the peer a
-    /// moment before it is counted (a test read "encapsulated: 0" once).
+    /// The counters once they have settled: frames sent to the gateway a
+    /// moment ago may not have been received yet. (A frame that came out is
+    /// already counted: router.rs.)
     pub fn stats(&self) -> Stats {
         let deadline = Instant::now() + Duration::from_secs(2);
         let mut last = self.client().stats().unwrap();
