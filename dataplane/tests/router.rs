@@ -128,3 +128,38 @@ fn netns_a_frame_that_arrived_is_already_counted() {
         assert!(seen > seq, "frame {seq} arrived, {seen} counted");
     }
 }
+
+/// The WAN interface's MTU lowered under a running dataplane: the kernel
+/// announces it, and the next packet that no longer fits is answered with
+/// the new size, without a restart.
+#[test]
+fn netns_a_new_wan_mtu_is_taken_at_once() {
+    let rig = Rig::up(Family::V4);
+    let host = rig.host_socket();
+    let peer = rig.peer_socket();
+    // 1400 bytes: fits a WAN MTU of 1500 with the 60 bytes of outer
+    // headers (no encryption in the rig), not one of 1400.
+    let packet = datagram(HOST, SITE2_HOST, HOST_PORT, REMOTE_PORT, 1400 - 28, 1);
+    let is_overlay = |f: &[u8]| OverlayFrame::parse(f, OVERLAY_PORT).is_ok();
+    host.send(&ethernet(rig.gw_lan, rig.host, &packet)).unwrap();
+    assert_eq!(peer.receive(WAIT, 1, is_overlay).len(), 1, "fits at 1500");
+
+    rig.net
+        .gw
+        .ip(&["link", "set", "wan", "mtu", "1400"])
+        .unwrap();
+    let fragmentation_needed = |f: &[u8]| f.len() > 42 && f[14 + 9] == 1 && f[34..36] == [3, 4];
+    let mut answer = Vec::new();
+    let answered = detour_testkit::eventually(WAIT, || {
+        host.send(&ethernet(rig.gw_lan, rig.host, &packet)).unwrap();
+        answer = host.receive(
+            std::time::Duration::from_millis(100),
+            1,
+            fragmentation_needed,
+        );
+        !answer.is_empty()
+    });
+    assert!(answered, "no answer at the new MTU: {:#?}", rig.stats());
+    let mtu = u16::from_be_bytes([answer[0][40], answer[0][41]]);
+    assert_eq!(mtu, 1400 - 60, "the largest packet that fits now");
+}
