@@ -18,49 +18,20 @@ use std::time::Duration;
 use detour_testbed::internet::router_interface;
 use detour_testbed::topology::{host_address, underlay};
 use detour_testbed::traffic::{Flow, Record};
-use detour_testbed::{Daemon, Layout, Testbed, Topology};
+use detour_testbed::{Daemon, Testbed};
 use detour_testkit::packet::PacketSocket;
-use detour_testkit::{eventually, proc_status_field, require_root, unique_name};
+use detour_testkit::{eventually, proc_status_field};
+
+mod support;
+
+use support::{FOUR_SITES, report, up};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// Prints a measurement, and keeps it for `scripts/test`'s report.
-fn report(line: String) {
-    detour_testkit::report(env!("CARGO_TARGET_TMPDIR"), &line);
-}
 
 /// Datagrams a second of the test flows, and their payload.
 const RATE: u32 = 1000;
 const SIZE: usize = 100;
 const ROUTE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Four sites, 2 ms apart one way.
-const FOUR_SITES: &str = "
-    [defaults]
-    delay_ms = 2
-    [[nodes]]
-    id = 1
-    [[nodes]]
-    id = 2
-    [[nodes]]
-    id = 3
-    [[nodes]]
-    id = 4
-";
-
-fn up(topology: &str) -> Testbed {
-    require_root();
-    let name = unique_name("tb");
-    let layout = Layout {
-        dir: std::env::temp_dir().join(&name),
-        prefix: name,
-        bin_dir: Path::new(env!("CARGO_BIN_EXE_detour-testbed"))
-            .parent()
-            .unwrap()
-            .to_owned(),
-    };
-    Testbed::up(Topology::parse(topology).unwrap(), layout).unwrap()
-}
 
 /// A warm flow of numbered datagrams from site `a`'s host to site `b`'s.
 fn flow(bed: &Testbed, a: u16, b: u16) -> Flow {

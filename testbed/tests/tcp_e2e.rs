@@ -10,49 +10,25 @@
 use std::hash::Hasher;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+mod support;
+
+use support::{FOUR_SITES, report};
+
+use detour_testbed::Testbed;
 use detour_testbed::topology::host_address;
 use detour_testbed::traffic::Flow;
-use detour_testbed::{Layout, Testbed, Topology};
-use detour_testkit::{eventually, require_root, unique_name};
-
-/// Four sites, 2 ms apart one way.
-const FOUR_SITES: &str = "
-    [defaults]
-    delay_ms = 2
-    [[nodes]]
-    id = 1
-    [[nodes]]
-    id = 2
-    [[nodes]]
-    id = 3
-    [[nodes]]
-    id = 4
-";
+use detour_testkit::eventually;
 
 const PORT: u16 = 5001;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-fn report(line: String) {
-    detour_testkit::report(env!("CARGO_TARGET_TMPDIR"), &line);
-}
-
 fn up() -> Testbed {
-    require_root();
-    let name = unique_name("tb");
-    let layout = Layout {
-        dir: std::env::temp_dir().join(&name),
-        prefix: name,
-        bin_dir: Path::new(env!("CARGO_BIN_EXE_detour-testbed"))
-            .parent()
-            .unwrap()
-            .to_owned(),
-    };
-    Testbed::up(Topology::parse(FOUR_SITES).unwrap(), layout).unwrap()
+    support::up(FOUR_SITES)
 }
 
 fn wait_direct(bed: &Testbed, a: u16, b: u16) {
