@@ -533,8 +533,8 @@ fn netns_detourctl_drives_both_daemons_and_their_metrics_parse() {
     );
     assert_eq!(
         drops.iter_samples().count(),
-        15,
-        "every reason (no_key, unknown_key, expired_key, replayed and auth_failed among them), for the one queue"
+        19,
+        "every reason (the keys' five, already_relayed, ce_not_ect, hold_expired and bad_checksum among them), for the one queue"
     );
     let socket_drops = family(
         &dataplane,
