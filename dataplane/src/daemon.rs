@@ -134,12 +134,12 @@ pub fn run(config: &Config, stop: &AtomicBool) -> anyhow::Result<()> {
             afxdp_mode: socket_modes(workers.iter().filter_map(|w| w.lan_socket()).map(|s| s.1)),
         });
     }
-    let mut resolver = lan.as_ref().map(|l| {
-        HostResolver::new(
-            l.ifindex,
-            workers.iter().map(Worker::unresolved_hosts).collect(),
-        )
-    });
+    let mut resolver = HostResolver::new(
+        std::iter::once(wan.ifindex)
+            .chain(lan.as_ref().map(|l| l.ifindex))
+            .collect(),
+        workers.iter().map(Worker::unresolved_hosts).collect(),
+    );
     let survey = NetlinkSurvey::new(wan.ifindex, lan.as_ref().map(|l| l.ifindex));
     let installer = Installer::new(
         links,
@@ -217,7 +217,7 @@ pub fn run(config: &Config, stop: &AtomicBool) -> anyhow::Result<()> {
         // A LAN host solicited now is likely resolved by the time given:
         // refresh early then (the kernel's announcement of the answer
         // usually comes first).
-        if let Some(at) = resolver.as_mut().and_then(|r| r.poll(now)) {
+        if let Some(at) = resolver.poll(now) {
             next_refresh = next_refresh.min(at);
         }
         let changes = watch.changes().unwrap_or_else(|e| {

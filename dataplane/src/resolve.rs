@@ -146,9 +146,11 @@ pub const REFRESH_AFTER: Duration = Duration::from_millis(100);
 pub const SOLICIT_EVERY: Duration = Duration::from_secs(1);
 
 /// The daemon's side: takes the addresses the workers recorded and asks
-/// the kernel to resolve those on the LAN.
+/// the kernel to resolve those on the LAN, and the underlay next hops on
+/// the WAN.
 pub struct HostResolver {
-    lan: u32,
+    /// The interfaces solicited on: the LAN (if any) and the WAN.
+    interfaces: Vec<u32>,
     workers: Vec<Arc<UnresolvedHosts>>,
     /// When each address was last looked at (pruned after
     /// [`SOLICIT_EVERY`]).
@@ -159,10 +161,11 @@ pub struct HostResolver {
 }
 
 impl HostResolver {
-    /// Takes from `workers`; solicits on the LAN interface `lan`.
-    pub fn new(lan: u32, workers: Vec<Arc<UnresolvedHosts>>) -> HostResolver {
+    /// Takes from `workers`; solicits on the interfaces `interfaces`
+    /// (the LAN's and the WAN's).
+    pub fn new(interfaces: Vec<u32>, workers: Vec<Arc<UnresolvedHosts>>) -> HostResolver {
         HostResolver {
-            lan,
+            interfaces,
             workers,
             recent: HashMap::new(),
             taken: Vec::with_capacity(SLOTS),
@@ -197,20 +200,21 @@ impl HostResolver {
                 continue;
             }
             self.recent.insert(addr, now);
-            // The kernel's own route says whether the host is on the LAN
-            // (or behind a router on it: then the router is solicited).
+            // The kernel's own route says whether the address is on the
+            // LAN or the WAN (or behind a router there: then the router is
+            // solicited).
             match next_hop(addr) {
-                Ok(hop) if hop.ifindex != self.lan => {
+                Ok(hop) if !self.interfaces.contains(&hop.ifindex) => {
                     self.ignored += 1;
-                    tracing::debug!(%addr, ifindex = hop.ifindex, ignored = self.ignored, "packets for this address were decapsulated, but the kernel routes it out of another interface than the LAN; not soliciting");
+                    tracing::debug!(%addr, ifindex = hop.ifindex, ignored = self.ignored, "frames wait for this address, but the kernel routes it out of neither the LAN nor the WAN; not soliciting");
                 }
                 Ok(NextHop { mac: Some(_), .. }) => {
                     // Resolved since the last refresh: recompile now.
                     refresh = Some(now);
                 }
-                Ok(hop) => match solicit(hop.gateway, self.lan) {
+                Ok(hop) => match solicit(hop.gateway, hop.ifindex) {
                     Ok(()) => {
-                        tracing::debug!(%addr, via = %hop.gateway, "soliciting a LAN host packets were dropped for");
+                        tracing::debug!(%addr, via = %hop.gateway, "soliciting a neighbour frames wait for");
                         refresh.get_or_insert(now + REFRESH_AFTER);
                     }
                     Err(e) => tracing::debug!(%addr, "soliciting: {e}"),
@@ -225,7 +229,7 @@ impl HostResolver {
     }
 
     /// How many recorded addresses were not solicited because the kernel
-    /// does not route them out of the LAN interface.
+    /// routes them out of neither the LAN nor the WAN interface.
     pub fn ignored(&self) -> u64 {
         self.ignored
     }
@@ -321,6 +325,7 @@ mod tests {
 
     const LAN: u32 = 3;
     const WAN: u32 = 2;
+    const OTHER: u32 = 4;
 
     fn hop(ifindex: u32, gateway: &str, mac: bool) -> NextHop {
         NextHop {
@@ -331,21 +336,28 @@ mod tests {
     }
 
     #[test]
-    fn lan_hosts_are_solicited_once_a_second_and_others_ignored() {
+    fn neighbours_are_solicited_once_a_second_on_their_interface_and_others_ignored() {
         let hosts = Arc::new(UnresolvedHosts::default());
-        let mut resolver = HostResolver::new(LAN, vec![Arc::clone(&hosts)]);
+        let mut resolver = HostResolver::new(vec![LAN, WAN], vec![Arc::clone(&hosts)]);
         let route = |addr: IpAddr| -> io::Result<NextHop> {
             match addr.to_string().as_str() {
                 "10.1.0.6" => Ok(hop(LAN, "10.1.0.6", false)),
                 "10.1.9.1" => Ok(hop(LAN, "10.1.0.254", false)),
                 "10.1.0.7" => Ok(hop(LAN, "10.1.0.7", true)),
                 "192.0.2.50" => Ok(hop(WAN, "192.0.2.1", false)),
+                "172.16.0.9" => Ok(hop(OTHER, "172.16.0.9", false)),
                 _ => Err(io::Error::other("no route")),
             }
         };
         let mut solicited = Vec::new();
         let t0 = Instant::now();
-        for a in ["10.1.0.6", "10.1.9.1", "192.0.2.50", "10.9.9.9"] {
+        for a in [
+            "10.1.0.6",
+            "10.1.9.1",
+            "192.0.2.50",
+            "172.16.0.9",
+            "10.9.9.9",
+        ] {
             hosts.record(v4(a));
         }
         let refresh = resolver.poll_with(t0, route, |a, i| {
@@ -357,9 +369,10 @@ mod tests {
             solicited,
             [
                 ("10.1.0.6".to_string(), LAN),
-                ("10.1.0.254".to_string(), LAN)
+                ("10.1.0.254".to_string(), LAN),
+                ("192.0.2.1".to_string(), WAN)
             ],
-            "the host on the link, the router in front of the other"
+            "the host on the link, the router in front of the other, the peer's next hop on the WAN"
         );
         assert_eq!(resolver.ignored(), 2);
 

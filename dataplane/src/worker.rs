@@ -36,6 +36,7 @@ use arc_swap::ArcSwapOption;
 use crate::doorbell::Doorbell;
 use crate::hold::{Held, HoldLimits, HoldQueue, Neighbour, Outcome, Resume};
 use crate::icmp::{self, IcmpError, IcmpLimiter, IcmpRate, IcmpSource, NoAnswer};
+use crate::lpm::IpKey;
 use crate::resolve::UnresolvedHosts;
 use crate::rewrite::{self, Discard, Egress, Forward};
 use crate::stats::{LatencyRecorder, Published, Stat, Tally};
@@ -104,8 +105,8 @@ pub struct Worker {
     /// When the sockets' drops were last read.
     socket_drops_read: Instant,
     published: Arc<Published>,
-    /// LAN hosts this worker dropped decapsulated packets for, for the
-    /// daemon to have resolved.
+    /// Neighbours this worker holds or dropped frames for, for the daemon
+    /// to have solicited.
     unresolved: Arc<UnresolvedHosts>,
     table: SharedTable,
 }
@@ -169,8 +170,8 @@ impl Worker {
         Arc::clone(&self.published)
     }
 
-    /// The LAN hosts this worker could not send decapsulated packets to,
-    /// for the daemon to take.
+    /// The neighbours (LAN hosts, underlay next hops) this worker holds or
+    /// dropped frames for, for the daemon to have solicited.
     pub fn unresolved_hosts(&self) -> Arc<UnresolvedHosts> {
         Arc::clone(&self.unresolved)
     }
@@ -465,24 +466,20 @@ impl Worker {
         }
         let waiting = match discard {
             Discard::Unresolved { via } => {
+                if let Some(peer) = table.peer(via) {
+                    self.ask_resolution(peer.underlay.into());
+                }
                 Some((Neighbour::Underlay(via), Resume::Forward { ingress }))
             }
             Discard::UnresolvedHost { inner_at } => {
                 let (frame, _) = self.umem.frame_mut(base);
-                frame
+                let dst = frame
                     .get(usize::from(inner_at)..at + len)
-                    .and_then(rewrite::host_address)
-                    .map(|dst| {
-                        // A few atomic operations, no lock, no allocation;
-                        // the doorbell's one system call only for an
-                        // address newly recorded (resolve.rs).
-                        if self.unresolved.record(dst)
-                            && let Some(bell) = &self.config.doorbell
-                        {
-                            bell.ring();
-                        }
-                        (Neighbour::LanHost(dst), Resume::Deliver { inner_at })
-                    })
+                    .and_then(rewrite::host_address);
+                dst.map(|dst| {
+                    self.ask_resolution(dst);
+                    (Neighbour::LanHost(dst), Resume::Deliver { inner_at })
+                })
             }
             _ => None,
         };
@@ -502,6 +499,18 @@ impl Worker {
         }
         self.tally.add(Stat::of(discard), 1);
         self.free.push(base);
+    }
+
+    /// Has the daemon solicit `addr`, a LAN host or an underlay next hop
+    /// frames wait for: a few atomic operations, no lock, no allocation;
+    /// the doorbell's one system call only for an address newly recorded
+    /// (resolve.rs).
+    fn ask_resolution(&self, addr: IpKey) {
+        if self.unresolved.record(addr)
+            && let Some(bell) = &self.config.doorbell
+        {
+            bell.ring();
+        }
     }
 
     /// Whether frames still wait in a TX ring.

@@ -163,3 +163,63 @@ fn netns_a_new_wan_mtu_is_taken_at_once() {
     let mtu = u16::from_be_bytes([answer[0][40], answer[0][41]]);
     assert_eq!(mtu, 1400 - 60, "the largest packet that fits now");
 }
+
+/// The WAN next hop toward node 3 stops answering ARP and its entry is
+/// gone: frames for node 3's site wait (none is dropped) while it is
+/// solicited, and go out, in order, once it answers again.
+#[test]
+fn netns_frames_for_an_unresolved_underlay_next_hop_wait_until_it_answers() {
+    const FRAMES: u32 = 5;
+    let rig = Rig::up(Family::V4);
+    let host = rig.host_socket();
+    let peer = rig.peer_socket();
+    rig.net
+        .peer
+        .ip(&["link", "set", "eth0", "arp", "off"])
+        .unwrap();
+    rig.net
+        .gw
+        .ip(&["neigh", "del", "192.0.2.99", "dev", "wan"])
+        .unwrap();
+    // The table loses the MAC once the kernel announces the flush.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let to_node3 = |f: &[u8]| {
+        f[6..12] == rig.gw_wan.0
+            && OverlayFrame::parse(f, OVERLAY_PORT).is_ok_and(|o| o.option.dst == NodeId(3))
+    };
+    for seq in 0..FRAMES {
+        let inner = datagram(HOST, SITE3_HOST, HOST_PORT, REMOTE_PORT, 32, seq);
+        host.send(&ethernet(rig.gw_lan, rig.host, &inner)).unwrap();
+    }
+    let early = peer.receive(std::time::Duration::from_millis(300), 1, to_node3);
+    let neigh = rig.net.gw.ip(&["neigh", "show", "dev", "wan"]).unwrap();
+    assert!(
+        early.is_empty(),
+        "node 3's next hop is not resolved: {}{:#?}",
+        String::from_utf8_lossy(&neigh.stdout),
+        rig.stats().total
+    );
+    let held = rig.client().stats().unwrap().total;
+    assert_eq!(held.holding, u64::from(FRAMES), "{held:#?}");
+
+    rig.net
+        .peer
+        .ip(&["link", "set", "eth0", "arp", "on"])
+        .unwrap();
+    let got = peer.receive(2 * WAIT, FRAMES as usize, to_node3);
+    let seqs: Vec<u32> = got
+        .iter()
+        .map(|f| {
+            let o = OverlayFrame::parse(f, OVERLAY_PORT).unwrap();
+            let at = o.inner_offset + 28;
+            u32::from_be_bytes(f[at..at + 4].try_into().unwrap())
+        })
+        .collect();
+    assert_eq!(seqs, (0..FRAMES).collect::<Vec<_>>(), "{:#?}", rig.stats());
+    let t = rig.stats().total;
+    assert_eq!(
+        (t.released, t.holding, t.dropped_total()),
+        (u64::from(FRAMES), 0, 0),
+        "{t:#?}"
+    );
+}
