@@ -47,7 +47,12 @@ const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
 /// How long the daemon waits at most for a worker's doorbell or a kernel
 /// announcement before it looks at the stop flag and the clock again.
-const TICK_MS: i32 = 50;
+const TICK: Duration = Duration::from_millis(50);
+
+/// Announcements closer together than this are taken in one look: a LAN of
+/// many hosts churns its neighbour entries, and each look is a few netlink
+/// requests per node and a dump of the LAN's neighbours.
+const COALESCE_FOR: Duration = Duration::from_millis(5);
 
 /// Runs the dataplane until `stop` is set (by a signal handler).
 pub fn run(config: &Config, stop: &AtomicBool) -> anyhow::Result<()> {
@@ -209,9 +214,11 @@ pub fn run(config: &Config, stop: &AtomicBool) -> anyhow::Result<()> {
     );
 
     let mut next_refresh = Instant::now() + REFRESH_EVERY;
+    let mut last_refresh = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        let wait = next_refresh.saturating_duration_since(Instant::now()).min(TICK);
         // An error (EINTR) only ends the wait early.
-        let _ = wait_readable(&[doorbell.fd(), watch.fd()], TICK_MS);
+        let _ = wait_readable(&[doorbell.fd(), watch.fd()], wait.as_millis() as i32);
         doorbell.answer();
         let now = Instant::now();
         // A LAN host solicited now is likely resolved by the time given:
@@ -228,7 +235,11 @@ pub fn run(config: &Config, stop: &AtomicBool) -> anyhow::Result<()> {
         if changes.links {
             relink(&mut installer, config, ifindexes);
         }
-        if changes.any() || now >= next_refresh {
+        if changes.any() {
+            next_refresh = next_refresh.min(last_refresh + COALESCE_FOR);
+        }
+        if now >= next_refresh {
+            last_refresh = now;
             next_refresh = now + REFRESH_EVERY;
             match installer.refresh() {
                 Ok(true) => tracing::debug!(?changes, "neighbours changed; route table recompiled"),
