@@ -216,7 +216,9 @@ pub fn run(config: &Config, stop: &AtomicBool) -> anyhow::Result<()> {
     let mut next_refresh = Instant::now() + REFRESH_EVERY;
     let mut last_refresh = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let wait = next_refresh.saturating_duration_since(Instant::now()).min(TICK);
+        let wait = next_refresh
+            .saturating_duration_since(Instant::now())
+            .min(TICK);
         // An error (EINTR) only ends the wait early.
         let _ = wait_readable(&[doorbell.fd(), watch.fd()], wait.as_millis() as i32);
         doorbell.answer();
