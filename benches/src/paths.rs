@@ -418,7 +418,7 @@ impl Dataplane {
             api.path()
         ))
         .map_err(|e| anyhow!("the bench's dataplane config: {e}"))?
-        .check(crate::measure::cpus())?;
+        .check(&detour_dataplane::config::usable_cores())?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = Arc::clone(&stop);

@@ -211,6 +211,14 @@ impl Connection {
         })
     }
 
+    /// How long a request may wait for the daemon, writing or reading;
+    /// `None`: forever. A daemon that does not answer in time fails the
+    /// request with `WouldBlock` or `TimedOut`.
+    pub fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.writer.set_write_timeout(timeout)?;
+        self.reader.get_ref().set_read_timeout(timeout)
+    }
+
     /// Sends `request` and reads the answer.
     pub fn request<Q: Serialize, A: DeserializeOwned>(&mut self, request: &Q) -> io::Result<A> {
         let mut out = serde_json::to_vec(request).map_err(io::Error::other)?;

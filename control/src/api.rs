@@ -547,6 +547,11 @@ impl Client {
         Connection::connect(path, "control").map(Client)
     }
 
+    /// See [`Connection::set_timeout`].
+    pub fn set_timeout(&self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+        self.0.set_timeout(timeout)
+    }
+
     pub fn request(&mut self, request: &Request) -> io::Result<Response> {
         self.0.request(request)
     }

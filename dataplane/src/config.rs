@@ -280,6 +280,23 @@ pub struct InterfaceSection {
     pub interface: String,
 }
 
+/// The CPUs this process may run on: its affinity mask
+/// (`sched_getaffinity`, which `isolcpus`, `taskset` and systemd's
+/// `CPUAffinity=` narrow), in order; every CPU if it cannot be read.
+pub fn usable_cores() -> Vec<usize> {
+    let mut cores: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    if cores.is_empty() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cores = (0..cpus).collect();
+    }
+    cores.sort_unstable();
+    cores
+}
+
 /// What is wrong with a configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -360,8 +377,9 @@ impl ConfigFile {
     }
 
     /// Checks everything and returns the complete configuration.
-    /// `cpus` is the number of CPUs the cores are chosen from.
-    pub fn check(mut self, cpus: usize) -> Result<Config, ConfigError> {
+    /// `cpus` are the CPUs the workers may run on (the process's affinity,
+    /// [`usable_cores`]).
+    pub fn check(mut self, cpus: &[usize]) -> Result<Config, ConfigError> {
         let source = self.source.take();
         let from_flags = std::mem::take(&mut self.from_flags);
         self.check_values(cpus).map_err(|e| match (e, source) {
@@ -378,7 +396,7 @@ impl ConfigFile {
         })
     }
 
-    fn check_values(self, cpus: usize) -> Result<Config, ConfigError> {
+    fn check_values(self, cpus: &[usize]) -> Result<Config, ConfigError> {
         let node_id = self
             .node_id
             .ok_or_else(|| invalid("node_id", "missing (set it in the file or with --node-id)"))?;
@@ -450,7 +468,7 @@ fn check_interface(key: &'static str, name: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn check_afxdp(a: &AfXdp, cpus: usize) -> Result<(), ConfigError> {
+fn check_afxdp(a: &AfXdp, cpus: &[usize]) -> Result<(), ConfigError> {
     if a.queues.is_empty() {
         return Err(invalid("afxdp.queues", "at least one queue"));
     }
@@ -479,12 +497,15 @@ fn check_afxdp(a: &AfXdp, cpus: usize) -> Result<(), ConfigError> {
                 ),
             ));
         }
-        if let Some(c) = a.cores.iter().find(|c| **c >= cpus) {
+        if let Some(c) = a.cores.iter().find(|c| !cpus.contains(c)) {
             return Err(invalid(
                 "afxdp.cores",
                 format!(
-                    "core {c} does not exist (this machine has {cpus}: 0 to {})",
-                    cpus - 1
+                    "core {c} is not one this process may run on (its CPU affinity: {})",
+                    cpus.iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         }
@@ -655,7 +676,7 @@ listen = "127.0.0.1:9481"
 "#;
 
     fn check(text: &str) -> Result<Config, ConfigError> {
-        ConfigFile::from_text(Path::new("t.toml"), text.to_owned())?.check(2)
+        ConfigFile::from_text(Path::new("t.toml"), text.to_owned())?.check(&[0, 1])
     }
 
     #[test]
@@ -801,7 +822,7 @@ listen = "127.0.0.1:9481"
             (
                 "cores = [1, 0]",
                 "cores = [1, 5]",
-                "afxdp.cores: core 5 does not exist",
+                "afxdp.cores: core 5 is not one this process may run on (its CPU affinity: 0, 1)",
             ),
             (
                 "ring_size = 1024",

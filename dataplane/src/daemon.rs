@@ -351,17 +351,22 @@ impl Drop for RunningGuard {
     }
 }
 
-/// The core of each queue's worker: as configured, or chosen from the last
-/// core down, so that the first cores (where the kernel's receive work and
-/// most interrupts land first) feed the workers rather than share with
-/// them. On a machine with fewer cores than workers, cores are shared.
+/// The core of each queue's worker: as configured, or chosen from the
+/// cores the process may run on (its affinity mask), the last first, so
+/// that the first cores (where the kernel's receive work and most
+/// interrupts land first) feed the workers rather than share with them.
+/// With fewer cores than workers, cores are shared.
 fn worker_cores(config: &Config) -> Vec<Option<usize>> {
     if !config.afxdp.cores.is_empty() {
         return config.afxdp.cores.iter().map(|c| Some(*c)).collect();
     }
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (0..config.afxdp.queues.len())
-        .map(|i| Some(cpus - 1 - i % cpus))
+    pick_cores(&crate::config::usable_cores(), config.afxdp.queues.len())
+}
+
+/// `workers` cores from `usable`, the last first, round robin.
+fn pick_cores(usable: &[usize], workers: usize) -> Vec<Option<usize>> {
+    (0..workers)
+        .map(|i| usable.iter().rev().nth(i % usable.len().max(1)).copied())
         .collect()
 }
 
@@ -376,4 +381,19 @@ fn socket_modes(modes: impl Iterator<Item = BindMode>) -> String {
     let mut names: Vec<&str> = modes.map(mode_name).collect();
     names.dedup();
     names.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_take_the_last_usable_cores_first_and_share_when_short() {
+        // An affinity of 2, 3, 6 and 7 (isolcpus, CPUAffinity=).
+        let usable = [2, 3, 6, 7];
+        let picked = |n| pick_cores(&usable, n);
+        assert_eq!(picked(2), [Some(7), Some(6)]);
+        assert_eq!(picked(5), [Some(7), Some(6), Some(3), Some(2), Some(7)]);
+        assert_eq!(pick_cores(&[], 1), [None], "no core known: unpinned");
+    }
 }

@@ -168,8 +168,7 @@ impl Args {
             file.metrics.listen,
             self.metrics_listen.map(Some)
         );
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        file.check(cpus)
+        file.check(&detour_dataplane::config::usable_cores())
     }
 }
 

@@ -13,6 +13,7 @@ mod top;
 use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use detour_common::api as dp;
@@ -53,6 +54,16 @@ struct Cli {
     /// a line each), shapes in docs/operations.md.
     #[arg(long, global = true)]
     json: bool,
+    /// How long to wait for a daemon's answer, in seconds, before giving up
+    /// on it (a hung daemon: exit code 3).
+    #[arg(
+        long,
+        global = true,
+        default_value = "5",
+        value_name = "SECONDS",
+        value_parser = parse_timeout
+    )]
+    timeout: Duration,
     #[command(subcommand)]
     command: Command,
 }
@@ -171,7 +182,7 @@ impl Failure {
     }
 
     /// The failure of talking to `daemon` at `path`.
-    fn io(daemon: Daemon, path: &std::path::Path, e: io::Error) -> Failure {
+    fn io(daemon: Daemon, path: &std::path::Path, timeout: Duration, e: io::Error) -> Failure {
         let (name, flag) = match daemon {
             Daemon::Control => ("the control process (detour-control)", "--control-socket"),
             Daemon::Dataplane => ("the dataplane (detour-dataplane)", "--dataplane-socket"),
@@ -183,6 +194,10 @@ impl Failure {
             )),
             io::ErrorKind::ConnectionRefused => Failure::Down(format!(
                 "{name} is not running: nobody answers on {path} (it stopped or crashed)"
+            )),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Failure::Down(format!(
+                "{name} at {path} did not answer within {} s (hung? --timeout waits longer)",
+                timeout.as_secs_f64()
             )),
             io::ErrorKind::PermissionDenied => Failure::NoPermission(format!(
                 "no permission to use {path}, the API socket of {name}: it is root's (mode 0600); run detourctl as root"
@@ -202,13 +217,16 @@ pub enum Daemon {
 pub struct Sockets {
     control: PathBuf,
     dataplane: PathBuf,
+    /// How long each request may take.
+    timeout: Duration,
 }
 
 impl Sockets {
     pub fn control(&self, request: &Request) -> Result<cp::Response, Failure> {
         let path = &self.control;
-        let fail = |e| Failure::io(Daemon::Control, path, e);
+        let fail = |e| Failure::io(Daemon::Control, path, self.timeout, e);
         let mut client = cp::Client::connect(path).map_err(fail)?;
+        client.set_timeout(Some(self.timeout)).map_err(fail)?;
         match client.request(request).map_err(fail)? {
             cp::Response::Error { message } => Err(Failure::Refused(message)),
             answer => Ok(answer),
@@ -217,8 +235,9 @@ impl Sockets {
 
     pub fn dataplane(&self, request: &dp::Request) -> Result<dp::Response, Failure> {
         let path = &self.dataplane;
-        let fail = |e| Failure::io(Daemon::Dataplane, path, e);
+        let fail = |e| Failure::io(Daemon::Dataplane, path, self.timeout, e);
         let mut client = dp::Client::connect(path).map_err(fail)?;
+        client.set_timeout(Some(self.timeout)).map_err(fail)?;
         match client.request(request).map_err(fail)? {
             dp::Response::Error { message } => Err(Failure::Refused(message)),
             answer => Ok(answer),
@@ -319,6 +338,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let sockets = Sockets {
         control: cli.control_socket,
         dataplane: cli.dataplane_socket,
+        timeout: cli.timeout,
     };
     let json = cli.json;
     match cli.command {
@@ -384,7 +404,25 @@ fn change(sockets: &Sockets, request: Request, json: bool) -> Result<(), Failure
     }
 }
 
+/// `--timeout`: seconds, more than 0 and at most an hour.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(seconds > 0.0 && seconds <= 3600.0) {
+        return Err(format!("{seconds} s: give more than 0 and at most 3600"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so that a write to a closed pipe fails with
+    // EPIPE, which println! turns into a panic: `detourctl peers | head -1`
+    // would end with a backtrace. With the default action back, it ends
+    // quietly, killed by SIGPIPE (status 141 in a shell), as coreutils do.
+    // SAFETY: setting a signal's disposition to the default, before any
+    // thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
