@@ -60,6 +60,14 @@ pub fn run(config: &Config, stop: &AtomicBool) -> anyhow::Result<()> {
     // touches the interfaces the first one holds.
     let server = Server::bind(&config.api.socket, "dataplane")?;
     let xdp = XdpConfig::new(config.overlay.port, config.xdp.no_socket);
+    // Before anything is attached: an interface that is not Ethernet (wg0,
+    // ppp0, a tun) is refused with the reason. One that does not exist is
+    // left to the attach, which says so.
+    for iface in std::iter::once(&config.wan).chain(&config.lan) {
+        if let Ok(index) = crate::xdp::iface::ifindex(iface) {
+            neigh::link(index).with_context(|| format!("{iface} cannot carry the overlay"))?;
+        }
+    }
     let mut classifier = Classifier::load(xdp)?;
     let (mode, replace) = (config.xdp.mode, config.xdp.replace);
     let wan = classifier.attach(Role::Wan, &config.wan, mode, replace)?;

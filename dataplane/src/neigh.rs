@@ -26,7 +26,7 @@ use detour_common::wire::MacAddr;
 use ipnet::IpNet;
 use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE};
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -436,6 +436,18 @@ pub fn link(ifindex: u32) -> io::Result<Link> {
             what()
         )));
     };
+    let kind = link.header.link_layer_type;
+    if kind != LinkLayerType::Ether {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{}: not an Ethernet interface (link type {kind}): detour reads and writes Ethernet \
+                 frames; run it on the Ethernet interface beneath (for PPPoE, the NIC; a layer-3 \
+                 tunnel such as WireGuard cannot carry it)",
+                what()
+            ),
+        ));
+    }
     let mut mac = None;
     let mut mtu = None;
     for attr in &link.attributes {

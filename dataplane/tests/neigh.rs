@@ -414,3 +414,21 @@ fn netns_errors_name_what_failed() {
     // An interface that does not exist has nothing to list.
     assert_eq!(nothing, (vec![], vec![], (None, None)));
 }
+
+/// An interface without Ethernet framing (a tun device: link type NONE,
+/// as wg0 or ppp0) is refused with the reason, not taken and failed later.
+#[test]
+fn netns_an_interface_that_is_not_ethernet_is_refused_with_the_reason() {
+    require_root();
+    let ns = Netns::new("tun").unwrap();
+    ns.ip(&["tuntap", "add", "tun7", "mode", "tun"]).unwrap();
+    let err = inside(&ns, || {
+        let index = ifindex("tun7").unwrap();
+        detour_dataplane::neigh::link(index).unwrap_err()
+    });
+    let message = err.to_string();
+    assert!(
+        message.contains("not an Ethernet interface (link type NONE)"),
+        "{message}"
+    );
+}
