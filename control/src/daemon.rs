@@ -10,8 +10,9 @@
 //! The local API ([`crate::api`]) answers `detourctl` on threads of its
 //! own, and the metrics endpoint, if on, on another; both read the core
 //! under the lock the core's thread takes for each turn of its loop. One
-//! socket and one timer need no async runtime; DESIGN.md names tokio for
-//! this, and a few threads do the same with nothing added to the build.
+//! socket and one timer need no async runtime: a few threads do it with
+//! nothing added to the build (docs/design.md, "The routing core does no
+//! I/O").
 //!
 //! ## Installation
 //!

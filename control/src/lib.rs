@@ -1,7 +1,7 @@
 //! detour's control process: the RON-style routing core and, as they land,
-//! its drivers (DESIGN.md, "Routing").
+//! its drivers (docs/design.md, "Routing").
 //!
-//! The routing core does no I/O (STYLE.md, after quinn-proto): it takes
+//! The routing core does no I/O (docs/design.md, after quinn-proto): it takes
 //! events with the current time and returns what to do. The daemon drives
 //! it with sockets and timers, `detour-control sim` with a virtual clock.
 //!

@@ -1,6 +1,6 @@
 //! One overlay node's routing core: the prober, the link-state database and
 //! the path selector together, driven by messages and the time, doing no
-//! I/O (STYLE.md, after quinn-proto).
+//! I/O (docs/design.md, "The routing core does no I/O", after quinn-proto).
 //!
 //! A driver (the daemon with a UDP socket and the real clock, the simulator
 //! with a virtual one) does four things, in any order, as often as it

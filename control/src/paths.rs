@@ -1,6 +1,6 @@
 //! Path selection: for every destination, the best of the direct path and
-//! every one-hop path through a live relay (DESIGN.md, "Routing"; RON,
-//! SOSP 2001).
+//! every one-hop path through a live relay (docs/design.md, "Routing";
+//! RON, SOSP 2001).
 //!
 //! [`PathSelector::select`] reads a [`LinkTable`] (our own row from the
 //! prober, every other node's row from link state) and a [`Policy`], and

@@ -7,8 +7,8 @@
 //! neighbours' MAC addresses, into a [`RouteTable`]: longest-prefix-match
 //! tables for the prefixes, and per destination node an encapsulation
 //! template already holding every outer header byte. Workers never see a
-//! snapshot being built: a new table replaces the old one whole (DESIGN.md:
-//! arc-swap, loaded once per batch).
+//! snapshot being built: a new table replaces the old one whole
+//! (docs/design.md, "Hot-path rules": arc-swap, loaded once per turn).
 
 use std::collections::HashSet;
 use std::net::IpAddr;

@@ -13,7 +13,7 @@
 //! UMEM, so a frame crosses from one interface to the other without a
 //! copy.
 //!
-//! Hot-path rules (DESIGN.md): nothing here locks, allocates or makes a
+//! Hot-path rules (docs/design.md): nothing here locks, allocates or makes a
 //! system call per packet. The system calls are per turn, and only when the
 //! kernel asks for them (`need_wakeup`) or when there is nothing to do
 //! (`poll`, unless busy polling). The free list and the batch buffers are
@@ -242,7 +242,7 @@ impl Worker {
             debug_assert_eq!(queued, self.to_lan.len(), "room was checked");
         }
         self.to_lan.clear();
-        // Copy mode sends at most 32 frames per wake-up (ENVIRONMENT.md):
+        // Copy mode sends at most 32 frames per wake-up (docs/design.md):
         // the rest go out on later turns.
         self.wan.kick();
         if let Some(lan) = &mut self.lan {

@@ -353,7 +353,7 @@ impl Socket {
 
     /// Wakes the kernel to transmit what the TX ring holds, if it holds
     /// anything and the kernel asks to be woken. In copy mode one wake-up
-    /// sends at most 32 frames (ENVIRONMENT.md), so a worker calls this on
+    /// sends at most 32 frames (docs/design.md), so a worker calls this on
     /// every turn of its loop; an empty ring costs no system call.
     pub fn kick(&mut self) {
         // SAFETY: reads the ring's flags word.
@@ -471,7 +471,7 @@ pub fn wait_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<bool> {
 
 /// Puts as many of `items` into the producer ring as it has room for, and
 /// submits them; returns how many. libxdp's reserve is all-or-nothing, so
-/// the request is capped at the free count first (ENVIRONMENT.md: an
+/// the request is capped at the free count first (docs/design.md: an
 /// uncapped offer starved the fill ring). The slots are written here rather
 /// than through libxdp's per-slot accessors: one function call per batch,
 /// not per packet.

@@ -13,7 +13,7 @@
 //!    forwards it like any other.
 //!
 //! Paths without delay never leave the kernel. This kernel has no netem
-//! (ENVIRONMENT.md), hence the delay line.
+//! (docs/design.md, "What these kernels lack"), hence the delay line.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
