@@ -409,6 +409,12 @@ impl Worker {
             (Egress::Wan, Egress::Lan) => Stat::Decapsulated,
         };
         self.tally.add(path, 1);
+        self.push_out(base, f);
+    }
+
+    /// Queues the frame in `base`, now `f`, on the TX list of its egress.
+    #[inline]
+    fn push_out(&mut self, base: u64, f: Forward) {
         self.tally.add(Stat::TransmittedBytes, f.len as u64);
         let out = Desc {
             addr: base + f.start as u64,
@@ -451,13 +457,7 @@ impl Worker {
             ) {
                 Ok(f) => {
                     self.tally.add(Stat::Answered, 1);
-                    self.tally.add(Stat::TransmittedBytes, f.len as u64);
-                    let out = Desc {
-                        addr: base + f.start as u64,
-                        len: f.len as u32,
-                        options: 0,
-                    };
-                    self.to_lan.push(out);
+                    self.push_out(base, f);
                     return;
                 }
                 Err(NoAnswer::Limited) => self.tally.add(Stat::IcmpSuppressed, 1),

@@ -481,6 +481,11 @@ pub fn wait_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<bool> {
 /// `ring` is a set-up ring whose slots are of type `T` (`u64` for fill,
 /// `xdp_desc` for TX).
 unsafe fn produce<T: Copy>(ring: &mut xsk_ring_prod, items: &[T]) -> u32 {
+    // A worker offers every turn, often nothing: no load of the kernel's
+    // consumer index and no store to the producer's for that.
+    if items.is_empty() {
+        return 0;
+    }
     let mut idx = 0;
     // SAFETY: per the contract; the `n` reserved slots are ours to write,
     // and `idx + i` masked stays inside the ring.
